@@ -1,0 +1,226 @@
+"""Load generation with oha, and the parsing of its results.
+
+Two kinds of load:
+
+* **closed loop** (``oha -c N -z D``): N connections each send the next request as soon as
+  the previous answer arrives; the rate achieved is the proxy's maximum rate.
+* **fixed rate** (``oha -q R --latency-correction -z D -w -t TIMEOUT``): requests are
+  scheduled at R per second whatever happens to earlier ones; each latency is measured from
+  the request's *scheduled* start, so a stalled server is not hidden (no coordinated
+  omission). ``-w`` lets requests in flight at the deadline finish (or time out).
+
+How fixed-rate results are counted (the same for every proxy):
+
+* ``scheduled`` = R × D requests. A request is a **success** only if it got a 2xx answer
+  within the client timeout. Everything else is a **failure**: timeouts, connection errors,
+  non-2xx answers, and scheduled requests oha never sent (``unsent``, which only happens
+  when all N connections are stuck waiting).
+* Latency percentiles are taken over *all* scheduled requests (nearest rank), every failure
+  counting as the client timeout. So a proxy cannot improve its p99 by failing fast.
+
+oha stores every answered request (any status) in SQLite (``--db-url``), with its scheduled
+start and latency; errors are only counted in its JSON summary, without a time. The
+per-second timeline therefore places failures by deficit: a second that should hold R
+scheduled requests but holds fewer answered ones is charged the missing ones as timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .peers import HOSTNAME, Endpoint
+from .procs import HarnessError, ProcessGroup
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+COUNTING = (
+    "percentiles over all scheduled requests (nearest rank); a failure (timeout, connection error, "
+    "non-2xx, or never sent) counts as the client timeout; success = 2xx within the timeout"
+)
+
+
+@dataclass(frozen=True)
+class Load:
+    """Parameters of one oha run."""
+
+    duration_s: float
+    connections: int
+    rate: float | None = None  # requests per second; None means closed loop
+    timeout_s: float | None = None  # client timeout per request (fixed rate only)
+
+
+@dataclass
+class ClosedLoopResult:
+    """What a closed-loop run achieved."""
+
+    ok_rps: float
+    ok: int
+    failed: int
+    duration_s: float
+    status: dict[str, int]
+    errors: dict[str, int]
+
+
+@dataclass
+class FixedRateResult:
+    """What a fixed-rate run measured (see the module docstring for how it counts)."""
+
+    rate: float
+    duration_s: float
+    timeout_s: float
+    scheduled: int
+    ok: int
+    failed: int
+    unsent: int
+    success_rate: float
+    latency_ms: dict[str, float]
+    status: dict[str, int]
+    errors: dict[str, int]
+    timeline: list[dict[str, float]] = field(repr=False)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def oha_argv(oha: str, target: Endpoint, load: Load, json_out: Path, db_out: Path | None) -> list[str]:
+    """The oha command line for ``load`` against ``target`` (with the benchmark's Host header)."""
+    argv = [
+        oha, target.url,
+        "--no-tui", "--output-format", "json", "-o", str(json_out),
+        "--worker-threads", "1",
+        "-H", f"Host: {HOSTNAME}",
+        "-c", str(load.connections),
+        "-z", f"{load.duration_s * 1000:.0f}ms",
+    ]  # fmt: skip
+    if load.rate is not None:
+        argv += ["-q", f"{load.rate:.1f}", "--latency-correction", "-w"]
+    if load.timeout_s is not None:
+        argv += ["-t", f"{load.timeout_s * 1000:.0f}ms"]
+    if db_out is not None:
+        argv += ["--db-url", str(db_out)]
+    return argv
+
+
+def run_closed_loop(
+    group: ProcessGroup, oha: str, target: Endpoint, load: Load, out_dir: Path, name: str, cpus: str
+) -> ClosedLoopResult:
+    """Run closed-loop load and return the rate of 2xx answers."""
+    json_out = out_dir / f"{name}.json"
+    group.run(name, oha_argv(oha, target, load, json_out, None), cpus, timeout_s=load.duration_s + 30)
+    summary = _read_summary(json_out)
+    ok = _count_2xx(summary["statusCodeDistribution"])
+    errors = _real_errors(summary["errorDistribution"])
+    total = sum(summary["statusCodeDistribution"].values()) + sum(errors.values())
+    duration = summary["summary"]["total"]
+    return ClosedLoopResult(
+        ok_rps=round(ok / duration, 1),
+        ok=ok,
+        failed=total - ok,
+        duration_s=round(duration, 3),
+        status=summary["statusCodeDistribution"],
+        errors=errors,
+    )
+
+
+def run_fixed_rate(
+    group: ProcessGroup, oha: str, target: Endpoint, load: Load, out_dir: Path, name: str, cpus: str
+) -> FixedRateResult:
+    """Run fixed-rate load with latency correction and count it as the module docstring says."""
+    if load.rate is None or load.timeout_s is None:
+        raise ValueError("fixed-rate load needs a rate and a timeout")
+    json_out = out_dir / f"{name}.json"
+    db_out = out_dir / f"{name}.sqlite"
+    db_out.unlink(missing_ok=True)
+    timeout = load.duration_s + load.timeout_s + 60
+    group.run(name, oha_argv(oha, target, load, json_out, db_out), cpus, timeout_s=timeout)
+    summary = _read_summary(json_out)
+    rows = _read_rows(db_out)
+    errors = _real_errors(summary["errorDistribution"])
+
+    scheduled = math.floor(load.rate * load.duration_s)
+    answered = len(rows)
+    unsent = max(0, scheduled - answered - sum(errors.values()))
+    ok_latencies = [lat for _, lat, status in rows if 200 <= status < 300 and lat <= load.timeout_s]
+    ok = len(ok_latencies)
+    failed = max(scheduled, answered + sum(errors.values())) - ok
+    return FixedRateResult(
+        rate=load.rate,
+        duration_s=load.duration_s,
+        timeout_s=load.timeout_s,
+        scheduled=scheduled,
+        ok=ok,
+        failed=failed,
+        unsent=unsent,
+        success_rate=round(ok / max(ok + failed, 1), 6),
+        latency_ms=percentiles_ms(ok_latencies, failed, load.timeout_s),
+        status=summary["statusCodeDistribution"],
+        errors=errors,
+        timeline=_timeline(rows, load),
+    )
+
+
+def percentiles_ms(ok_latencies_s: list[float], failures: int, timeout_s: float) -> dict[str, float]:
+    """Nearest-rank percentiles (ms) of successes plus ``failures`` counted at ``timeout_s``."""
+    values = sorted(ok_latencies_s) + [timeout_s] * failures
+    out = {}
+    for p in PERCENTILES:
+        key = "p" + f"{p:g}".replace(".", "")
+        if not values:
+            out[key] = timeout_s * 1000
+            continue
+        rank = max(1, math.ceil(p / 100 * len(values)))
+        out[key] = round(values[rank - 1] * 1000, 3)
+    return out
+
+
+def _timeline(rows: list[tuple[float, float, int]], load: Load) -> list[dict[str, float]]:
+    """Per second of scheduled time: p99 (ms) and success rate, failures placed by deficit."""
+    assert load.rate is not None and load.timeout_s is not None
+    seconds = math.ceil(load.duration_s)
+    buckets: list[list[tuple[float, int]]] = [[] for _ in range(seconds)]
+    for sched, lat, status in rows:
+        idx = min(max(int(sched), 0), seconds - 1)
+        buckets[idx].append((lat, status))
+    out = []
+    for second, bucket in enumerate(buckets):
+        expected = round(load.rate * min(1.0, load.duration_s - second))
+        ok = [lat for lat, status in bucket if 200 <= status < 300 and lat <= load.timeout_s]
+        failures = max(expected, len(bucket)) - len(ok)
+        out.append(
+            {
+                "t_s": float(second),
+                "p99_ms": percentiles_ms(ok, failures, load.timeout_s)["p99"],
+                "success_rate": round(len(ok) / max(len(ok) + failures, 1), 4),
+            }
+        )
+    return out
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise HarnessError(f"could not read oha's JSON output {path}: {err}") from None
+
+
+def _read_rows(db: Path) -> list[tuple[float, float, int]]:
+    """(scheduled start s, latency s, status) of every answered request."""
+    if not db.exists():
+        return []  # oha writes no database when nothing was answered
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT COALESCE(start_latency_correction, start), duration, status FROM oha"
+        ).fetchall()
+
+
+def _count_2xx(status: dict[str, int]) -> int:
+    return sum(n for code, n in status.items() if code.startswith("2"))
+
+
+def _real_errors(errors: dict[str, int]) -> dict[str, int]:
+    """Errors except oha's "aborted due to deadline" (closed loop cut off by ``-z``)."""
+    return {k: v for k, v in errors.items() if k != "aborted due to deadline"}
