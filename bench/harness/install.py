@@ -87,9 +87,7 @@ def _ensure_oha() -> str:
     help_text = subprocess.run([path, "--help"], capture_output=True, text=True, check=False).stdout
     lacking = [flag for flag in OHA_FLAGS if flag not in help_text]
     if lacking:
-        raise HarnessError(
-            f"{path} lacks {', '.join(lacking)}; update it: cargo install oha --locked --force"
-        )
+        raise HarnessError(f"{path} lacks {', '.join(lacking)}; update it: cargo install oha --locked --force")
     return path
 
 

@@ -88,7 +88,7 @@ def start_causeway_origin(
     Returns at once (so several origins start together); call :func:`wait_origins` before use.
     """
     ep = Endpoint(name, free_port())
-    argv = [tools.causeway, "origin", "--listen", ep.addr, "--delay", "0ms"]
+    argv = [tools.causeway, "origin", "--workers", "1", "--listen", ep.addr, "--delay", "0ms"]
     if slow:
         argv += [
             "--slow-after", f"{slow.after_s * 1000:.0f}ms",
@@ -224,7 +224,7 @@ def _haproxy_conf(conf_dir: Path, ep: Endpoint, balance: str, origins: list[Endp
             f"""\
             global
                 nbthread 1
-                maxconn 20000
+                maxconn 9000
             defaults
                 mode http
                 timeout connect {CONNECT_TIMEOUT_S}s

@@ -73,8 +73,7 @@ class Proc:
         """Raise :class:`HarnessError` with the log tail if the process has exited."""
         if not self.alive():
             raise HarnessError(
-                f"{self.name} exited with code {self.popen.returncode}; "
-                f"log {self.log_path}:\n{self.log_tail()}"
+                f"{self.name} exited with code {self.popen.returncode}; log {self.log_path}:\n{self.log_tail()}"
             )
 
 
@@ -149,9 +148,7 @@ def _signal_group(proc: Proc, sig: int) -> None:
         pass
 
 
-def wait_http_ok(
-    url: str, host: str | None, proc: Proc, timeout_s: float = 15.0
-) -> None:
+def wait_http_ok(url: str, host: str | None, proc: Proc, timeout_s: float = 15.0) -> None:
     """Poll ``url`` until it answers 200, failing early (with the log) if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     headers = {"Host": host} if host else {}
@@ -198,8 +195,7 @@ class CpuMeter:
         """End the interval; return ``{tree: cores, "core0_busy": share, ...}``."""
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         out = {
-            f"{k}_cpu": round((_tree_cpu_seconds(pid) - self._proc0[k]) / elapsed, 3)
-            for k, pid in self.roots.items()
+            f"{k}_cpu": round((_tree_cpu_seconds(pid) - self._proc0[k]) / elapsed, 3) for k, pid in self.roots.items()
         }
         for core, (busy1, total1) in _core_jiffies().items():
             busy0, total0 = self._cores0.get(core, (busy1, total1))

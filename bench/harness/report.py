@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -55,7 +55,7 @@ def versions(tools: dict[str, str]) -> dict[str, str]:
 def write(results_dir: Path, scenario: str, mode: str, document: dict) -> tuple[Path, Path]:
     """Write ``SCENARIO-MODE-STAMP.json`` and ``.png``; return both paths."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = results_dir / f"{scenario}-{mode}-{stamp}"
     json_path = base.with_suffix(".json")
     json_path.write_text(json.dumps(document, indent=2) + "\n")
@@ -72,12 +72,17 @@ def result_line(result: dict[str, float]) -> str:
 def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylabel: str) -> None:
     """Median bars with min–max whiskers."""
     medians = [s["median"] for s in stats]
-    errs = [[m - s["min"] for m, s in zip(medians, stats)], [s["max"] - m for m, s in zip(medians, stats)]]
+    errs = [
+        [m - s["min"] for m, s in zip(medians, stats, strict=True)],
+        [s["max"] - m for m, s in zip(medians, stats, strict=True)],
+    ]
     ax.bar(labels, medians, yerr=errs, capsize=4, color=color)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelrotation=20)
     for i, m in enumerate(medians):
-        ax.annotate(f"{m:,.3g}", (i, m), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            f"{m:,.3g}", (i, m), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
+        )
 
 
 def _plot_throughput(doc: dict, path: Path) -> None:

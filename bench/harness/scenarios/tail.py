@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from ..load import COUNTING, Load, run_fixed_rate
+from ..load import COUNTING, Load, run_fixed_rate, unsent_warning
 from ..peers import ProxySpec, SlowPhase, start_causeway_origin, start_proxy, wait_origins
 from ..report import spread
 from . import LOAD_CPUS, PROXY_CPUS, Context, Outcome
@@ -58,8 +58,18 @@ def run(ctx: Context) -> Outcome:
     rounds = []
     for index in range(plan.rounds):
         order = PROXIES[index % len(PROXIES) :] + PROXIES[: index % len(PROXIES)]
-        runs = {spec.label: _one_run(ctx, plan, spec, f"r{index + 1}") for spec in order}
-        rounds.append({"round": index + 1, "order": [s.label for s in order], "runs": runs, "ratios": _ratios(runs)})
+        results = {spec.label: _one_run(ctx, plan, spec, f"r{index + 1}") for spec in order}
+        runs = {label: res for label, (res, _) in results.items()}
+        warnings = [f"round {index + 1}: {w}" for _, w in results.values() if w]
+        rounds.append(
+            {
+                "round": index + 1,
+                "order": [s.label for s in order],
+                "runs": runs,
+                "ratios": _ratios(runs),
+                "warnings": warnings,
+            }
+        )
 
     per_proxy = {
         spec.label: {
@@ -85,17 +95,15 @@ def run(ctx: Context) -> Outcome:
         "rounds": rounds,
     }
     result = {k: v["median"] for k, v in ratios.items()}
-    warnings = [
-        f"round {r['round']}: {label} left {run['unsent']} scheduled requests unsent (counted as failures)"
-        for r in rounds
-        for label, run in r["runs"].items()
-        if run["unsent"] > 0
-    ]
+    warnings = [w for r in rounds for w in r.pop("warnings")]
     return Outcome(data=data, result=result, warnings=warnings)
 
 
-def _one_run(ctx: Context, plan: Plan, spec: ProxySpec, tag: str) -> dict:
-    """Fresh origins (the last one with the slow phase) and a fresh proxy; one fixed-rate run."""
+def _one_run(ctx: Context, plan: Plan, spec: ProxySpec, tag: str) -> tuple[dict, str | None]:
+    """Fresh origins (the last one with the slow phase) and a fresh proxy; one fixed-rate run.
+
+    Returns the run's results and a warning, if any.
+    """
     name = f"{tag}-{spec.label.replace('/', '-').replace('(', '').replace(')', '')}"
     started = [
         start_causeway_origin(
@@ -115,13 +123,8 @@ def _one_run(ctx: Context, plan: Plan, spec: ProxySpec, tag: str) -> dict:
     finally:
         for _, proc in started:
             ctx.group.stop(proc)
-    return {
-        **res.to_json(),
-        "slow_window_s": [
-            round(plan.slow.after_s - offset, 3),
-            round(plan.slow.after_s + plan.slow.duration_s - offset, 3),
-        ],
-    }
+    window = [round(plan.slow.after_s - offset, 3), round(plan.slow.after_s + plan.slow.duration_s - offset, 3)]
+    return {**res.to_json(), "slow_window_s": window}, unsent_warning(spec.label, res)
 
 
 def _ratios(runs: dict[str, dict]) -> dict[str, float]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..load import Load, run_closed_loop, run_fixed_rate
-from ..procs import CpuMeter
+from ..load import Load, run_closed_loop, run_fixed_rate, unsent_warning
 from ..peers import ProxySpec, start_nginx_origin, start_proxy, wait_origins
+from ..procs import CpuMeter
 from ..report import spread
 from . import LOAD_CPUS, PROXY_CPUS, Context, Outcome
 
@@ -110,6 +110,9 @@ def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[s
             load = Load(duration_s=plan.measure_s, connections=plan.connections, rate=rate, timeout_s=CLIENT_TIMEOUT_S)
             res = run_fixed_rate(ctx.group, ctx.tools.oha, ep, load, ctx.workdir, f"{tag}-fixed", LOAD_CPUS)
             proc.check_alive()
+            warning = unsent_warning(spec.label, res)
+            if warning:
+                warnings.append(f"round {index + 1}: {warning}")
             entry = res.to_json()
             entry.pop("timeline")
             fixed[spec.label] = entry
