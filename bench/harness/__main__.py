@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import install, report
-from .procs import HarnessError, ProcessGroup, install_signal_handlers
+from .procs import HarnessError, ProcessGroup, install_signal_handlers, priority_prefix
 from .scenarios import LOAD_CPUS, PROXY_CPUS, Context, registry
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
             try:
                 with ProcessGroup(workdir / "logs") as group:
                     outcome = module.run(Context(tools, group, workdir, args.quick))
-            except BaseException:
+            except Exception:
                 _keep_logs(workdir, args.scenario)
                 raise
     except HarnessError as err:
@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
         "mode": mode,
         "elapsed_s": round(time.monotonic() - started, 1),
         "cpu_pinning": {"proxy": PROXY_CPUS, "load_generator_and_origins": LOAD_CPUS},
+        "priority": " ".join(priority_prefix()) or "default",
         "machine": report.machine(),
         "versions": report.versions(tools.__dict__),
         "result": outcome.result,
@@ -70,7 +71,7 @@ def _keep_logs(workdir: Path, scenario: str) -> None:
     """Copy the process logs of a failed run to ``bench/results/`` and say where."""
     logs = workdir / "logs"
     if logs.is_dir():
-        dest = RESULTS / f"{scenario}-failed-{time.strftime('%Y%m%dT%H%M%S')}-logs"
+        dest = RESULTS / f"{scenario}-failed-{report.stamp()}-logs"
         shutil.copytree(logs, dest)
         print(f"bench: process logs kept in {dest.relative_to(REPO)}", file=sys.stderr)
 

@@ -152,6 +152,7 @@ def run_fixed_rate(
     ok_latencies = [lat for _, lat, status in rows if 200 <= status < 300 and lat <= load.timeout_s]
     ok = len(ok_latencies)
     failed = sent - ok
+    unsent = max(0, scheduled - sent)
     return FixedRateResult(
         rate=load.rate,
         duration_s=load.duration_s,
@@ -159,12 +160,12 @@ def run_fixed_rate(
         scheduled=scheduled,
         ok=ok,
         failed=failed,
-        unsent=max(0, scheduled - sent),
-        success_rate=round(ok / max(ok + failed, 1), 6),
+        unsent=unsent,
+        success_rate=round(ok / max(sent, 1), 6),
         latency_ms=percentiles_ms(ok_latencies, failed, load.timeout_s),
         status=summary["statusCodeDistribution"],
         errors=errors,
-        timeline=_timeline(rows, load, max(0, scheduled - sent)),
+        timeline=_timeline(rows, load, unsent),
     )
 
 

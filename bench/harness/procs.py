@@ -2,9 +2,12 @@
 
 Every server and load generator is started through a :class:`ProcessGroup`. Each child runs
 in its own session (so a proxy's master and workers form one process group) under
-``taskset -c CPUS``. Leaving the group's ``with`` block — normally, on an exception, or on
-Ctrl-C/SIGTERM (turned into an exception by :func:`install_signal_handlers`) — sends SIGTERM
-to every process group still alive, then SIGKILL to those that linger.
+``taskset -c CPUS``, and, when the harness runs as root, at nice :data:`NICE` so that
+background jobs on a shared machine (builds) disturb the measurement less.
+
+Leaving the group's ``with`` block — normally, on an exception, or on Ctrl-C/SIGTERM
+(turned into an exception by :func:`install_signal_handlers`) — sends SIGTERM to every
+process group still alive, then SIGKILL to those that linger.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STOP_GRACE_S = 3.0
+NICE = -10
 
 
 class HarnessError(RuntimeError):
@@ -27,13 +31,21 @@ class HarnessError(RuntimeError):
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM and SIGHUP into :class:`KeyboardInterrupt`, so cleanup runs as for Ctrl-C."""
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`KeyboardInterrupt`, so cleanup always runs.
+
+    SIGINT is set explicitly because a shell may start a background job with it ignored.
+    """
 
     def _interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
+def priority_prefix() -> list[str]:
+    """``nice -n NICE`` when running as root (raising priority needs it), else nothing."""
+    return ["nice", "-n", str(NICE)] if os.geteuid() == 0 else []
 
 
 def free_port() -> int:
@@ -88,7 +100,13 @@ class ProcessGroup:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self.stop_all()
+        # A second Ctrl-C must not cut the cleanup short.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            self.stop_all()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self, name: str, argv: list[str], cpus: str, env: dict[str, str] | None = None) -> Proc:
         """Start ``argv`` pinned to ``cpus`` (taskset list syntax), output to ``LOG_DIR/NAME.log``."""
@@ -96,7 +114,7 @@ class ProcessGroup:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                ["taskset", "-c", cpus, *argv],
+                ["taskset", "-c", cpus, *priority_prefix(), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -52,11 +52,15 @@ def versions(tools: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def stamp() -> str:
+    """The current UTC time for file names, e.g. ``20260101T120000Z``."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def write(results_dir: Path, scenario: str, mode: str, document: dict) -> tuple[Path, Path]:
     """Write ``SCENARIO-MODE-STAMP.json`` and ``.png``; return both paths."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = results_dir / f"{scenario}-{mode}-{stamp}"
+    base = results_dir / f"{scenario}-{mode}-{stamp()}"
     json_path = base.with_suffix(".json")
     json_path.write_text(json.dumps(document, indent=2) + "\n")
     png_path = base.with_suffix(".png")
