@@ -1,0 +1,192 @@
+//! The release queue of claim 19: requests that find every capable origin at its high-water
+//! mark wait here, and are released as slots free — by priority class, then age. A request
+//! gains one class for each aging interval it waits, so a low class is never starved.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use causeway_api::site::PRIORITY_CLASSES;
+
+const CLASSES: usize = PRIORITY_CLASSES as usize;
+
+/// One waiting request.
+#[derive(Debug)]
+pub struct Queued<T> {
+    /// Identifies the entry for [`ReleaseQueue::remove`].
+    pub id: u64,
+    /// Priority class it arrived with.
+    pub class: u8,
+    /// When it started waiting.
+    pub enqueued: Instant,
+    /// What the caller needs to hand the request its slot.
+    pub payload: T,
+}
+
+/// The class a request competes with after waiting `waited`: one better per aging interval.
+pub fn effective_class(class: u8, waited: Duration, aging_interval: Duration) -> u8 {
+    let steps = waited.as_nanos() / aging_interval.as_nanos().max(1);
+    class.saturating_sub(u8::try_from(steps).unwrap_or(u8::MAX))
+}
+
+/// A bounded queue ordered by effective class, then arrival.
+#[derive(Debug)]
+pub struct ReleaseQueue<T> {
+    by_class: [VecDeque<Queued<T>>; CLASSES],
+    len: usize,
+    capacity: usize,
+    aging_interval: Duration,
+    next_id: u64,
+}
+
+impl<T> ReleaseQueue<T> {
+    /// An empty queue holding at most `capacity` requests.
+    pub fn new(capacity: usize, aging_interval: Duration) -> Self {
+        Self {
+            by_class: std::array::from_fn(|_| VecDeque::new()),
+            len: 0,
+            capacity,
+            aging_interval,
+            next_id: 0,
+        }
+    }
+
+    /// Requests waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a request; gives the payload back when the queue is full.
+    pub fn push(&mut self, class: u8, now: Instant, payload: T) -> Result<u64, T> {
+        if self.len >= self.capacity {
+            return Err(payload);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let class = class.min(PRIORITY_CLASSES - 1);
+        self.by_class[usize::from(class)].push_back(Queued {
+            id,
+            class,
+            enqueued: now,
+            payload,
+        });
+        self.len += 1;
+        Ok(id)
+    }
+
+    /// Takes a request out (its wait ended another way); `None` when it already left.
+    pub fn remove(&mut self, id: u64) -> Option<Queued<T>> {
+        for queue in &mut self.by_class {
+            // Entries are in id order within a class, so a binary search finds it.
+            if let Ok(at) = queue.binary_search_by_key(&id, |q| q.id) {
+                self.len -= 1;
+                return queue.remove(at);
+            }
+        }
+        None
+    }
+
+    /// Takes the request to release next among those `can_place` accepts: the lowest
+    /// effective class, and within it the longest waiting.
+    ///
+    /// Within one class the first placeable entry is the oldest placeable one, and age only
+    /// improves the effective class, so the best entry of each class is found by a scan from
+    /// its front that stops at the first placeable entry; the winner is the best of those.
+    pub fn pop_next(
+        &mut self,
+        now: Instant,
+        mut can_place: impl FnMut(&T) -> bool,
+    ) -> Option<Queued<T>> {
+        let mut best: Option<(u8, Instant, usize, usize)> = None;
+        for (class, queue) in self.by_class.iter().enumerate() {
+            let Some(at) = queue.iter().position(|q| can_place(&q.payload)) else {
+                continue;
+            };
+            let entry = &queue[at];
+            let key = (
+                effective_class(
+                    entry.class,
+                    now.saturating_duration_since(entry.enqueued),
+                    self.aging_interval,
+                ),
+                entry.enqueued,
+            );
+            if best.is_none_or(|(c, t, _, _)| key < (c, t)) {
+                best = Some((key.0, key.1, class, at));
+            }
+        }
+        let (_, _, class, at) = best?;
+        self.len -= 1;
+        self.by_class[class].remove(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn drain(queue: &mut ReleaseQueue<&'static str>, now: Instant) -> Vec<&'static str> {
+        std::iter::from_fn(|| queue.pop_next(now, |_| true).map(|q| q.payload)).collect()
+    }
+
+    #[test]
+    fn releases_by_class_then_age() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(10, Duration::from_secs(100));
+        queue.push(4, t0, "low-1").expect("room");
+        queue.push(0, t0 + SEC, "top-1").expect("room");
+        queue.push(2, t0 + SEC, "mid-1").expect("room");
+        queue.push(0, t0 + SEC * 2, "top-2").expect("room");
+        queue.push(4, t0 + SEC * 2, "low-2").expect("room");
+        assert_eq!(
+            drain(&mut queue, t0 + SEC * 3),
+            ["top-1", "top-2", "mid-1", "low-1", "low-2"]
+        );
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn waiting_raises_a_low_class_so_it_is_not_starved() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(10, SEC);
+        queue.push(4, t0, "old-low").expect("room");
+        queue.push(1, t0 + SEC * 3, "new-high").expect("room");
+        // After 4 s the class-4 request competes as class 0 and wins on age.
+        assert_eq!(drain(&mut queue, t0 + SEC * 4), ["old-low", "new-high"]);
+        assert_eq!(effective_class(4, SEC * 2, SEC), 2);
+        assert_eq!(effective_class(1, SEC * 90, SEC), 0);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_removed_entry_frees_room() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(2, SEC);
+        let a = queue.push(1, t0, "a").expect("room");
+        queue.push(1, t0, "b").expect("room");
+        assert_eq!(queue.push(0, t0, "c"), Err("c"));
+        assert_eq!(queue.remove(a).map(|q| q.payload), Some("a"));
+        assert_eq!(queue.remove(a).map(|q| q.payload), None);
+        assert!(queue.push(0, t0, "c").is_ok());
+        assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn unplaceable_requests_are_skipped_not_dropped() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(10, Duration::from_secs(100));
+        queue.push(0, t0, "media").expect("room");
+        queue.push(0, t0 + SEC, "static").expect("room");
+        queue.push(3, t0, "static-low").expect("room");
+        let next = queue
+            .pop_next(t0 + SEC, |p| p.starts_with("static"))
+            .map(|q| q.payload);
+        assert_eq!(next, Some("static"));
+        assert_eq!(drain(&mut queue, t0 + SEC), ["media", "static-low"]);
+    }
+}

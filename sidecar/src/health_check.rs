@@ -1,0 +1,76 @@
+//! Active health checks: a loop per origin that asks `GET <path>` every interval and feeds
+//! the result to the balancer, whose state machine decides when the origin flips.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Uri};
+use tokio::sync::watch;
+
+use crate::proxy::body::RequestBody;
+use crate::sites::SiteRuntime;
+
+/// Starts the checks of every origin of `site`, if it has checks configured; they stop when
+/// `shutdown` turns true.
+pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
+    let Some(check) = site.health_check.clone() else {
+        return;
+    };
+    for (index, origin) in site.balancer.origins().iter().enumerate() {
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(origin.authority.clone())
+            .path_and_query(check.path.as_str())
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(error) => {
+                tracing::error!(site = %site.name, origin = %origin.name, %error, "cannot build health check URL");
+                continue;
+            }
+        };
+        let site = site.clone();
+        let mut shutdown = shutdown.clone();
+        let interval = check.interval.get();
+        let timeout = check.timeout.get();
+        tokio::spawn(async move {
+            // Spread the first checks so a site's origins are not all probed at one instant.
+            let jitter =
+                Duration::from_millis(fastrand::u64(..=interval.as_millis().min(1000) as u64));
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + jitter, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = crate::shutdown::requested(&mut shutdown) => return,
+                }
+                let passed = probe(&site, &uri, timeout).await;
+                site.balancer.record_check(index, passed);
+            }
+        });
+    }
+}
+
+async fn probe(site: &SiteRuntime, uri: &Uri, timeout: Duration) -> bool {
+    let Some(authority) = uri.authority().map(|a| a.as_str().to_owned()) else {
+        return false;
+    };
+    let request = match Request::get(uri.clone())
+        .header(http::header::HOST, authority)
+        .header("user-agent", "causeway-health-check")
+        .body(RequestBody::Empty)
+    {
+        Ok(request) => request,
+        Err(_) => return false,
+    };
+    match tokio::time::timeout(timeout, site.client.request(request)).await {
+        Ok(Ok(response)) => {
+            let ok = response.status().is_success() || response.status().is_redirection();
+            // Read the body to its end so the connection goes back to the pool.
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            ok
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,22 @@
+//! Causeway's data plane: the single-tier gateway and the pieces it is made of.
+//!
+//! Layout by mechanism: [`server`] accepts client connections, [`proxy`] forwards requests,
+//! [`classify`] gives them a class and type, [`balancer`] picks the origin (with its
+//! [`balancer::selection`], [`balancer::queue`] and [`balancer::health`]), [`health_check`]
+//! probes origins, [`metrics`] and [`admin`] expose what happens.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balancer;
+pub mod classify;
+pub mod gateway;
+pub mod health_check;
+pub mod local;
+pub mod metrics;
+pub mod origin;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod sites;
+pub mod telemetry;
+pub mod tls;

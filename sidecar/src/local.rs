@@ -1,0 +1,188 @@
+//! `causeway local`: a whole Site on this machine, no Kubernetes. With no files it runs the
+//! embedded demo — three origins (one primary holding the freshest copy, one ten times
+//! slower than the others) behind a gateway; with files it serves the Sites they describe.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_api::{ManifestError, Site, parse_sites};
+use tokio::sync::watch;
+
+use crate::gateway::{self, GatewayError, GatewayOptions};
+use crate::origin::{DemoOrigin, DemoOriginConfig};
+use crate::server::{self, ConnectionLimits, ListenerStats};
+
+/// Why `causeway local` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A Site file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A Site file is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A demo origin could not bind.
+    #[error("cannot start a demo origin: {0}")]
+    Origin(std::io::Error),
+}
+
+/// One demo origin of the embedded Site.
+struct DemoSpec {
+    name: &'static str,
+    delay: Duration,
+    primary: bool,
+    max_in_flight: u32,
+}
+
+const DEMO_ORIGINS: [DemoSpec; 3] = [
+    DemoSpec {
+        name: "primary",
+        delay: Duration::from_millis(2),
+        primary: true,
+        max_in_flight: 8,
+    },
+    DemoSpec {
+        name: "mirror",
+        delay: Duration::from_millis(2),
+        primary: false,
+        max_in_flight: 32,
+    },
+    DemoSpec {
+        name: "mirror-slow",
+        delay: Duration::from_millis(20),
+        primary: false,
+        max_in_flight: 32,
+    },
+];
+
+/// Reads and validates every Site in the given files.
+pub fn read_sites(paths: &[String]) -> Result<Vec<Site>, LocalError> {
+    let mut sites = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| LocalError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        sites.extend(parse_sites(path, &text)?);
+    }
+    Ok(sites)
+}
+
+/// Starts the demo origins on loopback and returns the embedded Site pointing at them.
+async fn start_demo_origins(
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(Site, Vec<(String, SocketAddr)>), LocalError> {
+    let mut origins_yaml = String::new();
+    let mut addresses = Vec::new();
+    for spec in &DEMO_ORIGINS {
+        let listener =
+            server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(LocalError::Origin)?;
+        let addr = listener.local_addr().map_err(LocalError::Origin)?;
+        let handler = Arc::new(DemoOrigin::new(DemoOriginConfig {
+            name: spec.name.into(),
+            delay: spec.delay,
+            slow: None,
+        }));
+        tokio::spawn(server::serve(
+            listener,
+            handler,
+            None,
+            ConnectionLimits::default(),
+            Arc::new(ListenerStats::default()),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        origins_yaml.push_str(&format!(
+            "    - {{ name: {}, url: \"http://{addr}\", primary: {}, maxInFlight: {}, latencyGoal: 50ms }}\n",
+            spec.name, spec.primary, spec.max_in_flight
+        ));
+        addresses.push((spec.name.to_owned(), addr));
+    }
+    let yaml = format!(
+        r#"apiVersion: causeway.dev/v1alpha1
+kind: Site
+metadata:
+  name: demo
+spec:
+  hostnames: [localhost, 127.0.0.1]
+  origins:
+{origins_yaml}  healthCheck: {{ path: /healthz, interval: 2s }}
+  priority:
+    defaultClass: 2
+    rules:
+      - class: 0
+        match: {{ pathPrefix: /checkout }}
+      - class: 4
+        match: {{ pathPrefix: /catalogue }}
+  requestTypes:
+    rules:
+      - type: static
+        match: {{ extensions: [css, js, png, jpg, svg] }}
+      - type: media
+        match: {{ pathPrefix: /video }}
+"#
+    );
+    let mut sites = parse_sites("embedded demo site", &yaml)?;
+    Ok((sites.remove(0), addresses))
+}
+
+/// Runs `causeway local` until shutdown.
+pub async fn run(
+    paths: &[String],
+    mut options: GatewayOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LocalError> {
+    let (sites, demo) = if paths.is_empty() {
+        let (site, origins) = start_demo_origins(&shutdown).await?;
+        (vec![site], Some(origins))
+    } else {
+        (read_sites(paths)?, None)
+    };
+    let running = match gateway::start(&sites, options.clone(), shutdown.clone()) {
+        Err(GatewayError::Bind { addr, .. }) if options.listen == Some(addr) => {
+            // The default port is taken: any free port serves a local demo as well.
+            options.listen = Some(SocketAddr::new(addr.ip(), 0));
+            options.admin_listen = SocketAddr::new(options.admin_listen.ip(), 0);
+            gateway::start(&sites, options, shutdown.clone())?
+        }
+        other => other?,
+    };
+    if let Some(http) = running.http {
+        println!("Causeway is serving on http://{http}/");
+        println!(
+            "  try:     curl http://{http}/   (and /checkout for class 0, /catalogue for class 4)"
+        );
+    }
+    if let Some(https) = running.https {
+        println!("  TLS:     https://{https}/");
+    }
+    println!("  metrics: http://{}/metrics", running.admin);
+    println!("  status:  http://{}/status", running.admin);
+    match demo {
+        Some(origins) => {
+            println!("  sites:   demo (embedded), origins:");
+            for (name, addr) in origins {
+                println!("             {name:<12} http://{addr}");
+            }
+        }
+        None => {
+            let names: Vec<_> = sites
+                .iter()
+                .filter_map(|s| s.metadata.name.clone())
+                .collect();
+            println!("  sites:   {}", names.join(", "));
+        }
+    }
+    println!("Press Ctrl-C to stop.");
+    running.wait().await;
+    Ok(())
+}

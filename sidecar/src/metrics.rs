@@ -1,0 +1,325 @@
+//! Prometheus metrics of the data plane: one registry per process, families registered once,
+//! and per-site and per-origin handles resolved up front so the request path does no lookup
+//! it can avoid. Labels are bounded: site, class, origin, code — never a client address.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+};
+
+/// Latency buckets in seconds, from sub-millisecond to a minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Every metric family of the data plane.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    origin_in_flight: IntGaugeVec,
+    origin_latency: prometheus::GaugeVec,
+    origin_healthy: IntGaugeVec,
+    origin_ejections: IntCounterVec,
+    origin_responses: IntCounterVec,
+    retries: IntCounterVec,
+    queue_depth: IntGaugeVec,
+    queue_wait: HistogramVec,
+    queue_rejections: IntCounterVec,
+    /// Client connections open now.
+    pub connections_open: IntGauge,
+    /// Client connections accepted since start.
+    pub connections_accepted: IntCounter,
+    /// Client connections closed on a protocol error.
+    pub protocol_errors: IntCounter,
+}
+
+/// Why registering the metric families failed (a name registered twice: a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("registering metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, MetricsError> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+impl Metrics {
+    /// Registers every family in a fresh registry.
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let latency = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+        };
+        Ok(Self {
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_requests_total",
+                        "Client requests answered, by site, class and status code.",
+                    ),
+                    &["site", "class", "code"],
+                )?,
+            )?,
+            request_duration: register(
+                &r,
+                latency(
+                    "causeway_request_duration_seconds",
+                    "Time from a client request's arrival to the end of its response.",
+                    &["site", "class"],
+                )?,
+            )?,
+            origin_in_flight: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "causeway_origin_in_flight",
+                        "Requests in flight to an origin.",
+                    ),
+                    &["site", "origin"],
+                )?,
+            )?,
+            origin_latency: register(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "causeway_origin_latency_ewma_seconds",
+                        "Peak-EWMA response latency of an origin.",
+                    ),
+                    &["site", "origin"],
+                )?,
+            )?,
+            origin_healthy: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "causeway_origin_healthy",
+                        "1 when an origin is in rotation, 0 when unhealthy or ejected.",
+                    ),
+                    &["site", "origin"],
+                )?,
+            )?,
+            origin_ejections: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_origin_ejections_total",
+                        "Passive ejections of an origin after consecutive failures.",
+                    ),
+                    &["site", "origin"],
+                )?,
+            )?,
+            origin_responses: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_origin_responses_total",
+                        "Attempts sent to an origin, by result.",
+                    ),
+                    &["site", "origin", "result"],
+                )?,
+            )?,
+            retries: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_retries_total",
+                        "Requests retried on another origin.",
+                    ),
+                    &["site"],
+                )?,
+            )?,
+            queue_depth: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "causeway_queue_depth",
+                        "Requests waiting in a site's release queue.",
+                    ),
+                    &["site"],
+                )?,
+            )?,
+            queue_wait: register(
+                &r,
+                latency(
+                    "causeway_queue_wait_seconds",
+                    "Time requests waited in the release queue before an origin took them.",
+                    &["site", "class"],
+                )?,
+            )?,
+            queue_rejections: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_queue_rejections_total",
+                        "Requests answered 503 by the queue, by reason.",
+                    ),
+                    &["site", "reason"],
+                )?,
+            )?,
+            connections_open: register(
+                &r,
+                IntGauge::new("causeway_client_connections", "Client connections open.")?,
+            )?,
+            connections_accepted: register(
+                &r,
+                IntCounter::new(
+                    "causeway_client_connections_total",
+                    "Client connections accepted.",
+                )?,
+            )?,
+            protocol_errors: register(
+                &r,
+                IntCounter::new(
+                    "causeway_client_protocol_errors_total",
+                    "Client connections closed on a protocol error (malformed or oversized request).",
+                )?,
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Handles for one site's balancer.
+    pub fn site(&self, site: &str, origins: &[String]) -> SiteMetrics {
+        SiteMetrics {
+            origins: origins
+                .iter()
+                .map(|origin| {
+                    let labels = [site, origin.as_str()];
+                    OriginMetrics {
+                        in_flight: self.origin_in_flight.with_label_values(&labels),
+                        latency: self.origin_latency.with_label_values(&labels),
+                        healthy: self.origin_healthy.with_label_values(&labels),
+                        ejections: self.origin_ejections.with_label_values(&labels),
+                        successes: self
+                            .origin_responses
+                            .with_label_values(&[site, origin, "success"]),
+                        failures: self
+                            .origin_responses
+                            .with_label_values(&[site, origin, "failure"]),
+                    }
+                })
+                .collect(),
+            retries: self.retries.with_label_values(&[site]),
+            queue_depth: self.queue_depth.with_label_values(&[site]),
+            queue_wait: std::array::from_fn(|class| {
+                self.queue_wait
+                    .with_label_values(&[site, CLASS_LABELS[class]])
+            }),
+            queue_full: self.queue_rejections.with_label_values(&[site, "full"]),
+            queue_timeout: self.queue_rejections.with_label_values(&[site, "timeout"]),
+            durations: std::array::from_fn(|class| {
+                self.request_duration
+                    .with_label_values(&[site, CLASS_LABELS[class]])
+            }),
+            requests: self.requests.clone(),
+            site: site.to_owned(),
+        }
+    }
+
+    /// Counts a request that never reached a site (unknown host, malformed request).
+    pub fn record_unrouted(&self, code: u16) {
+        self.requests
+            .with_label_values(&["", "", code_label(code).as_ref()])
+            .inc();
+    }
+}
+
+const CLASS_LABELS: [&str; 5] = ["0", "1", "2", "3", "4"];
+
+fn code_label(code: u16) -> std::borrow::Cow<'static, str> {
+    match code {
+        200 => "200".into(),
+        404 => "404".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        504 => "504".into(),
+        other => other.to_string().into(),
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Per-origin handles.
+#[derive(Clone)]
+pub struct OriginMetrics {
+    /// Requests in flight.
+    pub in_flight: IntGauge,
+    /// Peak-EWMA latency.
+    pub latency: Gauge,
+    /// In rotation or not.
+    pub healthy: IntGauge,
+    /// Passive ejections.
+    pub ejections: IntCounter,
+    /// Attempts that succeeded.
+    pub successes: IntCounter,
+    /// Attempts that failed.
+    pub failures: IntCounter,
+}
+
+/// Per-site handles.
+#[derive(Clone)]
+pub struct SiteMetrics {
+    site: String,
+    /// Handles of each origin, in the Site's order.
+    pub origins: Vec<OriginMetrics>,
+    /// Retries.
+    pub retries: IntCounter,
+    /// Queue depth.
+    pub queue_depth: IntGauge,
+    /// Queue wait by arrival class.
+    pub queue_wait: [Histogram; 5],
+    /// Rejections of a full queue.
+    pub queue_full: IntCounter,
+    /// Rejections of a queue timeout.
+    pub queue_timeout: IntCounter,
+    durations: [Histogram; 5],
+    requests: IntCounterVec,
+}
+
+impl std::fmt::Debug for SiteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteMetrics")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SiteMetrics {
+    /// Records one answered client request.
+    pub fn record_request(&self, class: u8, code: u16, seconds: f64) {
+        let class = usize::from(class.min(4));
+        self.durations[class].observe(seconds);
+        self.requests
+            .with_label_values(&[
+                self.site.as_str(),
+                CLASS_LABELS[class],
+                code_label(code).as_ref(),
+            ])
+            .inc();
+    }
+}
+
+// The class labels cover every priority class.
+const _: () = assert!(CLASS_LABELS.len() == causeway_api::site::PRIORITY_CLASSES as usize);

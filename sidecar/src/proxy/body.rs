@@ -1,0 +1,237 @@
+//! Bodies on their way through the proxy. Both directions stream frame by frame, so memory
+//! stays bounded whatever the size. The request body enforces the site's size limit; the
+//! response body carries the request's lease and records the request when it ends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::balancer::Lease;
+use crate::metrics::SiteMetrics;
+
+/// A boxed, thread-safe error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a client's request body could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// More bytes than the site allows.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The client's stream broke.
+    #[error("client request body: {0}")]
+    Broken(#[source] hyper::Error),
+}
+
+/// A client's request body on its way to an origin.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body: replayable on a retry.
+    Empty,
+    /// The client's streamed body, with the site's limit.
+    Streaming {
+        /// The client's body.
+        inner: Incoming,
+        /// Bytes still allowed.
+        remaining: Option<u64>,
+        /// The site's limit, for the error.
+        limit: u64,
+    },
+}
+
+impl RequestBody {
+    /// Wraps a client's body; `limit` is the site's maximum body size, if any.
+    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        if inner.is_end_stream() {
+            return Self::Empty;
+        }
+        Self::Streaming {
+            inner,
+            remaining: limit,
+            limit: limit.unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Streaming {
+                inner,
+                remaining,
+                limit,
+            } => {
+                let frame = match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Some(Err(ClientBodyError::Broken(error))));
+                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                };
+                if let (Some(left), Some(data)) = (remaining.as_mut(), frame.data_ref()) {
+                    let len = data.len() as u64;
+                    if len > *left {
+                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge { limit: *limit })));
+                    }
+                    *left -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Streaming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Streaming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// Records a finished client request when dropped: its metrics, and the release of its
+/// origin slot, at the moment the last byte of the answer has gone (or the client left).
+#[derive(Debug)]
+pub struct Completion {
+    /// The request's slot on an origin, if it got one.
+    pub lease: Option<Lease>,
+    metrics: Option<SiteMetrics>,
+    class: u8,
+    status: u16,
+    started: Instant,
+}
+
+impl Completion {
+    /// A request of `class` that started at `started`, answered with `status`.
+    pub fn new(
+        metrics: Option<SiteMetrics>,
+        class: u8,
+        status: u16,
+        started: Instant,
+        lease: Option<Lease>,
+    ) -> Self {
+        Self {
+            lease,
+            metrics,
+            class,
+            status,
+            started,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_request(
+                self.class,
+                self.status,
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+/// The body of every answer the proxy gives.
+#[derive(Debug)]
+pub struct ProxyBody {
+    kind: Kind,
+    completion: Option<Completion>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    /// An origin's body, streamed through.
+    pub fn upstream(inner: Incoming, completion: Completion) -> Self {
+        Self {
+            kind: Kind::Upstream(inner),
+            completion: Some(completion),
+        }
+    }
+
+    /// A body the proxy wrote itself.
+    pub fn local(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Local(Full::new(bytes)),
+            completion: None,
+        }
+    }
+
+    /// Attaches the completion record of a locally answered request.
+    pub fn with_completion(mut self, completion: Completion) -> Self {
+        self.completion = Some(completion);
+        self
+    }
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::local(bytes)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Upstream(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Kind::Local(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        };
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            // Done: free the origin slot now rather than when hyper gets round to dropping us.
+            this.completion.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.is_end_stream(),
+            Kind::Local(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.size_hint(),
+            Kind::Local(inner) => inner.size_hint(),
+        }
+    }
+}

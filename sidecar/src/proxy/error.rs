@@ -1,0 +1,175 @@
+//! The proxy's one error type: who failed (the client, an origin, or us), whether another
+//! attempt may help, and the single place that turns an error into an HTTP answer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::balancer::AcquireError;
+
+/// Who is at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The client sent something we cannot serve.
+    Client,
+    /// An origin failed or is overloaded.
+    Upstream,
+}
+
+/// Everything that can stop a request from being proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No Host header or authority.
+    #[error("the request has no Host header")]
+    MissingHost,
+    /// No Site serves the host.
+    #[error("no site is configured for host {0:?}")]
+    UnknownHost(String),
+    /// Both Content-Length and Transfer-Encoding: a request-smuggling attempt.
+    #[error("the request carries both Content-Length and Transfer-Encoding")]
+    AmbiguousLength,
+    /// The request body is larger than the site allows.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The site's limit.
+        limit: u64,
+    },
+    /// The client stopped sending its body part-way.
+    #[error("the client's request body ended early: {0}")]
+    ClientBody(String),
+    /// No origin serves the request.
+    #[error("no origin can serve this request")]
+    NoOrigin,
+    /// The release queue is full.
+    #[error("every origin is at its limit and the queue is full")]
+    QueueFull {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The request waited the whole queue timeout.
+    #[error("no origin became free within the queue timeout")]
+    QueueTimeout {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The origin could not be reached.
+    #[error("cannot connect to origin {origin}: {detail}")]
+    Connect {
+        /// Origin name.
+        origin: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The origin did not answer in time.
+    #[error("origin {origin} did not answer within {timeout:?}")]
+    Timeout {
+        /// Origin name.
+        origin: String,
+        /// The site's response timeout.
+        timeout: Duration,
+    },
+    /// The origin broke the exchange.
+    #[error("origin {origin} failed: {detail}")]
+    Upstream {
+        /// Origin name.
+        origin: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+impl ProxyError {
+    /// Maps a balancer refusal.
+    pub fn from_acquire(error: AcquireError, queue_timeout: Duration) -> Self {
+        // Suggest coming back after about one queue timeout: the backlog ahead is at most that old.
+        let retry_after = queue_timeout.max(Duration::from_secs(1));
+        match error {
+            AcquireError::Unavailable => Self::NoOrigin,
+            AcquireError::QueueFull => Self::QueueFull { retry_after },
+            AcquireError::QueueTimeout => Self::QueueTimeout { retry_after },
+        }
+    }
+
+    /// Who failed.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::MissingHost
+            | Self::UnknownHost(_)
+            | Self::AmbiguousLength
+            | Self::BodyTooLarge { .. }
+            | Self::ClientBody(_) => Blame::Client,
+            Self::NoOrigin
+            | Self::QueueFull { .. }
+            | Self::QueueTimeout { .. }
+            | Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::Upstream { .. } => Blame::Upstream,
+        }
+    }
+
+    /// The status code answered for it.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingHost | Self::AmbiguousLength | Self::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoOrigin | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The answer sent to the client. Client errors close the connection, since after a
+    /// framing error nothing further on it can be trusted.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut response = Response::new(B::from(Bytes::from(format!("{self}\n"))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self {
+            Self::QueueFull { retry_after } | Self::QueueTimeout { retry_after } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+            }
+            Self::MissingHost
+            | Self::AmbiguousLength
+            | Self::BodyTooLarge { .. }
+            | Self::ClientBody(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_refusals_are_503_with_retry_after() {
+        let error = ProxyError::from_acquire(AcquireError::QueueFull, Duration::from_secs(5));
+        let response: Response<Bytes> = error.to_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(error.blame(), Blame::Upstream);
+    }
+
+    #[test]
+    fn framing_errors_close_the_connection() {
+        let response: Response<Bytes> = ProxyError::AmbiguousLength.to_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+    }
+}

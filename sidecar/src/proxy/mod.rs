@@ -1,0 +1,334 @@
+//! The reverse proxy: one client request in, through classification and the site's balancer,
+//! to an origin and back, with retries of idempotent requests on another origin.
+//!
+//! The phases, in order: [`Proxy::route`] finds the site and refuses what cannot be served;
+//! the classifier gives class and type; [`Proxy::forward`] takes a slot from the balancer,
+//! sends the request, and retries where that is safe; the answer streams back inside a
+//! [`body::ProxyBody`] that holds the slot until its last byte.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
+use self::error::ProxyError;
+use crate::balancer::{Lease, OriginSet};
+use crate::classify::RequestProfile;
+use crate::metrics::Metrics;
+use crate::server::{ConnectionInfo, Handler};
+use crate::sites::{Router, SiteRuntime};
+
+/// The proxy shared by every client connection.
+#[derive(Debug)]
+pub struct Proxy {
+    router: Arc<Router>,
+    metrics: Metrics,
+}
+
+/// Methods a retry may repeat (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Origin answers that say "try elsewhere".
+fn is_gateway_error(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+impl Proxy {
+    /// A proxy over the routed sites.
+    pub fn new(router: Arc<Router>, metrics: Metrics) -> Self {
+        Self { router, metrics }
+    }
+
+    /// Finds the site and refuses requests that cannot be served safely.
+    fn route(&self, parts: &Parts) -> Result<&Arc<SiteRuntime>, ProxyError> {
+        // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
+        // request with both shows only Transfer-Encoding; a second look at the raw head is
+        // done by the connection, which marks such requests.
+        if parts.extensions.get::<AmbiguousLength>().is_some()
+            || (parts.headers.contains_key(TRANSFER_ENCODING)
+                && parts.headers.contains_key(CONTENT_LENGTH))
+        {
+            return Err(ProxyError::AmbiguousLength);
+        }
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+            .ok_or(ProxyError::MissingHost)?;
+        let host = headers::host_of(authority).ok_or(ProxyError::MissingHost)?;
+        self.router
+            .route(host)
+            .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let site = match self.route(&parts) {
+            Ok(site) => site.clone(),
+            Err(error) => {
+                let status = error.status().as_u16();
+                self.metrics.record_unrouted(status);
+                tracing::debug!(peer = %connection.peer, %error, "request refused");
+                return error.to_response();
+            }
+        };
+        let profile = site.classifier.classify(&parts);
+        let answer = |error: ProxyError, lease: Option<Lease>| {
+            let status = error.status().as_u16();
+            let completion = Completion::new(
+                Some(site.balancer.metrics().clone()),
+                profile.class,
+                status,
+                started,
+                lease,
+            );
+            error
+                .to_response::<ProxyBody>()
+                .map(|b| b.with_completion(completion))
+        };
+        if let (Some(limit), Some(length)) = (site.max_body_bytes, body_length(&parts)) {
+            if length > limit {
+                return answer(ProxyError::BodyTooLarge { limit }, None);
+            }
+        }
+        prepare_upstream_headers(&mut parts, connection);
+        let body = RequestBody::new(body, site.max_body_bytes);
+        match forward(&site, parts, body, profile).await {
+            Ok((response, lease)) => {
+                let (mut head, inner) = response.into_parts();
+                headers::remove_hop_by_hop(&mut head.headers);
+                headers::add_via(&mut head.headers);
+                let completion = Completion::new(
+                    Some(site.balancer.metrics().clone()),
+                    profile.class,
+                    head.status.as_u16(),
+                    started,
+                    Some(lease),
+                );
+                Response::from_parts(head, ProxyBody::upstream(inner, completion))
+            }
+            Err(error) => {
+                tracing::debug!(site = %site.name, peer = %connection.peer, %error, "request failed");
+                answer(error, None)
+            }
+        }
+    }
+}
+
+/// Marks a request whose raw head carried both Content-Length and Transfer-Encoding.
+#[derive(Clone, Copy, Debug)]
+pub struct AmbiguousLength;
+
+fn body_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Rewrites a client request's head for the origin hop.
+fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
+    // An HTTP/2 request carries its host in the authority; the HTTP/1.1 origin needs Host.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(value) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(&mut parts.headers, connection.peer.ip(), connection.tls);
+    headers::ensure_request_id(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+}
+
+/// The request for one attempt on the leased origin.
+fn attempt_request(
+    parts: &Parts,
+    lease: &Lease,
+    body: RequestBody,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(lease.info().authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ProxyError::Upstream {
+            origin: lease.info().name.clone(),
+            detail: e.to_string(),
+        })?;
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers.clone();
+    Ok(request)
+}
+
+/// Sends the request to an origin, retrying on another where it is safe: the request has no
+/// body left to replay and is idempotent — or it never reached the origin (connect failure).
+async fn forward(
+    site: &SiteRuntime,
+    parts: Parts,
+    body: RequestBody,
+    profile: RequestProfile,
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let replayable = matches!(body, RequestBody::Empty);
+    let idempotent = is_idempotent(&parts.method);
+    let mut body = Some(body);
+    let mut tried = OriginSet::default();
+    let mut attempts_left = site.retry_attempts;
+    site.balancer.record_request();
+    loop {
+        let lease = site
+            .balancer
+            .acquire(profile, tried)
+            .await
+            .map_err(|e| ProxyError::from_acquire(e, site.queue_timeout))?;
+        let attempt_body = body.take().unwrap_or(RequestBody::Empty);
+        let request = attempt_request(&parts, &lease, attempt_body)?;
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(site.response_timeout, site.client.request(request)).await;
+        let elapsed = sent.elapsed();
+        let origin = lease.info().name.clone();
+        let (error, may_retry) = match result {
+            Ok(Ok(response)) if !is_gateway_error(response.status()) => {
+                lease.record(elapsed, true);
+                return Ok((response, lease));
+            }
+            Ok(Ok(response)) => {
+                lease.record(elapsed, false);
+                if !(replayable && idempotent && attempts_left > 0 && site.balancer.try_retry()) {
+                    return Ok((response, lease));
+                }
+                tracing::debug!(site = %site.name, %origin, status = %response.status(), "retrying on another origin");
+                tried.insert(lease.origin());
+                attempts_left -= 1;
+                continue;
+            }
+            Ok(Err(error)) => {
+                if let Some(client_error) = client_body_error(&error) {
+                    // The client's fault, not the origin's: no penalty, no retry.
+                    return Err(match client_error {
+                        ClientBodyError::TooLarge { limit } => {
+                            ProxyError::BodyTooLarge { limit: *limit }
+                        }
+                        ClientBodyError::Broken(e) => ProxyError::ClientBody(e.to_string()),
+                    });
+                }
+                lease.record(elapsed, false);
+                let detail = error_chain(&error);
+                if error.is_connect() {
+                    (ProxyError::Connect { origin, detail }, replayable)
+                } else {
+                    (
+                        ProxyError::Upstream { origin, detail },
+                        replayable && idempotent,
+                    )
+                }
+            }
+            Err(_) => {
+                lease.record(elapsed, false);
+                (
+                    ProxyError::Timeout {
+                        origin,
+                        timeout: site.response_timeout,
+                    },
+                    replayable && idempotent,
+                )
+            }
+        };
+        if !(may_retry && attempts_left > 0 && site.balancer.try_retry()) {
+            return Err(error);
+        }
+        tracing::debug!(site = %site.name, %error, "retrying on another origin");
+        tried.insert(lease.origin());
+        attempts_left -= 1;
+    }
+}
+
+fn client_body_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ClientBodyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+impl Handler for Proxy {
+    type Body = ProxyBody;
+
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        self.serve(request, connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_methods_are_retried() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+
+    #[test]
+    fn only_gateway_errors_invite_another_origin() {
+        assert!(is_gateway_error(StatusCode::BAD_GATEWAY));
+        assert!(is_gateway_error(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!is_gateway_error(StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!is_gateway_error(StatusCode::NOT_FOUND));
+    }
+}

@@ -1,0 +1,372 @@
+//! Accepting client connections — plain or TLS, HTTP/1.1 or HTTP/2 — with header, idle and
+//! connection limits, and a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// Limits applied to every client connection of a listener.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Longest time to receive a whole request head; an idle HTTP/1 keep-alive connection is
+    /// closed after it too, which is what stops slowloris clients.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: 16_384,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// What a request handler knows about the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the client connected with TLS.
+    pub tls: bool,
+}
+
+/// A request handler shared by every connection of a listener.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body type.
+    type Body: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+
+    /// Answers one request; errors are answered inside, so this cannot fail.
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+/// Counters a listener keeps about its connections.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections currently open.
+    pub open: AtomicUsize,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections closed because of a protocol error (malformed request, oversized head, …).
+    pub protocol_errors: AtomicU64,
+}
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight
+/// requests finish for up to `drain`, and returns.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    stats: Arc<ListenerStats>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = crate::shutdown::requested(&mut shutdown) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Running out of descriptors is transient; back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::shutdown::requested(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection {
+            builder: builder.clone(),
+            handler: handler.clone(),
+            tls: tls.clone(),
+            limits: limits.clone(),
+            stats: stats.clone(),
+        };
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection.run(stream, peer, watcher).await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "drain period over with requests still in flight");
+    }
+}
+
+struct Connection<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: Arc<H>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    stats: Arc<ListenerStats>,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn run(self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity::default());
+        match &self.tls {
+            None => {
+                let io = ActivityIo {
+                    inner: stream,
+                    activity: activity.clone(),
+                };
+                self.drive(io, ConnectionInfo { peer, tls: false }, activity, watcher)
+                    .await;
+            }
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls_stream)) => {
+                        let io = ActivityIo {
+                            inner: tls_stream,
+                            activity: activity.clone(),
+                        };
+                        self.drive(io, ConnectionInfo { peer, tls: true }, activity, watcher)
+                            .await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn drive<IO>(
+        &self,
+        io: IO,
+        info: ConnectionInfo,
+        activity: Arc<Activity>,
+        watcher: Watcher,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let requests = activity.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let handler = handler.clone();
+            let in_flight = RequestInFlight::begin(requests.clone());
+            async move {
+                let response = handler.handle(request, info).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = watcher.watch(connection);
+        tokio::pin!(connection);
+        let check_every = (self.limits.idle_timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %info.peer, %error, "client connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(check_every) => {
+                    if activity.idle_for() >= self.limits.idle_timeout {
+                        tracing::debug!(peer = %info.peer, "closing idle client connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+type Watcher = hyper_util::server::graceful::Watcher;
+
+/// When a connection last moved a byte, and how many of its requests are being answered.
+struct Activity {
+    born: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Zero while a request is being answered; otherwise the time since the last byte moved.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
+    }
+}
+
+struct RequestInFlight(Arc<Activity>);
+
+impl RequestInFlight {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An I/O stream that notes the time of every byte it moves.
+    struct ActivityIo<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Binds a TCP listener with `SO_REUSEADDR` and a deep backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
