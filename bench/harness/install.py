@@ -98,7 +98,10 @@ def _ensure_causeway(repo: Path, subcommands: tuple[str, ...]) -> str:
         binary = Path(override)
     else:
         _log("building causeway: cargo build --release -p causeway-sidecar")
-        _check_call(["cargo", "build", "--release", "-p", "causeway-sidecar"], None, cwd=repo)
+        try:
+            _check_call(["cargo", "build", "--release", "-p", "causeway-sidecar"], None, cwd=repo)
+        except HarnessError as err:
+            raise HarnessError(f"could not build causeway ({err}; cargo's errors are above)") from None
         target = Path(os.environ.get("CARGO_TARGET_DIR", repo / "target"))
         binary = target / "release" / "causeway"
     if not binary.is_file():

@@ -84,9 +84,8 @@ def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylab
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelrotation=20)
     for i, m in enumerate(medians):
-        ax.annotate(
-            f"{m:,.3g}", (i, m), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
-        )
+        text = f"{m:,.0f}" if m >= 100 else f"{m:.3g}"
+        ax.annotate(text, (i, m), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
 
 
 def _plot_throughput(doc: dict, path: Path) -> None:

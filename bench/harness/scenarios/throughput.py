@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..load import Load, run_closed_loop, run_fixed_rate, unsent_warning
+from ..load import ClosedLoopResult, Load, run_closed_loop, run_fixed_rate, unsent_warning
 from ..peers import ProxySpec, start_nginx_origin, start_proxy, wait_origins
 from ..procs import CpuMeter
 from ..report import spread
@@ -100,7 +100,7 @@ def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[s
             cpu = meter.stop()
             proc.check_alive()
             max_rate[spec.label] = {**asdict(res), "cpu": cpu}
-            _check_cpu(spec.label, index, cpu, warnings)
+            warnings.extend(f"round {index + 1}: {w}" for w in _max_rate_warnings(spec.label, res, cpu))
 
         rate = round(FIXED_RATE_SHARE * max_rate[NGINX.label]["ok_rps"], 1)
         fixed = {}
@@ -135,13 +135,17 @@ def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[s
     }
 
 
-def _check_cpu(label: str, index: int, cpu: dict[str, float], warnings: list[str]) -> None:
-    """Warn when the proxy was not the bottleneck, or something else used its core."""
+def _max_rate_warnings(label: str, res: ClosedLoopResult, cpu: dict[str, float]) -> list[str]:
+    """Warnings about a maximum-rate run: failed requests, or a proxy that was not the bottleneck."""
+    out = []
+    if res.failed:
+        out.append(f"{label} failed {res.failed} requests at maximum rate ({res.status}, {res.errors})")
     if cpu["proxy_cpu"] < MIN_PROXY_CPU:
-        warnings.append(
-            f"round {index + 1}: {label} used {cpu['proxy_cpu']:.2f} of core {PROXY_CPUS} at maximum rate; "
-            f"the load core (load {cpu.get('core' + LOAD_CPUS + '_busy', 0):.2f}) may have been the limit"
+        out.append(
+            f"{label} used {cpu['proxy_cpu']:.2f} of core {PROXY_CPUS} at maximum rate; "
+            f"the load core (busy {cpu.get('core' + LOAD_CPUS + '_busy', 0):.2f}) may have been the limit"
         )
     foreign = cpu.get(f"core{PROXY_CPUS}_busy", 0.0) - cpu["proxy_cpu"]
     if foreign > 0.1:
-        warnings.append(f"round {index + 1}: other processes used {foreign:.2f} of core {PROXY_CPUS} during {label}")
+        out.append(f"other processes used {foreign:.2f} of core {PROXY_CPUS} during {label}")
+    return out
