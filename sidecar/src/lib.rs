@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod balancer;
 pub mod classify;
+pub mod framing_guard;
 pub mod gateway;
 pub mod health_check;
 pub mod local;

@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::framing_guard::{AmbiguousLength, AmbiguousRequest, FramingGuardIo};
+
 /// Limits applied to every client connection of a listener.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
@@ -168,14 +170,16 @@ impl<H: Handler> Connection<H> {
     async fn run(self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::default());
+        let flagged = Arc::new(AmbiguousRequest::default());
+        let max_head = self.limits.max_header_bytes;
         match &self.tls {
             None => {
                 let io = ActivityIo {
-                    inner: stream,
+                    inner: FramingGuardIo::new(stream, max_head, flagged.clone()),
                     activity: activity.clone(),
                 };
-                self.drive(io, ConnectionInfo { peer, tls: false }, activity, watcher)
-                    .await;
+                let info = ConnectionInfo { peer, tls: false };
+                self.drive(io, info, activity, flagged, watcher).await;
             }
             Some(acceptor) => {
                 let handshake =
@@ -183,11 +187,11 @@ impl<H: Handler> Connection<H> {
                 match handshake.await {
                     Ok(Ok(tls_stream)) => {
                         let io = ActivityIo {
-                            inner: tls_stream,
+                            inner: FramingGuardIo::new(tls_stream, max_head, flagged.clone()),
                             activity: activity.clone(),
                         };
-                        self.drive(io, ConnectionInfo { peer, tls: true }, activity, watcher)
-                            .await;
+                        let info = ConnectionInfo { peer, tls: true };
+                        self.drive(io, info, activity, flagged, watcher).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -202,14 +206,21 @@ impl<H: Handler> Connection<H> {
         io: IO,
         info: ConnectionInfo,
         activity: Arc<Activity>,
+        flagged: Arc<AmbiguousRequest>,
         watcher: Watcher,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let handler = self.handler.clone();
         let requests = activity.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let sequence = Arc::new(AtomicU64::new(0));
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
+            // HTTP/1 requests reach the service in the order their heads were read, so the
+            // count of requests so far is the index the framing guard used.
+            if flagged.is(sequence.fetch_add(1, Ordering::Relaxed)) {
+                request.extensions_mut().insert(AmbiguousLength);
+            }
             let in_flight = RequestInFlight::begin(requests.clone());
             async move {
                 let response = handler.handle(request, info).await;

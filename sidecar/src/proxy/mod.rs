@@ -22,6 +22,7 @@ use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
 use self::error::ProxyError;
 use crate::balancer::{Lease, OriginSet};
 use crate::classify::RequestProfile;
+use crate::framing_guard::AmbiguousLength;
 use crate::metrics::Metrics;
 use crate::server::{ConnectionInfo, Handler};
 use crate::sites::{Router, SiteRuntime};
@@ -58,8 +59,8 @@ impl Proxy {
     /// Finds the site and refuses requests that cannot be served safely.
     fn route(&self, parts: &Parts) -> Result<&Arc<SiteRuntime>, ProxyError> {
         // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
-        // request with both shows only Transfer-Encoding; a second look at the raw head is
-        // done by the connection, which marks such requests.
+        // request with both shows only Transfer-Encoding; the connection's framing guard
+        // saw the raw head and marked it.
         if parts.extensions.get::<AmbiguousLength>().is_some()
             || (parts.headers.contains_key(TRANSFER_ENCODING)
                 && parts.headers.contains_key(CONTENT_LENGTH))
@@ -136,10 +137,6 @@ impl Proxy {
         }
     }
 }
-
-/// Marks a request whose raw head carried both Content-Length and Transfer-Encoding.
-#[derive(Clone, Copy, Debug)]
-pub struct AmbiguousLength;
 
 fn body_length(parts: &Parts) -> Option<u64> {
     parts
