@@ -1,0 +1,268 @@
+//! Balancing through the real gateway: QoS against a slow origin, high-water marks, the
+//! release queue and its priority order, and primary preference. Origins count for
+//! themselves what they receive, so the checks do not trust the gateway's own figures.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{Gateway, Origin, SiteYaml, client, get_request, load, manifest, metric, send};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_avoids_a_slow_origin_that_round_robin_keeps_using() {
+    let qos = Origin::start_many("qos", 3).await;
+    let rr = Origin::start_many("rr", 3).await;
+    qos[2].state.set_delay(Duration::from_millis(200));
+    rr[2].state.set_delay(Duration::from_millis(200));
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("qos", "qos.test")
+            .origins(&qos, "")
+            .spec("loadBalancing: { policy: qos }"),
+        SiteYaml::new("rr", "rr.test")
+            .origins(&rr, "")
+            .spec("loadBalancing: { policy: round-robin }"),
+    ]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+
+    // The same closed-loop load against each site in turn.
+    let run = Duration::from_secs(3);
+    let with_qos = load(&client, 8, run, move |_| get_request(addr, "qos.test", "/")).await;
+    let with_rr = load(&client, 8, run, move |_| get_request(addr, "rr.test", "/")).await;
+
+    assert_eq!(with_qos.failures(), 0, "qos: {:?}", with_qos.statuses);
+    assert_eq!(with_rr.failures(), 0, "round-robin: {:?}", with_rr.statuses);
+    let (qos_p99, rr_p99) = (with_qos.percentile(99.0), with_rr.percentile(99.0));
+    eprintln!(
+        "qos: {} requests, p99 {qos_p99:?}, by origin {:?}; round-robin: {} requests, p99 {rr_p99:?}, by origin {:?}",
+        with_qos.total(),
+        with_qos.by_origin,
+        with_rr.total(),
+        with_rr.by_origin
+    );
+    assert!(
+        qos_p99 * 2 < rr_p99,
+        "qos p99 {qos_p99:?} is not under half of round-robin's {rr_p99:?}"
+    );
+    // Round-robin sends the slow origin its third; qos only the odd probe.
+    let slow_share = qos[2].state.requests() as f64 / with_qos.total() as f64;
+    assert!(
+        slow_share < 0.02,
+        "the slow origin took {:.1}% of qos traffic",
+        slow_share * 100.0
+    );
+    let rr_slow_share = rr[2].state.requests() as f64 / with_rr.total() as f64;
+    assert!(
+        rr_slow_share > 0.25,
+        "round-robin gave the slow origin only {:.1}% (the comparison is void)",
+        rr_slow_share * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_never_sees_more_than_its_mark_and_the_queue_absorbs_the_rest() {
+    let origins = Origin::start_many("hw", 2).await;
+    for origin in &origins {
+        origin.state.set_delay(Duration::from_millis(20));
+    }
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("mark", "mark.test")
+        .origins(&origins, "maxInFlight: 4")
+        .spec("queue: { maxLength: 1000, timeout: 10s }")]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+
+    let report = load(&client, 50, Duration::from_secs(2), move |_| {
+        get_request(addr, "mark.test", "/")
+    })
+    .await;
+
+    assert_eq!(
+        report.failures(),
+        0,
+        "every request waits its turn: {:?} {:?}",
+        report.statuses,
+        report.errors.first()
+    );
+    for origin in &origins {
+        let max = origin.state.max_in_flight();
+        assert!(max <= 4, "{} saw {max} requests in flight at once", origin.name);
+        // 50 clients on 8 slots keep every slot busy; otherwise the bound proves nothing.
+        assert_eq!(max, 4, "{} was never at its mark", origin.name);
+    }
+    let metrics = gateway.metrics().await;
+    assert!(
+        metric(&metrics, "causeway_queue_wait_seconds_count", &[("site", "mark")]) > 0.0,
+        "requests went through the queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let origin = Origin::start("full").await;
+    origin.state.set_delay(Duration::from_millis(500));
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("full", "full.test")
+        .origin(&origin, "maxInFlight: 2")
+        .spec("queue: { maxLength: 3, timeout: 10s }")]))
+    .await;
+    let client = client();
+
+    // 15 clients at once against 2 slots and 3 queue places.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..15 {
+        let client = client.clone();
+        let addr = gateway.addr;
+        requests.spawn(async move { send(&client, get_request(addr, "full.test", "/")).await });
+    }
+    let (mut ok, mut rejected) = (0, 0);
+    while let Some(answer) = requests.join_next().await {
+        let answer = answer.expect("request task").expect("an answer");
+        match answer.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                rejected += 1;
+                let retry_after = answer
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert!(
+                    retry_after.is_some_and(|s| s >= 1),
+                    "503 without a usable Retry-After: {:?}",
+                    answer.headers
+                );
+            }
+            other => panic!("unexpected status {other}: {}", answer.text()),
+        }
+    }
+    assert_eq!(ok + rejected, 15);
+    assert!(ok >= 5, "the 2 in flight and 3 queued are served, got {ok}");
+    assert!(rejected >= 5, "a full queue refuses, got {rejected} refusals");
+    assert!(origin.state.max_in_flight() <= 2);
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        metric(&metrics, "causeway_queue_rejections_total", &[("site", "full")]),
+        rejected as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_are_released_by_class_then_age() {
+    let origin = Origin::start("prio").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("prio", "prio.test")
+        .origin(&origin, "maxInFlight: 1")
+        .spec(
+            "queue: { maxLength: 100, timeout: 20s, agingInterval: 60s }
+priority:
+  defaultClass: 2
+  rules:
+    - { class: 0, match: { pathPrefix: /high } }
+    - { class: 4, match: { pathPrefix: /low } }",
+        )]))
+    .await;
+    let client = Arc::new(client());
+    let addr = gateway.addr;
+    let spawn = |path: String| {
+        let client = client.clone();
+        tokio::spawn(async move { send(&client, get_request(addr, "prio.test", &path)).await })
+    };
+
+    // Occupy the only slot, then queue low-class requests before high-class ones.
+    let busy = spawn("/busy?sleep=1000".into());
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            origin.state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await,
+        "the busy request reached the origin"
+    );
+    let mut waiting = Vec::new();
+    let queued = |n: f64| {
+        let gateway = &gateway;
+        async move {
+            support::eventually(Duration::from_secs(5), || async {
+                metric(
+                    &gateway.metrics().await,
+                    "causeway_queue_depth",
+                    &[("site", "prio")],
+                ) == n
+            })
+            .await
+        }
+    };
+    for i in 0..3 {
+        waiting.push(spawn(format!("/low/{i}?sleep=10")));
+        assert!(queued(f64::from(i + 1)).await, "low {i} queued");
+    }
+    for i in 0..3 {
+        waiting.push(spawn(format!("/high/{i}?sleep=10")));
+        assert!(queued(f64::from(i + 4)).await, "high {i} queued");
+    }
+    let busy = busy.await.expect("busy task").expect("busy answer");
+    assert_eq!(busy.status, 200);
+    for task in waiting {
+        let answer = task.await.expect("task").expect("answer");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
+    let order: Vec<String> = origin
+        .state
+        .seen()
+        .into_iter()
+        .map(|seen| seen.path.split('?').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        ["/busy", "/high/0", "/high/1", "/high/2", "/low/0", "/low/1", "/low/2"],
+        "release order at the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_takes_traffic_up_to_its_mark_then_mirrors_take_the_overflow() {
+    let primary = Origin::start("primary").await;
+    let mirrors = Origin::start_many("mirror", 2).await;
+    for origin in mirrors.iter().chain([&primary]) {
+        origin.state.set_delay(Duration::from_millis(30));
+    }
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("spill", "spill.test")
+        .origin(&primary, "primary: true, maxInFlight: 4")
+        .origins(&mirrors, "maxInFlight: 50")]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+    let make = move |_| get_request(addr, "spill.test", "/");
+
+    // Up to the mark: the primary takes everything.
+    let within = load(&client, 4, Duration::from_millis(1500), make).await;
+    assert_eq!(within.failures(), 0, "{:?}", within.statuses);
+    let mirror_requests: u64 = mirrors.iter().map(|m| m.state.requests()).sum();
+    assert_eq!(
+        mirror_requests,
+        0,
+        "with 4 clients the primary (mark 4) takes all; by origin: {:?}",
+        within.by_origin
+    );
+    assert_eq!(primary.state.requests() as usize, within.total());
+
+    // Beyond it: the overflow goes to the mirrors and the primary stays at its mark.
+    let beyond = load(&client, 16, Duration::from_millis(1500), make).await;
+    assert_eq!(beyond.failures(), 0, "{:?}", beyond.statuses);
+    assert_eq!(primary.state.max_in_flight(), 4, "the primary is kept full");
+    for mirror in &mirrors {
+        assert!(
+            mirror.state.requests() > 0,
+            "{} took no overflow: {:?}",
+            mirror.name,
+            beyond.by_origin
+        );
+    }
+    let primary_share = beyond.by_origin.get("primary").copied().unwrap_or(0);
+    assert!(
+        primary_share * 4 >= beyond.total(),
+        "the primary, 4 of 16 slots in use, still takes about a quarter: {:?}",
+        beyond.by_origin
+    );
+}
