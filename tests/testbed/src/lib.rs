@@ -1,1 +1,24 @@
-//! Test bed: a real Kubernetes control plane and a kubelet that runs pods as local processes.
+//! Causeway's Kubernetes test bed: a real control plane (etcd, kube-apiserver and
+//! kube-controller-manager, built from their Go modules by `provision.sh`) and a test kubelet
+//! that runs pods as local processes on loopback addresses.
+//!
+//! Tests use [`TestBed::shared`], which starts the control plane once per test binary (or
+//! reuses it), and [`TestBed::namespace`], which gives each test its own namespace, a
+//! [`kube::Client`] and `kubectl`, and prints the control-plane logs when the test fails.
+//! Everything the test bed starts is stopped and its data removed when the test binary
+//! exits, whether the tests passed, failed or the binary was killed.
+
+pub mod binaries;
+pub mod controlplane;
+pub mod error;
+pub mod http;
+pub mod kubeconfig;
+pub mod kubelet;
+pub mod pki;
+pub mod process;
+pub mod slot;
+pub mod testbed;
+
+pub use binaries::Binaries;
+pub use error::{Error, Result};
+pub use testbed::{TestBed, TestNamespace};
