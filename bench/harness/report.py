@@ -73,8 +73,8 @@ def result_line(result: dict[str, float]) -> str:
     return "RESULT " + " ".join(f"{k}={v:.5g}" for k, v in result.items())
 
 
-def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylabel: str) -> None:
-    """Median bars with min–max whiskers."""
+def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylabel: str, log: bool = False) -> None:
+    """Median bars with min–max whiskers (on a log scale when values span orders of magnitude)."""
     medians = [s["median"] for s in stats]
     errs = [
         [m - s["min"] for m, s in zip(medians, stats, strict=True)],
@@ -82,6 +82,8 @@ def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylab
     ]
     ax.bar(labels, medians, yerr=errs, capsize=4, color=color)
     ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
     ax.tick_params(axis="x", labelrotation=20)
     for i, m in enumerate(medians):
         text = f"{m:,.0f}" if m >= 100 else f"{m:.3g}"
@@ -107,10 +109,10 @@ def _plot_tail(doc: dict, path: Path) -> None:
     data = doc["data"]
     labels = data["proxies"]
     per = data["summary"]["per_proxy"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.6]})
-    _bars(axes[0], labels, [per[x]["p99"] for x in labels], "#4c72b0", "p99 latency (ms)")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    _bars(axes[0], labels, [per[x]["p99"] for x in labels], "#4c72b0", "p99 latency (ms)", log=True)
     axes[0].set_title("p99 (failures count as the 1 s timeout)", fontsize=9)
-    _bars(axes[1], labels, [per[x]["p999"] for x in labels], "#c44e52", "p99.9 latency (ms)")
+    _bars(axes[1], labels, [per[x]["p999"] for x in labels], "#c44e52", "p99.9 latency (ms)", log=True)
     axes[1].set_title("p99.9", fontsize=9)
     last = data["rounds"][-1]
     ax = axes[2]
@@ -123,7 +125,7 @@ def _plot_tail(doc: dict, path: Path) -> None:
     ax.set_xlabel("seconds into the run (scheduled start)")
     ax.set_ylabel("p99 per second (ms)")
     ax.set_title(f"round {last['round']}: p99 per second", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(
         f"gateway-tail ({doc['mode']}, {data['rate_rps']:.0f} req/s fixed rate, median of "
         f"{data['plan']['rounds']} rounds, min–max bars); success: "
