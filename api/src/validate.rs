@@ -91,10 +91,10 @@ impl SiteSpec {
                 at.clone(),
                 "exactly one of url and service must be set",
             );
-            if let Some(url) = &origin.url {
-                if let Err(reason) = check_origin_url(url) {
-                    c.check(false, format!("{at}.url"), reason);
-                }
+            if let Some(url) = &origin.url
+                && let Err(reason) = check_origin_url(url)
+            {
+                c.check(false, format!("{at}.url"), reason);
             }
             c.check(
                 origin.max_in_flight >= 1,
@@ -249,14 +249,14 @@ fn check_match(c: &mut Collector, m: &RequestMatch, at: &str) {
             "must start with '/'",
         );
     }
-    if let Some(re) = &m.path_regex {
-        if let Err(e) = regex::Regex::new(re) {
-            c.check(
-                false,
-                format!("{at}.pathRegex"),
-                format!("not a valid regular expression: {e}"),
-            );
-        }
+    if let Some(re) = &m.path_regex
+        && let Err(e) = regex::Regex::new(re)
+    {
+        c.check(
+            false,
+            format!("{at}.pathRegex"),
+            format!("not a valid regular expression: {e}"),
+        );
     }
     for (i, method) in m.methods.iter().enumerate() {
         c.check(
@@ -285,14 +285,14 @@ fn check_match(c: &mut Collector, m: &RequestMatch, at: &str) {
                 here.clone(),
                 "give value or regex, not both",
             );
-            if let Some(re) = &vm.regex {
-                if let Err(e) = regex::Regex::new(re) {
-                    c.check(
-                        false,
-                        format!("{here}.regex"),
-                        format!("not a valid regular expression: {e}"),
-                    );
-                }
+            if let Some(re) = &vm.regex
+                && let Err(e) = regex::Regex::new(re)
+            {
+                c.check(
+                    false,
+                    format!("{here}.regex"),
+                    format!("not a valid regular expression: {e}"),
+                );
             }
         }
     }

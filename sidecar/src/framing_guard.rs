@@ -76,7 +76,10 @@ fn inspect_head(head: &[u8]) -> HeadVerdict {
     let mut chunked_last = false;
     for header in request.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
-            let Some(value) = std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse().ok()) else {
+            let Some(value) = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            else {
                 return HeadVerdict::GiveUp;
             };
             length = Some(value);
@@ -114,7 +117,11 @@ fn complete_line(line: &mut Vec<u8>, bytes: &[u8]) -> Option<(usize, usize)> {
 impl FramingTracker {
     /// A tracker that gives up on heads longer than `max_head_bytes`.
     pub fn new(max_head_bytes: usize) -> Self {
-        Self { phase: Phase::Head(Vec::new()), heads: 0, max_head_bytes }
+        Self {
+            phase: Phase::Head(Vec::new()),
+            heads: 0,
+            max_head_bytes,
+        }
     }
 
     /// Feeds the next bytes the server read.
@@ -125,7 +132,10 @@ impl FramingTracker {
                 Phase::Head(buffer) => {
                     // Blank lines before a request line are allowed and skipped (RFC 9112 §2.2).
                     if buffer.is_empty() {
-                        let skip = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                        let skip = bytes
+                            .iter()
+                            .take_while(|&&b| b == b'\r' || b == b'\n')
+                            .count();
                         bytes = &bytes[skip..];
                         if bytes.is_empty() {
                             break;
@@ -133,7 +143,10 @@ impl FramingTracker {
                     }
                     let start = buffer.len().saturating_sub(3);
                     buffer.extend_from_slice(bytes);
-                    let Some(end) = buffer[start..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| start + p + 4)
+                    let Some(end) = buffer[start..]
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|p| start + p + 4)
                     else {
                         if buffer.len() > self.max_head_bytes {
                             self.phase = Phase::Done;
@@ -179,8 +192,13 @@ impl FramingTracker {
                         }
                         return Finding::Nothing;
                     };
-                    let digits = line[..text_len].split(|&b| b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(digits).ok().and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
+                    let digits = line[..text_len]
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or_default();
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| u64::from_str_radix(d.trim(), 16).ok());
                     bytes = &bytes[consumed..];
                     self.phase = match size {
                         Some(0) => Phase::Trailers(Vec::new()),
@@ -196,7 +214,11 @@ impl FramingTracker {
                         return Finding::Nothing;
                     };
                     bytes = &bytes[consumed..];
-                    self.phase = if text_len == 0 { Phase::Head(Vec::new()) } else { Phase::Trailers(Vec::new()) };
+                    self.phase = if text_len == 0 {
+                        Phase::Head(Vec::new())
+                    } else {
+                        Phase::Trailers(Vec::new())
+                    };
                 }
             }
         }
@@ -238,12 +260,20 @@ pin_project_lite::pin_project! {
 impl<T> FramingGuardIo<T> {
     /// Wraps a client stream; `flagged` receives the index of an ambiguous request.
     pub fn new(inner: T, max_head_bytes: usize, flagged: Arc<AmbiguousRequest>) -> Self {
-        Self { inner, tracker: FramingTracker::new(max_head_bytes), flagged }
+        Self {
+            inner,
+            tracker: FramingTracker::new(max_head_bytes),
+            flagged,
+        }
     }
 }
 
 impl<T: AsyncRead> AsyncRead for FramingGuardIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
@@ -255,7 +285,11 @@ impl<T: AsyncRead> AsyncRead for FramingGuardIo<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for FramingGuardIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 
@@ -286,7 +320,11 @@ mod tests {
 
     fn feed_all(pieces: &[&[u8]]) -> Vec<Finding> {
         let mut tracker = FramingTracker::new(64 * 1024);
-        pieces.iter().map(|p| tracker.feed(p)).filter(|f| *f != Finding::Nothing).collect()
+        pieces
+            .iter()
+            .map(|p| tracker.feed(p))
+            .filter(|f| *f != Finding::Nothing)
+            .collect()
     }
 
     /// Feeds the stream one byte at a time, the worst split there is.
@@ -311,7 +349,8 @@ mod tests {
 
     #[test]
     fn the_order_of_the_two_headers_does_not_matter() {
-        let te_first = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n";
+        let te_first =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n";
         assert_eq!(feed_all(&[te_first]), [Finding::Ambiguous(0)]);
     }
 
@@ -319,7 +358,10 @@ mod tests {
     fn bodies_that_look_like_smuggling_are_not_flagged() {
         // A body holding the text of a smuggling request is data, not a head.
         let inner = SMUGGLE;
-        let head = format!("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", inner.len());
+        let head = format!(
+            "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            inner.len()
+        );
         let stream = [head.as_bytes(), inner, PLAIN].concat();
         assert_eq!(feed_bytewise(&stream), []);
         let chunked = [
@@ -335,7 +377,10 @@ mod tests {
 
     #[test]
     fn http2_and_garbage_stop_the_tracker_quietly() {
-        assert_eq!(feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", SMUGGLE]), []);
+        assert_eq!(
+            feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", SMUGGLE]),
+            []
+        );
         assert_eq!(feed_all(&[b"\x16\x03\x01garbage\r\n\r\n", SMUGGLE]), []);
     }
 

@@ -112,55 +112,53 @@ fn generated_body(size: u64) -> BoxBody<Bytes, BoxError> {
 impl Handler for DemoOrigin {
     type Body = BoxBody<Bytes, BoxError>;
 
-    fn handle(
+    async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         _connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static {
-        async move {
-            let name = self.config.name.clone();
-            if request.uri().path() == "/healthz" {
-                return text(StatusCode::OK, &name, "ok\n".into());
-            }
-            let delay = self.delay_now();
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let method = request.method().clone();
-            let path = request.uri().path().to_owned();
-            let size = requested_size(request.uri().query());
-            // Read any upload to its end, counting it, so large uploads stream through.
-            let mut body = request.into_body();
-            let mut received: u64 = 0;
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Ok(frame) => received += frame.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(error) => {
-                        return text(
-                            StatusCode::BAD_REQUEST,
-                            &name,
-                            format!("upload failed: {error}\n"),
-                        );
-                    }
-                }
-            }
-            if let Some(size) = size {
-                let mut response = Response::new(generated_body(size));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, size.into());
-                if let Ok(value) = http::HeaderValue::from_str(&name) {
-                    response.headers_mut().insert("x-origin", value);
-                }
-                return response;
-            }
-            let body = if method == Method::GET || method == Method::HEAD {
-                format!("origin {name}: {method} {path}\n")
-            } else {
-                format!("origin {name}: {method} {path} received {received} bytes\n")
-            };
-            text(StatusCode::OK, &name, body)
+    ) -> Response<Self::Body> {
+        let name = self.config.name.clone();
+        if request.uri().path() == "/healthz" {
+            return text(StatusCode::OK, &name, "ok\n".into());
         }
+        let delay = self.delay_now();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let size = requested_size(request.uri().query());
+        // Read any upload to its end, counting it, so large uploads stream through.
+        let mut body = request.into_body();
+        let mut received: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => received += frame.data_ref().map_or(0, |d| d.len() as u64),
+                Err(error) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &name,
+                        format!("upload failed: {error}\n"),
+                    );
+                }
+            }
+        }
+        if let Some(size) = size {
+            let mut response = Response::new(generated_body(size));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, size.into());
+            if let Ok(value) = http::HeaderValue::from_str(&name) {
+                response.headers_mut().insert("x-origin", value);
+            }
+            return response;
+        }
+        let body = if method == Method::GET || method == Method::HEAD {
+            format!("origin {name}: {method} {path}\n")
+        } else {
+            format!("origin {name}: {method} {path} received {received} bytes\n")
+        };
+        text(StatusCode::OK, &name, body)
     }
 }
 

@@ -85,15 +85,14 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
         IpAddr::V6(_) => format!("\"[{client_text}]\""),
     };
     let mut element = format!("for={node};proto={proto}");
-    if let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) {
-        if host
+    if let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok())
+        && host
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            element.push_str(";host=\"");
-            element.push_str(host);
-            element.push('"');
-        }
+    {
+        element.push_str(";host=\"");
+        element.push_str(host);
+        element.push('"');
     }
     if let Ok(value) = HeaderValue::from_str(&element) {
         headers.append(FORWARDED.clone(), value);

@@ -109,10 +109,10 @@ impl Proxy {
                 .to_response::<ProxyBody>()
                 .map(|b| b.with_completion(completion))
         };
-        if let (Some(limit), Some(length)) = (site.max_body_bytes, body_length(&parts)) {
-            if length > limit {
-                return answer(ProxyError::BodyTooLarge { limit }, None);
-            }
+        if let (Some(limit), Some(length)) = (site.max_body_bytes, body_length(&parts))
+            && length > limit
+        {
+            return answer(ProxyError::BodyTooLarge { limit }, None);
         }
         prepare_upstream_headers(&mut parts, connection);
         let body = RequestBody::new(body, site.max_body_bytes);
@@ -151,14 +151,13 @@ fn body_length(parts: &Parts) -> Option<u64> {
 /// Rewrites a client request's head for the origin hop.
 fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
     // An HTTP/2 request carries its host in the authority; the HTTP/1.1 origin needs Host.
-    if !parts.headers.contains_key(HOST) {
-        if let Some(value) = parts
+    if !parts.headers.contains_key(HOST)
+        && let Some(value) = parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, value);
-        }
+    {
+        parts.headers.insert(HOST, value);
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::add_forwarding(&mut parts.headers, connection.peer.ip(), connection.tls);
