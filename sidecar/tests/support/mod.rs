@@ -116,7 +116,10 @@ impl Answer {
 /// Sends `request` and reads the whole answer, within [`REQUEST_TIMEOUT`].
 pub async fn send(client: &TestClient, request: Request<TestBody>) -> Result<Answer, String> {
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let (head, body) = response.into_parts();
         let body = body
             .collect()
@@ -153,6 +156,8 @@ pub struct Seen {
     pub path: String,
     /// Request headers as received.
     pub headers: HeaderMap,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// Counters and knobs of one origin, shared with its connection tasks.
@@ -385,8 +390,8 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
     let reply = |status: u16, body: OriginBody| {
-        let status = StatusCode::from_u16(if status == 0 { 200 } else { status })
-            .unwrap_or(StatusCode::OK);
+        let status =
+            StatusCode::from_u16(if status == 0 { 200 } else { status }).unwrap_or(StatusCode::OK);
         let mut response = Response::new(body);
         *response.status_mut() = status;
         if let Ok(value) = http::HeaderValue::from_str(&name) {
@@ -412,6 +417,7 @@ async fn answer(
         method: request.method().clone(),
         path: path.clone(),
         headers: request.headers().clone(),
+        at: Instant::now(),
     });
     let query = request.uri().query().map(str::to_owned);
     let sleep = state.delay_ms.load(Ordering::SeqCst)
@@ -658,7 +664,8 @@ impl Gateway {
             }
             let probe = tokio::time::timeout(
                 Duration::from_secs(1),
-                self.admin_client.request(get_request(self.admin, "admin", "/readyz")),
+                self.admin_client
+                    .request(get_request(self.admin, "admin", "/readyz")),
             )
             .await;
             if let Ok(Ok(response)) = probe {
@@ -721,7 +728,13 @@ impl Gateway {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kib| kib * 1024)
             .expect("VmRSS in /proc/PID/status")
     }
