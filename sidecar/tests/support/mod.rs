@@ -781,6 +781,16 @@ impl Drop for Gateway {
     }
 }
 
+/// Resident memory of process `pid`, in bytes, from `/proc/PID/status`; `None` once it is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
 /// The value of a metric sample whose labels include every `labels` pair; summed over the
 /// samples that match.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
