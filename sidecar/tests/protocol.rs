@@ -1,0 +1,347 @@
+//! HTTP behaviour of the real gateway: malformed and smuggling requests are refused without
+//! harming other clients, h2c works, Host picks the Site, forwarding headers are added and
+//! hop-by-hop ones dropped, a bad Site file is refused by name, and SIGTERM drains.
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Request, Version};
+use support::{
+    Gateway, Origin, SiteYaml, client, empty, get, get_request, manifest, raw_exchange, raw_status,
+    run_causeway, send, write_scratch,
+};
+
+/// A plain request on a fresh connection still gets through.
+async fn still_serving(gateway: &Gateway, after: &str) {
+    let answer = send(&client(), get_request(gateway.addr, "raw.test", "/after"))
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: {e}"));
+    assert_eq!(answer.status, 200, "after {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_or_a_closed_connection_and_others_are_still_served() {
+    let origin = Origin::start("raw").await;
+    let gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+        &["--max-header-bytes", "8192"],
+    )
+    .await;
+    still_serving(&gateway, "start").await;
+
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: raw.test\r\nX-Huge: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: raw.test\r\n{}\r\n",
+        (0..300)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let malformed: [(&str, &[u8]); 6] = [
+        ("garbage request line", b"GARBAGE\r\n\r\n"),
+        ("no version", b"GET /\r\nHost: raw.test\r\n\r\n"),
+        (
+            "space in the target",
+            b"GET /a b HTTP/1.1\r\nHost: raw.test\r\n\r\n",
+        ),
+        (
+            "control byte in a header",
+            b"GET / HTTP/1.1\r\nHost: raw.test\r\nX-A: a\x01b\r\n\r\n",
+        ),
+        (
+            "header larger than --max-header-bytes",
+            huge_header.as_bytes(),
+        ),
+        ("too many headers", many_headers.as_bytes()),
+    ];
+    for (what, bytes) in malformed {
+        let raw = raw_exchange(gateway.addr, bytes);
+        match raw_status(&raw) {
+            None => assert!(raw.is_empty(), "{what}: not HTTP: {raw:?}"),
+            Some(status) => assert!((400..500).contains(&status), "{what}: got {status}"),
+        }
+        still_serving(&gateway, what).await;
+    }
+    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+    assert!(
+        paths.iter().all(|p| p == "/after"),
+        "a malformed request reached the origin: {paths:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_is_refused_as_smuggling() {
+    let origin = Origin::start("smuggle").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("raw", "raw.test").origin(&origin, "")
+    ]))
+    .await;
+
+    // Each would let a front proxy and the origin disagree about where the body ends: the
+    // tail ("GET /smuggled ...") would become a second request on the origin connection.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: raw.test\r\n\r\n";
+    let attempts = [
+        (
+            "CL then TE",
+            format!(
+                "POST /cl-te HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE then CL",
+            format!(
+                "POST /te-cl HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST /cl-cl HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello{smuggled}"
+            ),
+        ),
+    ];
+    for (what, text) in attempts {
+        let raw = raw_exchange(gateway.addr, text.as_bytes());
+        assert_eq!(raw_status(&raw), Some(400), "{what}: {raw:?}");
+        still_serving(&gateway, what).await;
+    }
+    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+    assert!(
+        paths.iter().all(|p| p == "/after"),
+        "requests with an ambiguous length reached the origin: {paths:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_requests_are_proxied() {
+    let origin = Origin::start("h2").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("h2", "h2.test").origin(&origin, "")
+    ]))
+    .await;
+    // Prior knowledge over a plain connection to the gateway, with the site in :authority
+    // as a browser-less client (curl --http2-prior-knowledge) sends it.
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect to the gateway");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    let request = Request::get("http://h2.test/over-h2")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("h2c answer in time")
+        .expect("h2c response");
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let seen = origin.state.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/over-h2");
+    let host = seen[0].headers.get("host").and_then(|v| v.to_str().ok());
+    assert_eq!(
+        host,
+        Some("h2.test"),
+        "the origin hop gets Host from :authority"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_header_picks_the_site() {
+    let shop = Origin::start("shop0").await;
+    let blog = Origin::start("blog0").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("shop", "shop.test").origin(&shop, ""),
+        SiteYaml::new("blog", "blog.test").origin(&blog, ""),
+    ]))
+    .await;
+    let client = client();
+    let origin_of = |answer: &support::Answer| {
+        answer
+            .headers
+            .get("x-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    for _ in 0..3 {
+        let answer = get(&client, gateway.addr, "shop.test", "/").await;
+        assert_eq!(origin_of(&answer).as_deref(), Some("shop0"));
+        let answer = get(&client, gateway.addr, "BLOG.test:8080", "/").await;
+        assert_eq!(origin_of(&answer).as_deref(), Some("blog0"));
+    }
+    let unknown = get(&client, gateway.addr, "nobody.test", "/").await;
+    assert_eq!(unknown.status, 421, "an unknown host is not served");
+    assert_eq!(shop.state.requests(), 3);
+    assert_eq!(blog.state.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_reach_the_origin_and_hop_by_hop_headers_do_not() {
+    let origin = Origin::start("fwd").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("fwd", "fwd.test").origin(&origin, "")
+    ]))
+    .await;
+    let request = Request::get(format!("http://{}/headers", gateway.addr))
+        .header("host", "fwd.test")
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "connection-scoped")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-end-to-end", "kept")
+        .body(empty())
+        .expect("request");
+    let answer = send(&client(), request).await.expect("answer");
+    assert_eq!(answer.status, 200);
+    let via = answer.headers.get("via").and_then(|v| v.to_str().ok());
+    assert!(
+        via.is_some_and(|v| v.contains("causeway")),
+        "response Via: {via:?}"
+    );
+
+    let seen = origin.state.seen();
+    let headers = &seen
+        .first()
+        .expect("the request reached the origin")
+        .headers;
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    assert_eq!(value("host"), "fwd.test", "Host is kept");
+    assert_eq!(value("x-forwarded-for"), "203.0.113.7, 127.0.0.1");
+    assert_eq!(value("x-forwarded-proto"), "http");
+    assert!(
+        value("forwarded").contains("for=127.0.0.1") && value("forwarded").contains("proto=http"),
+        "Forwarded: {:?}",
+        value("forwarded")
+    );
+    assert!(value("via").contains("causeway"), "Via: {:?}", value("via"));
+    assert_eq!(value("x-end-to-end"), "kept");
+    for hop in ["x-private", "keep-alive", "proxy-connection", "te"] {
+        assert!(
+            !headers.contains_key(hop),
+            "hop-by-hop {hop} reached the origin: {headers:?}"
+        );
+    }
+    assert!(
+        headers
+            .get_all("connection")
+            .iter()
+            .all(|v| !v.to_str().unwrap_or("").contains("x-private")),
+        "the client's Connection header reached the origin"
+    );
+}
+
+#[test]
+fn a_bad_site_file_stops_the_gateway_with_a_message_naming_the_field() {
+    let cases = [
+        (
+            "wrong type",
+            "spec:\n  hostnames: [a.test]\n  origins:\n    - { name: a, url: \"http://127.0.0.1:1\", maxInFlight: lots }\n",
+            "maxInFlight",
+        ),
+        (
+            "unknown field",
+            "spec:\n  hostnames: [a.test]\n  origins:\n    - { name: a, url: \"http://127.0.0.1:1\", maxInFlite: 3 }\n",
+            "maxInFlite",
+        ),
+        (
+            "bad duration",
+            "spec:\n  hostnames: [a.test]\n  origins:\n    - { name: a, url: \"http://127.0.0.1:1\" }\n  queue: { timeout: soon }\n",
+            "timeout",
+        ),
+    ];
+    for (what, spec, field) in cases {
+        let file = write_scratch(
+            "bad-site.yaml",
+            &format!(
+                "apiVersion: causeway.dev/v1alpha1\nkind: Site\nmetadata: {{ name: bad }}\n{spec}"
+            ),
+        );
+        let listen = support::free_addr().to_string();
+        let admin = support::free_addr().to_string();
+        let exit = run_causeway(
+            &[
+                "gateway",
+                "--listen",
+                &listen,
+                "--admin-listen",
+                &admin,
+                file.to_str().expect("utf-8 path"),
+            ],
+            Duration::from_secs(10),
+        );
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            exit.code.is_some_and(|c| c != 0),
+            "{what}: exit {:?}\n{}",
+            exit.code,
+            exit.output
+        );
+        assert!(
+            exit.output.contains(field),
+            "{what}: the message does not name {field}:\n{}",
+            exit.output
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let origin = Origin::start("drain").await;
+    let mut gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("drain", "drain.test").origin(&origin, "")]),
+        &["--drain-timeout", "10s"],
+    )
+    .await;
+    let client = client();
+    let slow = {
+        let (client, addr) = (client.clone(), gateway.addr);
+        tokio::spawn(async move {
+            send(&client, get_request(addr, "drain.test", "/slow?sleep=1500")).await
+        })
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            origin
+                .state
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        })
+        .await,
+        "the slow request reached the origin"
+    );
+    gateway.terminate();
+    // New connections are refused soon after the signal, while the slow one drains.
+    assert!(
+        support::eventually(Duration::from_secs(3), || async {
+            std::net::TcpStream::connect(gateway.addr).is_err()
+        })
+        .await,
+        "the listener closed on SIGTERM"
+    );
+    let answer = slow
+        .await
+        .expect("slow task")
+        .expect("the in-flight request finished");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text().trim(), "drain");
+    let status = tokio::task::block_in_place(|| gateway.wait_exit(Duration::from_secs(10)))
+        .expect("the gateway exits after draining");
+    assert!(status.success(), "exit status {status}");
+}
