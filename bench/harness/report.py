@@ -94,11 +94,13 @@ def _plot_throughput(doc: dict, path: Path) -> None:
     data = doc["data"]
     labels = data["proxies"]
     per = data["summary"]["per_proxy"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.5))
     _bars(a, labels, [per[x]["max_rps"] for x in labels], "#4c72b0", "requests/s (2xx)")
     a.set_title("maximum rate (closed loop)")
-    _bars(b, labels, [per[x]["fixed_rate_p99_ms"] for x in labels], "#dd8452", "p99 latency (ms)")
+    _bars(b, labels, [per[x]["fixed_rate_p99_ms"] for x in labels], "#dd8452", "p99 latency (ms)", log=True)
     b.set_title(f"p99 at fixed rate ({data['fixed_rate']})", fontsize=9)
+    _bars(c, labels, [per[x]["proxy_cpu_us_per_request"] for x in labels], "#55a868", "CPU µs per request")
+    c.set_title("proxy CPU time per request at maximum rate", fontsize=9)
     fig.suptitle(f"gateway-throughput ({doc['mode']}, median of {data['plan']['rounds']} rounds, min–max bars)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

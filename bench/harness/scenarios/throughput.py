@@ -5,7 +5,8 @@ round starts the three proxies fresh over those origins, then, one proxy at a ti
 order rotated every round:
 
 1. **maximum rate** — closed-loop load (``-c CONNECTIONS``) after a short warm-up; the
-   proxy's CPU use is recorded to show it, not the load core, was the bottleneck;
+   proxy's CPU use is recorded to show whether it, not the load core, was the bottleneck,
+   and as CPU time per request — the figure least disturbed by other load on the machine;
 2. **p99 at a fixed rate** of 50% of nginx's maximum rate of the same round, with latency
    correction and a 1 s client timeout.
 
@@ -67,6 +68,7 @@ def run(ctx: Context) -> Outcome:
             "max_rps": spread([r["max_rate"][spec.label]["ok_rps"] for r in rounds]),
             "fixed_rate_p99_ms": spread([r["fixed_rate"][spec.label]["latency_ms"]["p99"] for r in rounds]),
             "proxy_cpu_at_max_rate": spread([r["max_rate"][spec.label]["cpu"]["proxy_cpu"] for r in rounds]),
+            "proxy_cpu_us_per_request": spread([r["max_rate"][spec.label]["proxy_cpu_us_per_request"] for r in rounds]),
         }
         for spec in PROXIES
     }
@@ -99,7 +101,8 @@ def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[s
             res = run_closed_loop(ctx.group, ctx.tools.oha, ep, load, ctx.workdir, f"{tag}-max", LOAD_CPUS)
             cpu = meter.stop()
             proc.check_alive()
-            max_rate[spec.label] = {**asdict(res), "cpu": cpu}
+            per_request_us = round(cpu["proxy_cpu"] / max(res.ok_rps, 1.0) * 1e6, 2)
+            max_rate[spec.label] = {**asdict(res), "cpu": cpu, "proxy_cpu_us_per_request": per_request_us}
             warnings.extend(f"round {index + 1}: {w}" for w in _max_rate_warnings(spec.label, res, cpu))
 
         rate = round(FIXED_RATE_SHARE * max_rate[NGINX.label]["ok_rps"], 1)
