@@ -79,6 +79,22 @@ up_to_date() {
     done
 }
 
+# version_ldflags NAME: stamps the version that the release scripts would, so that
+# `kubectl version`, discovery's /version and Helm's kubeVersion checks see the real one.
+version_ldflags() {
+    if [[ "$1" != kubernetes ]]; then
+        return
+    fi
+    local minor="${k8s_version#v1.}"
+    minor="${minor%%.*}"
+    local pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        printf -- "-X '%s.gitVersion=%s' -X '%s.gitMajor=1' -X '%s.gitMinor=%s' " \
+            "$pkg" "$k8s_version" "$pkg" "$pkg" "$minor"
+        printf -- "-X '%s.gitTreeState=clean' -X '%s.buildDate=1970-01-01T00:00:00Z' " "$pkg" "$pkg"
+    done
+}
+
 # build NAME PACKAGE...: builds the main PACKAGEs of wrapper module NAME into the bin dir,
 # through a temporary dir so that an interrupted build leaves nothing half written.
 build() {
@@ -95,22 +111,30 @@ build() {
         modfile_flag=("-modfile=$("$gobuild/$name/patch.sh" "$bin_dir/../src/$name")")
     fi
     (cd "$gobuild/$name" && \
-        go build -p "$jobs" -trimpath -ldflags='-s -w' "${modfile_flag[@]}" -o "$tmp/" "$@" >&2)
+        go build -p "$jobs" -trimpath -ldflags="-s -w $(version_ldflags "$name")" \
+            "${modfile_flag[@]}" -o "$tmp/" "$@" >&2)
     local pkg
     for pkg in "$@"; do
+        # Go names a binary after the package's last path element, skipping a major-version
+        # suffix: go.etcd.io/etcd/server/v3 becomes "server", which is etcd.
         local bin="${pkg##*/}"
-        # go.etcd.io/etcd/server/v3 is the etcd server; its binary is named after "v3".
-        if [[ "$bin" == v3 ]]; then
-            mv "$tmp/v3" "$bin_dir/etcd"
-        else
-            mv "$tmp/$bin" "$bin_dir/$bin"
+        if [[ "$bin" =~ ^v[0-9]+$ ]]; then
+            bin="${pkg%/*}"
+            bin="${bin##*/}"
         fi
+        local target="$bin"
+        if [[ "$pkg" == go.etcd.io/etcd/server/v3 ]]; then
+            target=etcd
+        fi
+        mv "$tmp/$bin" "$bin_dir/$target"
     done
     stamp "$name" >"$bin_dir/.stamp-$name"
     rm -rf "$tmp"
     log "built $name in $((SECONDS - start)) s"
 }
 
+# Leftovers of an interrupted build.
+rm -rf "$bin_dir"/.build-*
 total_start=$SECONDS
 if up_to_date kubernetes kube-apiserver kube-controller-manager kubectl; then
     log "kubernetes $k8s_version binaries are up to date"

@@ -80,7 +80,10 @@ impl ControlPlane {
                 format!("--client-ca-file={}", pki.ca.cert.display()),
                 "--authorization-mode=Node,RBAC".to_owned(),
                 format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
-                format!("--service-account-key-file={sa_key}"),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_public_key.display()
+                ),
                 format!("--service-account-signing-key-file={sa_key}"),
                 format!("--service-cluster-ip-range={}", slot::service_range(slot)),
                 "--allow-privileged=true".to_owned(),

@@ -31,8 +31,10 @@ pub struct Pki {
     pub admin: CertFiles,
     /// The controller manager's client certificate (`system:kube-controller-manager`).
     pub controller_manager: CertFiles,
-    /// The key that signs and verifies service-account tokens.
+    /// The private key that signs service-account tokens (PKCS#8 PEM).
     pub service_account_key: PathBuf,
+    /// Its public key, which verifies them (SPKI PEM).
+    pub service_account_public_key: PathBuf,
 }
 
 /// Generates a CA, the serving and client certificates and the service-account key in `dir`.
@@ -91,8 +93,14 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         ExtendedKeyUsagePurpose::ClientAuth,
     )?;
 
+    let service_account = KeyPair::generate()?;
     let service_account_key = dir.join("service-account.key");
-    write(&service_account_key, &KeyPair::generate()?.serialize_pem())?;
+    write(&service_account_key, &service_account.serialize_pem())?;
+    let service_account_public_key = dir.join("service-account.pub");
+    write(
+        &service_account_public_key,
+        &service_account.public_key_pem(),
+    )?;
 
     Ok(Pki {
         ca: ca_files,
@@ -100,6 +108,7 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         admin,
         controller_manager,
         service_account_key,
+        service_account_public_key,
     })
 }
 
@@ -167,6 +176,7 @@ mod tests {
             &pki.admin.key,
             &pki.controller_manager.cert,
             &pki.service_account_key,
+            &pki.service_account_public_key,
         ] {
             let text = std::fs::read_to_string(path).context(|| path.display().to_string())?;
             assert!(text.starts_with("-----BEGIN "), "{}", path.display());
