@@ -14,6 +14,10 @@ use causeway_sidecar::telemetry::{self, LogFormat};
 use causeway_sidecar::{local, shutdown};
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Causeway: edge load balancing between clients and redundant origin servers.
 #[derive(Parser)]
 #[command(name = "causeway", version, about)]

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod retry_budget;
 pub mod selection;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -538,6 +539,8 @@ pub struct Lease {
     origin: usize,
     cost: u32,
     waited: Duration,
+    placed: Instant,
+    recorded: AtomicBool,
     armed: bool,
 }
 
@@ -557,6 +560,8 @@ impl Lease {
             origin,
             cost,
             waited,
+            placed: Instant::now(),
+            recorded: AtomicBool::new(false),
             armed: true,
         }
     }
@@ -579,6 +584,7 @@ impl Lease {
     /// Records how the attempt went: its latency feeds the QoS estimate, its result the
     /// passive health of the origin.
     pub fn record(&self, latency: Duration, succeeded: bool) {
+        self.recorded.store(true, Ordering::Relaxed);
         let shared = &*self.shared;
         let metrics = &shared.metrics.origins[self.origin];
         let now = Instant::now();
@@ -624,7 +630,184 @@ impl Drop for Lease {
         }
         let now = Instant::now();
         let mut state = self.shared.lock();
+        if !self.recorded.load(Ordering::Relaxed) {
+            // Given up before an answer came (the client left or timed out): the origin took
+            // at least this long, which is worth knowing — otherwise an origin too slow to
+            // ever answer in time would never look slow.
+            let origin = &mut state.origins[self.origin];
+            origin
+                .ewma
+                .observe(now.saturating_duration_since(self.placed), now);
+            self.shared.metrics.origins[self.origin]
+                .latency
+                .set(origin.ewma.estimate(now).as_secs_f64());
+        }
         state.unplace(&self.shared, self.origin, self.cost, now);
         state.release_waiters(&self.shared, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn balancer(marks: &[u32], queue_capacity: usize) -> Balancer {
+        let origins = marks
+            .iter()
+            .enumerate()
+            .map(|(i, &mark)| OriginInfo {
+                name: format!("o{i}"),
+                authority: http::uri::Authority::from_static("127.0.0.1:1"),
+                max_in_flight: mark,
+                primary: false,
+                weight: 100,
+                latency_goal: None,
+                serves: u64::MAX,
+            })
+            .collect::<Vec<_>>();
+        let names: Vec<String> = origins.iter().map(|o| o.name.clone()).collect();
+        let config = BalancerConfig {
+            policy: Policy::Qos,
+            ewma_decay: Duration::from_secs(10),
+            failure_penalty: Duration::from_secs(1),
+            queue_capacity,
+            queue_timeout: Duration::from_secs(5),
+            aging_interval: Duration::from_secs(60),
+            outlier: OutlierSettings {
+                consecutive_failures: 3,
+                base_ejection: Duration::from_secs(10),
+                max_ejection: Duration::from_secs(60),
+            },
+            max_ejected_percent: 50,
+            check_thresholds: None,
+            retry_ratio: 0.2,
+            min_retries_per_second: 10,
+        };
+        let metrics = Metrics::new().expect("metrics").site("test", &names);
+        Balancer::new(origins, config, metrics, 1)
+    }
+
+    fn profile(class: u8) -> RequestProfile {
+        RequestProfile {
+            class,
+            request_type: 0,
+            cost: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn marks_are_never_exceeded_and_freed_slots_go_to_waiters() {
+        let b = balancer(&[1, 1], 8);
+        let first = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let second = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        assert_ne!(first.origin(), second.origin());
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire(profile(2), OriginSet::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "both origins are at their mark");
+        let freed = first.origin();
+        drop(first);
+        let third = waiting.await.expect("task").expect("released");
+        assert_eq!(third.origin(), freed);
+        assert!(b.status().iter().all(|o| o.in_flight <= 1));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let b = balancer(&[1], 1);
+        let _busy = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let queued = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.acquire(profile(2), OriginSet::default())
+                    .await
+                    .map(|l| l.origin())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refused = b.acquire(profile(0), OriginSet::default()).await;
+        assert_eq!(refused.map(|l| l.origin()), Err(AcquireError::QueueFull));
+        queued.abort();
+    }
+
+    #[tokio::test]
+    async fn waiters_are_released_by_class() {
+        let b = balancer(&[1], 8);
+        let busy = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for class in [4u8, 3, 0, 1] {
+            let (b, tx) = (b.clone(), tx.clone());
+            tokio::spawn(async move {
+                let lease = b
+                    .acquire(profile(class), OriginSet::default())
+                    .await
+                    .expect("released");
+                let _ = tx.send(class);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                drop(lease);
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(busy);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.push(rx.recv().await.expect("a release"));
+        }
+        assert_eq!(order, [0, 1, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_attempt_counts_as_at_least_its_age() {
+        let b = balancer(&[4], 8);
+        let lease = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        drop(lease);
+        assert!(b.status()[0].latency_seconds >= 0.06, "{:?}", b.status());
+    }
+
+    #[tokio::test]
+    async fn consecutive_failures_eject_within_the_cap() {
+        let b = balancer(&[10, 10], 8);
+        let fail = |avoid: usize| {
+            let b = b.clone();
+            async move {
+                let mut exclude = OriginSet::default();
+                exclude.insert(avoid);
+                let lease = b.acquire(profile(2), exclude).await.expect("slot");
+                lease.record(Duration::from_millis(1), false);
+                lease.origin()
+            }
+        };
+        for _ in 0..3 {
+            assert_eq!(fail(1).await, 0);
+        }
+        let rotation = |b: &Balancer| b.status().iter().map(|o| o.in_rotation).collect::<Vec<_>>();
+        assert_eq!(rotation(&b), [false, true], "three failures eject origin 0");
+        for _ in 0..5 {
+            assert_eq!(fail(0).await, 1);
+        }
+        assert_eq!(
+            rotation(&b),
+            [false, true],
+            "50% of two origins: the second stays in"
+        );
     }
 }

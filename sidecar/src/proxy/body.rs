@@ -11,8 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::balancer::Lease;
-use crate::metrics::SiteMetrics;
+use crate::balancer::{Balancer, Lease};
 
 /// A boxed, thread-safe error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -117,16 +116,17 @@ impl Body for RequestBody {
 pub struct Completion {
     /// The request's slot on an origin, if it got one.
     pub lease: Option<Lease>,
-    metrics: Option<SiteMetrics>,
+    site: Balancer,
     class: u8,
     status: u16,
     started: Instant,
 }
 
 impl Completion {
-    /// A request of `class` that started at `started`, answered with `status`.
+    /// A request of `class` to the site of `balancer`, started at `started`, answered with
+    /// `status`.
     pub fn new(
-        metrics: Option<SiteMetrics>,
+        balancer: &Balancer,
         class: u8,
         status: u16,
         started: Instant,
@@ -134,7 +134,7 @@ impl Completion {
     ) -> Self {
         Self {
             lease,
-            metrics,
+            site: balancer.clone(),
             class,
             status,
             started,
@@ -144,13 +144,10 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        if let Some(metrics) = &self.metrics {
-            metrics.record_request(
-                self.class,
-                self.status,
-                self.started.elapsed().as_secs_f64(),
-            );
-        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.site
+            .metrics()
+            .record_request(self.class, self.status, seconds);
     }
 }
 

@@ -98,13 +98,7 @@ impl Proxy {
         let profile = site.classifier.classify(&parts);
         let answer = |error: ProxyError, lease: Option<Lease>| {
             let status = error.status().as_u16();
-            let completion = Completion::new(
-                Some(site.balancer.metrics().clone()),
-                profile.class,
-                status,
-                started,
-                lease,
-            );
+            let completion = Completion::new(&site.balancer, profile.class, status, started, lease);
             error
                 .to_response::<ProxyBody>()
                 .map(|b| b.with_completion(completion))
@@ -122,7 +116,7 @@ impl Proxy {
                 headers::remove_hop_by_hop(&mut head.headers);
                 headers::add_via(&mut head.headers);
                 let completion = Completion::new(
-                    Some(site.balancer.metrics().clone()),
+                    &site.balancer,
                     profile.class,
                     head.status.as_u16(),
                     started,
