@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// No Host header or authority.
     #[error("the request has no Host header")]
     MissingHost,
+    /// CONNECT tunnels and upgrades to other protocols are not proxied.
+    #[error("method {0} is not supported by this proxy")]
+    MethodNotSupported(http::Method),
     /// No Site serves the host.
     #[error("no site is configured for host {0:?}")]
     UnknownHost(String),
@@ -95,6 +98,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             Self::MissingHost
+            | Self::MethodNotSupported(_)
             | Self::UnknownHost(_)
             | Self::AmbiguousLength
             | Self::BodyTooLarge { .. }
@@ -115,6 +119,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             Self::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoOrigin | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -67,6 +67,9 @@ impl Proxy {
         {
             return Err(ProxyError::AmbiguousLength);
         }
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotSupported(Method::CONNECT));
+        }
         let authority = parts
             .uri
             .authority()
