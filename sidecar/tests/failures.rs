@@ -204,3 +204,59 @@ loadBalancing: { policy: round-robin }",
         "it takes traffic again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_origin_is_ejected_and_readmitted_once_restarted() {
+    let mut origins = Origin::start_many("rf", 3).await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("rf", "rf.test")
+        .origins(&origins, "")
+        // Round-robin keeps offering the dead origin, so only ejection keeps it out.
+        .spec(
+            "outlierDetection: { consecutiveFailures: 2, baseEjectionTime: 1s }
+loadBalancing: { policy: round-robin }",
+        )]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+    let make = move |_| get_request(addr, "rf.test", "/");
+
+    origins[0].kill().await;
+    // Connections refused are retried on the others, then the origin is ejected.
+    let down = load(&client, 2, Duration::from_millis(700), make).await;
+    assert_eq!(
+        down.failures(),
+        0,
+        "{:?} {:?}",
+        down.statuses,
+        down.errors.first()
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            metric(
+                &gateway.metrics().await,
+                "causeway_origin_ejections_total",
+                &[("site", "rf"), ("origin", "rf0")],
+            ) >= 1.0
+        })
+        .await,
+        "a refusing origin is ejected"
+    );
+
+    origins[0].restart().await;
+    assert!(
+        eventually(Duration::from_secs(10), || gateway.in_rotation("rf", "rf0")).await,
+        "back in rotation after its ejection time"
+    );
+    // An ejection may be renewed if a probe lands while it is still down; with it up, the
+    // restarted origin is served again within a few ejection times.
+    let mut served = false;
+    for _ in 0..8 {
+        let back = load(&client, 2, Duration::from_millis(500), make).await;
+        assert_eq!(back.failures(), 0, "{:?}", back.statuses);
+        if origins[0].state.requests() > 0 {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the restarted origin got no traffic");
+}

@@ -76,7 +76,9 @@ async fn a_gib_up_and_down_streams_with_bounded_memory() {
         upload(&client, addr, 8 * MIB).await;
     }
     assert_eq!(
-        send(&client, get_request(addr, "big.test", "/")).await.map(|a| a.status),
+        send(&client, get_request(addr, "big.test", "/"))
+            .await
+            .map(|a| a.status),
         Ok(http::StatusCode::OK)
     );
     let baseline = gateway.rss_bytes();
@@ -104,7 +106,11 @@ async fn a_gib_up_and_down_streams_with_bounded_memory() {
     sampler.await.expect("sampler");
 
     assert_eq!(down, size, "every downloaded byte arrived");
-    assert_eq!(up.trim(), format!("received {size}"), "the origin got every byte");
+    assert_eq!(
+        up.trim(),
+        format!("received {size}"),
+        "the origin got every byte"
+    );
     assert_eq!(
         origin.state.bytes_received.load(Ordering::SeqCst) - received_before,
         size

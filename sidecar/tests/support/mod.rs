@@ -668,10 +668,10 @@ impl Gateway {
                     .request(get_request(self.admin, "admin", "/readyz")),
             )
             .await;
-            if let Ok(Ok(response)) = probe {
-                if response.status() == StatusCode::OK {
-                    return Ok(());
-                }
+            if let Ok(Ok(response)) = probe
+                && response.status() == StatusCode::OK
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
