@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import install, report
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> int:
         "cpu_pinning": {"proxy": PROXY_CPUS, "load_generator_and_origins": LOAD_CPUS},
         "priority": " ".join(priority_prefix()) or "default",
         "machine": report.machine(),
-        "versions": report.versions(tools.__dict__),
+        "versions": report.versions(asdict(tools)),
         "result": outcome.result,
         "warnings": outcome.warnings,
         "data": outcome.data,

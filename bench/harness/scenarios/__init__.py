@@ -27,11 +27,6 @@ class Context:
     workdir: Path
     quick: bool
 
-    @property
-    def mode(self) -> str:
-        """``quick`` or ``full``."""
-        return "quick" if self.quick else "full"
-
 
 @dataclass
 class Outcome:
