@@ -235,6 +235,7 @@ impl<H: Handler> Connection<H> {
         let connection = watcher.watch(connection);
         tokio::pin!(connection);
         let check_every = (self.limits.idle_timeout / 4).max(Duration::from_millis(100));
+        let mut idle = IdleClock::new(&activity);
         loop {
             tokio::select! {
                 result = &mut connection => {
@@ -245,7 +246,7 @@ impl<H: Handler> Connection<H> {
                     return;
                 }
                 () = tokio::time::sleep(check_every) => {
-                    if activity.idle_for() >= self.limits.idle_timeout {
+                    if idle.idle_for(&activity) >= self.limits.idle_timeout {
                         tracing::debug!(peer = %info.peer, "closing idle client connection");
                         return;
                     }
@@ -257,36 +258,43 @@ impl<H: Handler> Connection<H> {
 
 type Watcher = hyper_util::server::graceful::Watcher;
 
-/// When a connection last moved a byte, and how many of its requests are being answered.
+/// What a connection has been doing: I/O operations that moved bytes, and requests being
+/// answered. Counting instead of time-stamping keeps the clock off the I/O path; the idle
+/// check compares counts between its own ticks.
+#[derive(Default)]
 struct Activity {
-    born: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicU64,
     in_flight: AtomicUsize,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            born: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
 }
 
 impl Activity {
     fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.moved.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The idle check's memory: the activity count it last saw and since when.
+struct IdleClock {
+    seen: u64,
+    since: Instant,
+}
+
+impl IdleClock {
+    fn new(activity: &Activity) -> Self {
+        Self {
+            seen: activity.moved.load(Ordering::Relaxed),
+            since: Instant::now(),
+        }
     }
 
-    /// Zero while a request is being answered; otherwise the time since the last byte moved.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
+    /// How long nothing has moved and no request has been in flight, as of this check.
+    fn idle_for(&mut self, activity: &Activity) -> Duration {
+        let moved = activity.moved.load(Ordering::Relaxed);
+        if moved != self.seen || activity.in_flight.load(Ordering::Relaxed) > 0 {
+            self.seen = moved;
+            self.since = Instant::now();
         }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.born.elapsed().saturating_sub(last)
+        self.since.elapsed()
     }
 }
 
@@ -307,7 +315,7 @@ impl Drop for RequestInFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// An I/O stream that notes the time of every byte it moves.
+    /// An I/O stream that counts the operations that moved bytes.
     struct ActivityIo<T> {
         #[pin]
         inner: T,
@@ -380,4 +388,35 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_time_restarts_when_bytes_move_and_stops_while_requests_run() {
+        let activity = Activity::default();
+        let mut clock = IdleClock::new(&activity);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(clock.idle_for(&activity) >= Duration::from_millis(30));
+        activity.touch();
+        assert!(clock.idle_for(&activity) < Duration::from_millis(30));
+        let request = RequestInFlight::begin(Arc::new(Activity::default()));
+        let busy = request.0.clone();
+        let mut busy_clock = IdleClock::new(&busy);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            busy_clock.idle_for(&busy) < Duration::from_millis(30),
+            "a request is in flight"
+        );
+        drop(request);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            busy_clock.idle_for(&busy) < Duration::from_millis(30),
+            "the answer moved bytes"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(busy_clock.idle_for(&busy) >= Duration::from_millis(30));
+    }
 }
