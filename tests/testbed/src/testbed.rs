@@ -109,6 +109,7 @@ impl TestBed {
         let started = Instant::now();
         let binaries = Binaries::locate()?;
         let causeway_bin = causeway_binary().await?;
+        let built = started.elapsed();
         let slot = Slot::acquire(&slot::default_base())?;
         let dir = slot.dir().to_path_buf();
         let janitor = spawn_janitor(&slot)?;
@@ -134,10 +135,12 @@ impl TestBed {
         });
         let startup = started.elapsed();
         eprintln!(
-            "causeway-testbed: Kubernetes {} up at {} in {:.1} s (slot {}, run dir {})",
+            "causeway-testbed: Kubernetes {} up at {} in {:.1} s ({:.1} s of it building causeway; \
+             slot {}, run dir {})",
             crate::binaries::kubernetes_version(),
             control_plane.server(),
             startup.as_secs_f64(),
+            built.as_secs_f64(),
             slot.index(),
             dir.display()
         );
