@@ -11,12 +11,7 @@
 //! (an HTTP/2 preface), cannot be parsed, or after the first flagged request — hyper closes
 //! the connection after that one anyway.
 
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most headers inspected in one head; hyper refuses more than this by default.
 const MAX_HEADERS: usize = 100;
@@ -245,72 +240,10 @@ impl AmbiguousRequest {
     pub fn is(&self, index: u64) -> bool {
         self.0.load(Ordering::Acquire) == index
     }
-}
 
-pin_project_lite::pin_project! {
-    /// A client stream whose reads are fed to a [`FramingTracker`].
-    pub struct FramingGuardIo<T> {
-        #[pin]
-        inner: T,
-        tracker: FramingTracker,
-        flagged: Arc<AmbiguousRequest>,
-    }
-}
-
-impl<T> FramingGuardIo<T> {
-    /// Wraps a client stream; `flagged` receives the index of an ambiguous request.
-    pub fn new(inner: T, max_head_bytes: usize, flagged: Arc<AmbiguousRequest>) -> Self {
-        Self {
-            inner,
-            tracker: FramingTracker::new(max_head_bytes),
-            flagged,
-        }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for FramingGuardIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if let Finding::Ambiguous(index) = this.tracker.feed(&buf.filled()[before..]) {
-            this.flagged.0.store(index, Ordering::Release);
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for FramingGuardIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    /// Flags the request with this index.
+    pub fn flag(&self, index: u64) {
+        self.0.store(index, Ordering::Release);
     }
 }
 
@@ -394,7 +327,7 @@ mod tests {
     fn the_flag_matches_only_its_request() {
         let flag = AmbiguousRequest::default();
         assert!(!flag.is(0));
-        flag.0.store(2, Ordering::Release);
+        flag.flag(2);
         assert!(flag.is(2));
         assert!(!flag.is(1));
     }

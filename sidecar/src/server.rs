@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::framing_guard::{AmbiguousLength, AmbiguousRequest, FramingGuardIo};
+use crate::framing_guard::{AmbiguousLength, AmbiguousRequest, Finding, FramingTracker};
 
 /// Limits applied to every client connection of a listener.
 #[derive(Clone, Debug)]
@@ -174,10 +174,7 @@ impl<H: Handler> Connection<H> {
         let max_head = self.limits.max_header_bytes;
         match &self.tls {
             None => {
-                let io = ActivityIo {
-                    inner: FramingGuardIo::new(stream, max_head, flagged.clone()),
-                    activity: activity.clone(),
-                };
+                let io = ClientIo::new(stream, activity.clone(), max_head, flagged.clone());
                 let info = ConnectionInfo { peer, tls: false };
                 self.drive(io, info, activity, flagged, watcher).await;
             }
@@ -186,10 +183,8 @@ impl<H: Handler> Connection<H> {
                     tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
                 match handshake.await {
                     Ok(Ok(tls_stream)) => {
-                        let io = ActivityIo {
-                            inner: FramingGuardIo::new(tls_stream, max_head, flagged.clone()),
-                            activity: activity.clone(),
-                        };
+                        let io =
+                            ClientIo::new(tls_stream, activity.clone(), max_head, flagged.clone());
                         let info = ConnectionInfo { peer, tls: true };
                         self.drive(io, info, activity, flagged, watcher).await;
                     }
@@ -315,15 +310,34 @@ impl Drop for RequestInFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// An I/O stream that counts the operations that moved bytes.
-    struct ActivityIo<T> {
+    /// A client stream as the server reads it: every operation that moves bytes is counted
+    /// for the idle check, and every byte read is followed by the framing guard.
+    struct ClientIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        framing: FramingTracker,
+        flagged: Arc<AmbiguousRequest>,
     }
 }
 
-impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
+impl<T> ClientIo<T> {
+    fn new(
+        inner: T,
+        activity: Arc<Activity>,
+        max_head: usize,
+        flagged: Arc<AmbiguousRequest>,
+    ) -> Self {
+        Self {
+            inner,
+            activity,
+            framing: FramingTracker::new(max_head),
+            flagged,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ClientIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -332,14 +346,18 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
             this.activity.touch();
+            if let Finding::Ambiguous(index) = this.framing.feed(read) {
+                this.flagged.flag(index);
+            }
         }
         result
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
+impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
