@@ -78,6 +78,13 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", pki.apiserver.cert.display()),
                 format!("--tls-private-key-file={}", pki.apiserver.key.display()),
                 format!("--client-ca-file={}", pki.ca.cert.display()),
+                // The front-proxy settings every cluster has; extension API servers and the
+                // controller manager's delegated authentication read them.
+                format!("--requestheader-client-ca-file={}", pki.ca.cert.display()),
+                "--requestheader-allowed-names=front-proxy-client".to_owned(),
+                "--requestheader-username-headers=X-Remote-User".to_owned(),
+                "--requestheader-group-headers=X-Remote-Group".to_owned(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_owned(),
                 "--authorization-mode=Node,RBAC".to_owned(),
                 format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
                 format!(

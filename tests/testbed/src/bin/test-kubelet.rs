@@ -74,6 +74,7 @@ async fn run(args: Args) -> Result<()> {
     })?;
     let client = kube::Client::try_from(config)?;
     let journal = Journal::open(&args.dir.join("test-kubelet.log"), true)?;
+    kubelet::register_nodes(&client, &args.nodes, &journal).await?;
     let config = KubeletConfig {
         nodes: args.nodes,
         images: ImageMap::new(args.causeway_bin),

@@ -179,13 +179,12 @@ pub async fn register_nodes(client: &Client, nodes: &[NodeSpec], journal: &Journ
     Ok(())
 }
 
-/// Runs the kubelet until its watch of pods ends (it does not, short of an error); dropping
-/// the future stops every pod's processes.
+/// Runs the kubelet for nodes already registered with [`register_nodes`] until its watch of
+/// pods ends (it does not, short of an error); dropping the future stops every pod's processes.
 ///
 /// # Errors
-/// When the nodes cannot be registered or the pod watch ends.
+/// When the pod watch ends.
 pub async fn run(client: Client, config: KubeletConfig) -> Result<()> {
-    register_nodes(&client, &config.nodes, &config.journal).await?;
     let shared = Arc::new(Shared {
         client: client.clone(),
         images: config.images,
