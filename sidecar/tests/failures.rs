@@ -44,11 +44,12 @@ async fn a_dead_origin_under_load_costs_no_failed_get() {
     let (victim, before_kill) = killer.await.expect("killer task");
 
     eprintln!(
-        "GET {:?} errors {:?}; POST {:?} errors {:?}; victim took {before_kill} before its death",
+        "GET {:?} errors {:?}; POST {:?} errors {:?} refusals {:?}; victim took {before_kill} before its death",
         gets.statuses,
         gets.errors.first(),
         posts.statuses,
-        posts.errors.first()
+        posts.errors.first(),
+        posts.refusals
     );
     assert!(before_kill > 0, "the victim served traffic before it died");
     assert!(gets.total() > 100, "enough load to mean something");
@@ -60,12 +61,21 @@ async fn a_dead_origin_under_load_costs_no_failed_get() {
         gets.errors
     );
     // A POST cannot be replayed once sent: only the ones in flight at the kill may fail
-    // (two POST clients, so at most two).
+    // (two POST clients, so at most two). One whose connection was refused never reached
+    // the origin and must be sent elsewhere.
     assert!(
         posts.failures() <= 2,
         "POSTs failed beyond those in flight: {:?} {:?}",
         posts.statuses,
         posts.errors
+    );
+    assert!(
+        posts
+            .refusals
+            .iter()
+            .all(|(_, body)| !body.contains("cannot connect")),
+        "a POST that never reached an origin failed: {:?}",
+        posts.refusals
     );
     // Requests in flight on the victim, or sent to it before the balancer learnt, were
     // retried; none would mean the kill hit an idle origin and proved nothing.
@@ -259,4 +269,31 @@ loadBalancing: { policy: round-robin }",
         }
     }
     assert!(served, "the restarted origin got no traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_refused_by_a_dead_origin_is_sent_to_another() {
+    let mut origins = Origin::start_many("post", 2).await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("post", "post.test")
+        .origins(&origins, "")
+        // Round-robin and no ejection: every other POST is offered to the dead origin.
+        .spec(
+            "outlierDetection: { consecutiveFailures: 0 }
+loadBalancing: { policy: round-robin }
+retries: { attempts: 1, budgetRatio: 1.0 }",
+        )]))
+    .await;
+    origins[0].kill().await;
+    let client = client();
+    for n in 0..10 {
+        let body = format!("order={n}&{}", "x".repeat(1000));
+        let request = Request::post(format!("http://{}/form", gateway.addr))
+            .header(http::header::HOST, "post.test")
+            .body(full(body.clone()))
+            .expect("request");
+        let answer = support::send(&client, request).await.expect("answer");
+        assert_eq!(answer.status, 200, "POST {n}: {}", answer.text());
+        assert_eq!(answer.text().trim(), format!("received {}", body.len()));
+    }
+    assert_eq!(origins[1].state.requests(), 10);
 }

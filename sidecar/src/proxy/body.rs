@@ -35,6 +35,9 @@ pub enum ClientBodyError {
 pub enum RequestBody {
     /// No body: replayable on a retry.
     Empty,
+    /// A small body read whole before the first attempt, so that it can be sent again when
+    /// an origin refuses the connection; what is left of it to send.
+    Buffered(Bytes),
     /// The client's streamed body, with the site's limit.
     Streaming {
         /// The client's body.
@@ -47,6 +50,30 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// Reads a client's small body whole (its Content-Length is known and small), so it can
+    /// be sent more than once.
+    pub async fn buffer(inner: Incoming) -> Result<Self, ClientBodyError> {
+        let bytes = http_body_util::BodyExt::collect(inner)
+            .await
+            .map_err(ClientBodyError::Broken)?
+            .to_bytes();
+        Ok(if bytes.is_empty() {
+            Self::Empty
+        } else {
+            Self::Buffered(bytes)
+        })
+    }
+
+    /// Another copy of the body for a further attempt; `None` for a streamed body, which can
+    /// be sent only once.
+    pub fn replay(&self) -> Option<Self> {
+        match self {
+            Self::Empty => Some(Self::Empty),
+            Self::Buffered(bytes) => Some(Self::Buffered(bytes.clone())),
+            Self::Streaming { .. } => None,
+        }
+    }
+
     /// Wraps a client's body; `limit` is the site's maximum body size, if any.
     pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
         if inner.is_end_stream() {
@@ -70,6 +97,8 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
+            Self::Buffered(bytes) if bytes.is_empty() => Poll::Ready(None),
+            Self::Buffered(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
             Self::Streaming {
                 inner,
                 remaining,
@@ -98,6 +127,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
+            Self::Buffered(bytes) => bytes.is_empty(),
             Self::Streaming { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -105,6 +135,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
+            Self::Buffered(bytes) => SizeHint::with_exact(bytes.len() as u64),
             Self::Streaming { inner, .. } => inner.size_hint(),
         }
     }

@@ -112,7 +112,15 @@ impl Proxy {
             return answer(ProxyError::BodyTooLarge { limit }, None);
         }
         prepare_upstream_headers(&mut parts, connection);
-        let body = RequestBody::new(body, site.max_body_bytes);
+        let body = match body_length(&parts) {
+            Some(length) if length <= REPLAY_BUFFER_BYTES => {
+                match RequestBody::buffer(body).await {
+                    Ok(body) => body,
+                    Err(error) => return answer(ProxyError::ClientBody(error.to_string()), None),
+                }
+            }
+            _ => RequestBody::new(body, site.max_body_bytes),
+        };
         match forward(&site, parts, body, profile).await {
             Ok((response, lease)) => {
                 let (mut head, inner) = response.into_parts();
@@ -134,6 +142,12 @@ impl Proxy {
         }
     }
 }
+
+/// Request bodies up to this size (by Content-Length) are read whole before an origin is
+/// chosen, so a POST whose connection an origin refuses — it never reached the origin — is
+/// sent to another instead of failing. Larger bodies stream and are sent once; the bound
+/// keeps memory per request small.
+const REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
 
 fn body_length(parts: &Parts) -> Option<u64> {
     parts
@@ -186,15 +200,17 @@ fn attempt_request(
     Ok(request)
 }
 
-/// Sends the request to an origin, retrying on another where it is safe: the request has no
-/// body left to replay and is idempotent — or it never reached the origin (connect failure).
+/// Sends the request to an origin, retrying on another where it is safe: the body can be sent
+/// again (none, or a small buffered one) and the request is idempotent — or it never reached
+/// the origin (connect failure).
 async fn forward(
     site: &SiteRuntime,
     parts: Parts,
     body: RequestBody,
     profile: RequestProfile,
 ) -> Result<(Response<Incoming>, Lease), ProxyError> {
-    let replayable = matches!(body, RequestBody::Empty);
+    let replay = body.replay();
+    let replayable = replay.is_some();
     let idempotent = is_idempotent(&parts.method);
     let mut body = Some(body);
     let mut tried = OriginSet::default();
@@ -206,7 +222,10 @@ async fn forward(
             .acquire(profile, tried)
             .await
             .map_err(|e| ProxyError::from_acquire(e, site.queue_timeout))?;
-        let attempt_body = body.take().unwrap_or(RequestBody::Empty);
+        let attempt_body = body
+            .take()
+            .or_else(|| replay.as_ref().and_then(RequestBody::replay))
+            .unwrap_or(RequestBody::Empty);
         let request = attempt_request(&parts, &lease, attempt_body)?;
         let sent = Instant::now();
         let result =

@@ -874,6 +874,8 @@ pub struct LoadReport {
     pub errors: Vec<String>,
     /// Answers by `x-origin`.
     pub by_origin: BTreeMap<String, usize>,
+    /// Status and body of every answer that was not 2xx.
+    pub refusals: Vec<(u16, String)>,
 }
 
 impl LoadReport {
@@ -943,6 +945,11 @@ where
                     Ok(answer) => {
                         report.latencies.push(started.elapsed());
                         *report.statuses.entry(answer.status.as_u16()).or_default() += 1;
+                        if !answer.status.is_success() {
+                            report
+                                .refusals
+                                .push((answer.status.as_u16(), answer.text()));
+                        }
                         if let Some(origin) =
                             answer.headers.get("x-origin").and_then(|v| v.to_str().ok())
                         {
@@ -960,6 +967,7 @@ where
         let report = report.expect("load worker");
         total.latencies.extend(report.latencies);
         total.errors.extend(report.errors);
+        total.refusals.extend(report.refusals);
         for (status, n) in report.statuses {
             *total.statuses.entry(status).or_default() += n;
         }
