@@ -233,6 +233,23 @@ spec:
     .await
     .expect("the container restarts per restartPolicy Always");
     assert_eq!(last_exit, 3);
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let reasons = wait_for("Scheduled, Started and BackOff events", TIMEOUT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let reasons: BTreeSet<String> =
+                list.items.into_iter().filter_map(|e| e.reason).collect();
+            ["Scheduled", "Started", "BackOff"]
+                .iter()
+                .all(|r| reasons.contains(*r))
+                .then_some(reasons)
+        }
+    })
+    .await
+    .expect("the kubelet records events on the pod");
+    assert!(reasons.contains("BackOff"), "{reasons:?}");
 }
 
 #[tokio::test]

@@ -105,6 +105,7 @@ pub(crate) struct Shared {
     server: String,
     ca_cert: PathBuf,
     journal: Journal,
+    recorder: kube::runtime::events::Recorder,
     addresses: Mutex<HashMap<String, NodeAddresses>>,
 }
 
@@ -192,6 +193,7 @@ pub async fn run(client: Client, config: KubeletConfig) -> Result<()> {
         server: config.server,
         ca_cert: config.ca_cert,
         journal: config.journal,
+        recorder: kube::runtime::events::Recorder::new(client.clone(), FIELD_MANAGER.into()),
         addresses: Mutex::new(HashMap::new()),
     });
     let mut kubelet = Loop {
@@ -342,6 +344,18 @@ impl Loop {
                     self.shared
                         .journal
                         .log(format!("bound pod {namespace}/{name} to {}", node.name));
+                    let event = kube::runtime::events::Event {
+                        type_: kube::runtime::events::EventType::Normal,
+                        reason: "Scheduled".to_owned(),
+                        note: Some(format!(
+                            "Successfully assigned {namespace}/{name} to {}",
+                            node.name
+                        )),
+                        action: "Binding".to_owned(),
+                        secondary: None,
+                    };
+                    let reference = kube::Resource::object_ref(&pod, &());
+                    let _ = self.shared.recorder.publish(&event, &reference).await;
                     self.placement.insert(uid.clone(), node.name.clone());
                     self.unscheduled.remove(&uid);
                     self.unschedulable_reported.remove(&uid);

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount};
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -183,6 +184,9 @@ struct Worker {
     exits: mpsc::UnboundedSender<(usize, u64, Exit)>,
     terminal: bool,
     pods: Api<Pod>,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    /// Events to publish: (warning?, reason, note).
+    events: Vec<(bool, &'static str, String)>,
 }
 
 /// Runs the pod that `pod` carries until it is deleted or the kubelet stops (its sender is
@@ -215,6 +219,7 @@ pub(crate) async fn run(
     }
 
     loop {
+        worker.publish_events().await;
         worker.write_status().await;
         let wake = worker.next_wake();
         tokio::select! {
@@ -302,6 +307,8 @@ impl Worker {
             .map_or_else(now, |t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
         Self {
             pods: Api::namespaced(shared.client.clone(), &namespace),
+            reference: pod.object_ref(&()),
+            events: Vec::new(),
             shared,
             node,
             ip,
@@ -348,6 +355,17 @@ impl Worker {
                     self.namespace, self.name, error.reason, error.message
                 ));
                 self.retry_prepare_at = error.retry.then(|| Instant::now() + RETRY_PREPARE);
+                let repeated = self
+                    .setup_error
+                    .as_ref()
+                    .is_some_and(|previous| previous.message == error.message);
+                if !repeated {
+                    self.events.push((
+                        true,
+                        "Failed",
+                        format!("{}: {}", error.reason, error.message),
+                    ));
+                }
                 self.setup_error = Some(error);
             }
         }
@@ -598,6 +616,12 @@ impl Worker {
                     command.program,
                     command.args.join(" ")
                 ));
+                let note = format!(
+                    "Started container {} (pid {})",
+                    run.spec.name,
+                    process.pid()
+                );
+                self.events.push((false, "Started", note));
                 run.generation += 1;
                 let generation = run.generation;
                 let watch = process.exit_watch();
@@ -680,6 +704,15 @@ impl Worker {
                     run.spec.name
                 ),
             };
+            self.events.push((
+                true,
+                "BackOff",
+                format!(
+                    "Back-off {}s restarting failed container {} ({exit})",
+                    run.backoff.as_secs(),
+                    run.spec.name
+                ),
+            ));
             run.restart_at = Some(Instant::now() + run.backoff);
             run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
         } else {
@@ -713,6 +746,13 @@ impl Worker {
             if let Some(probe) = run.readiness.as_mut().filter(|p| p.due <= now) {
                 let passed = probe::run(&probe.spec.check, ip, probe.spec.timeout, &dir).await;
                 if probe.record(passed, Instant::now()) {
+                    if !passed {
+                        self.events.push((
+                            true,
+                            "Unhealthy",
+                            format!("Readiness probe of {} failed", run.spec.name),
+                        ));
+                    }
                     self.shared.journal.log(format!(
                         "pod {pod_name}: {} readiness {}",
                         run.spec.name,
@@ -731,6 +771,11 @@ impl Worker {
                     "pod {pod_name}: {} failed its liveness probe; restarting it",
                     run.spec.name
                 ));
+                self.events.push((
+                    true,
+                    "Unhealthy",
+                    format!("Liveness probe of {} failed; restarting it", run.spec.name),
+                ));
                 run.liveness = None;
                 if let Some(process) = &run.process {
                     process.signal(nix::sys::signal::Signal::SIGTERM);
@@ -741,6 +786,18 @@ impl Worker {
 
     /// Stops every running container (SIGTERM, SIGKILL after `grace`) and waits for them.
     async fn stop_all(&mut self, grace: Duration) {
+        for run in self.containers.iter().filter(|run| run.process.is_some()) {
+            self.events.push((
+                false,
+                "Killing",
+                format!(
+                    "Stopping container {} (grace {} s)",
+                    run.spec.name,
+                    grace.as_secs()
+                ),
+            ));
+        }
+        self.publish_events().await;
         let stops = self
             .containers
             .iter()
@@ -773,6 +830,29 @@ impl Worker {
             if !gone {
                 self.shared.journal.log(format!(
                     "pod {}/{}: final delete failed: {err}",
+                    self.namespace, self.name
+                ));
+            }
+        }
+    }
+
+    /// Publishes the queued events on the pod (failures to publish are only logged).
+    async fn publish_events(&mut self) {
+        for (warning, reason, note) in std::mem::take(&mut self.events) {
+            let event = Event {
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: reason.to_owned(),
+                secondary: None,
+            };
+            if let Err(err) = self.shared.recorder.publish(&event, &self.reference).await {
+                self.shared.journal.log(format!(
+                    "pod {}/{}: event {reason}: {err}",
                     self.namespace, self.name
                 ));
             }
