@@ -217,6 +217,7 @@ pub(crate) async fn run(
         worker.prepare(&initial).await;
         worker.start_due();
     }
+    let mut latest = initial;
 
     loop {
         worker.publish_events().await;
@@ -244,7 +245,7 @@ pub(crate) async fn run(
                         worker.finish_deletion().await;
                         break;
                     }
-                    Some(_) => {}
+                    Some(current) => latest = current,
                 }
             }
             Some((index, generation, exit)) = exits.recv() => worker.on_exit(index, generation, exit),
@@ -253,7 +254,7 @@ pub(crate) async fn run(
                 if !worker.prepared
                     && worker.retry_prepare_at.is_some_and(|at| at <= Instant::now())
                 {
-                    worker.prepare(&initial).await;
+                    worker.prepare(&latest).await;
                 }
                 worker.start_due();
             }
