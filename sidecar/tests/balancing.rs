@@ -289,3 +289,85 @@ async fn the_primary_takes_traffic_up_to_its_mark_then_mirrors_take_the_overflow
         beyond.by_origin
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_timeout_answers_503_with_retry_after() {
+    let origin = Origin::start("qt").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("qt", "qt.test")
+        .origin(&origin, "maxInFlight: 1")
+        .spec("queue: { maxLength: 10, timeout: 300ms }")]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+    let busy = {
+        let client = client.clone();
+        tokio::spawn(
+            async move { send(&client, get_request(addr, "qt.test", "/?sleep=2000")).await },
+        )
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            origin
+                .state
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        })
+        .await
+    );
+    let started = std::time::Instant::now();
+    let waited = send(&client, get_request(addr, "qt.test", "/"))
+        .await
+        .expect("answer");
+    assert_eq!(waited.status, 503, "{}", waited.text());
+    assert!(waited.headers.contains_key(http::header::RETRY_AFTER));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered at the queue timeout, not when the slot freed"
+    );
+    assert_eq!(
+        origin.state.requests(),
+        1,
+        "the timed-out request never reached the origin"
+    );
+    assert_eq!(busy.await.expect("task").expect("answer").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_never_gets_a_request_type_it_does_not_serve() {
+    let statics = Origin::start("static").await;
+    let dynamics = Origin::start("dynamic").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("types", "types.test")
+        .origin(&statics, "types: [static]")
+        .origin(&dynamics, "types: [dynamic]")
+        .spec(
+            "requestTypes:
+  defaultType: dynamic
+  rules:
+    - { type: static, match: { extensions: [css, js] } }",
+        )]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+    let report = load(&client, 4, Duration::from_millis(800), move |n| {
+        let path = if n % 2 == 0 {
+            format!("/app/{n}.css")
+        } else {
+            format!("/page/{n}")
+        };
+        get_request(addr, "types.test", &path)
+    })
+    .await;
+    assert_eq!(report.failures(), 0, "{:?}", report.statuses);
+    let seen_static = statics.state.seen();
+    let seen_dynamic = dynamics.state.seen();
+    assert!(!seen_static.is_empty() && !seen_dynamic.is_empty());
+    assert!(
+        seen_static.iter().all(|s| s.path.ends_with(".css")),
+        "static origin got a page"
+    );
+    assert!(
+        seen_dynamic.iter().all(|s| !s.path.ends_with(".css")),
+        "dynamic origin got a stylesheet"
+    );
+}

@@ -345,3 +345,75 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .expect("the gateway exits after draining");
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    let origin = Origin::start("raw").await;
+    let gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+        &["--header-read-timeout", "1s"],
+    )
+    .await;
+    let addr = gateway.addr;
+    // A head trickled one header at a time never completes; the gateway must hang up.
+    let trickle = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .expect("read timeout");
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: raw.test\r\n");
+        let mut buffer = [0u8; 1024];
+        while started.elapsed() < Duration::from_secs(8) {
+            if stream.write_all(b"X-Slow: 1\r\n").is_err() {
+                return Some(started.elapsed());
+            }
+            match stream.read(&mut buffer) {
+                Ok(_) => return Some(started.elapsed()), // 408 or close
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(started.elapsed()),
+            }
+        }
+        None
+    });
+    still_serving(&gateway, "a slowloris client connected").await;
+    let cut_after = trickle.await.expect("trickle task");
+    assert!(
+        cut_after.is_some_and(|t| t < Duration::from_secs(5)),
+        "a never-ending head was not cut off (header read timeout 1s): {cut_after:?}"
+    );
+    still_serving(&gateway, "the slowloris client").await;
+    assert!(origin.state.seen().iter().all(|s| s.path == "/after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_site_limit_gets_413() {
+    let origin = Origin::start("lim").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("lim", "lim.test")
+        .origin(&origin, "")
+        .spec("limits: { maxRequestBodyBytes: 100000 }")]))
+    .await;
+    let client = client();
+    let post = |body: support::TestBody| {
+        Request::post(format!("http://{}/upload", gateway.addr))
+            .header(http::header::HOST, "lim.test")
+            .body(body)
+            .expect("request")
+    };
+    // Declared too large, streamed too large (chunked, no length), and just within.
+    let declared = send(&client, post(support::full(vec![b'x'; 100_001])))
+        .await
+        .expect("answer");
+    assert_eq!(declared.status, 413, "{}", declared.text());
+    match send(&client, post(support::generated(1_000_000))).await {
+        Ok(answer) => assert_eq!(answer.status, 413, "{}", answer.text()),
+        // Refusing mid-upload may also reset the stream before the client reads the answer.
+        Err(error) => assert!(!error.contains("timed out"), "{error}"),
+    }
+    let within = send(&client, post(support::generated(100_000)))
+        .await
+        .expect("answer");
+    assert_eq!(within.status, 200, "{}", within.text());
+    assert_eq!(within.text().trim(), "received 100000");
+}

@@ -129,3 +129,56 @@ async fn a_gib_up_and_down_streams_with_bounded_memory() {
         size / MIB
     );
 }
+
+/// Reads a response body to its end or its first error; the bytes read and whether it ended
+/// cleanly.
+async fn drain(response: http::Response<hyper::body::Incoming>) -> (u64, bool) {
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                received += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Ok(Some(Err(_))) | Err(_) => return (received, false),
+            Ok(None) => return (received, true),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_dying_mid_body_is_not_passed_off_as_a_complete_answer() {
+    let mut origin = Origin::start("cut").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("cut", "cut.test").origin(&origin, "")
+    ]))
+    .await;
+    let client = client();
+    // One chunked and one Content-Length answer, each cut off part-way by the origin's death.
+    let mut responses = Vec::new();
+    for length in [0, 1] {
+        let path = format!(
+            "/download?bytes={}&chunk_delay=50&length={length}",
+            64 * MIB
+        );
+        let response = client
+            .request(get_request(gateway.addr, "cut.test", &path))
+            .await
+            .expect("response head");
+        assert_eq!(response.status(), 200);
+        responses.push(response);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    origin.kill().await;
+    for (response, framing) in responses.into_iter().zip(["chunked", "content-length"]) {
+        let (received, clean) = drain(response).await;
+        assert!(
+            received < 64 * MIB,
+            "{framing}: the whole body cannot have come"
+        );
+        assert!(
+            !clean,
+            "{framing}: a body cut off after {received} bytes ended as if complete"
+        );
+    }
+}

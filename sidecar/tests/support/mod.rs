@@ -219,7 +219,8 @@ impl OriginState {
 /// A real HTTP/1.1 origin on a loopback port.
 ///
 /// Paths: `/health` answers with the health status; `/download?bytes=N` streams N generated
-/// bytes; a body sent with any method is read and counted; `?sleep=MS` adds a per-request
+/// bytes (`&chunk_delay=MS` between 64 KiB chunks, `&length=1` with a Content-Length, else
+/// chunked); a body sent with any method is read and counted; `?sleep=MS` adds a per-request
 /// delay; everything else answers the origin's name with the configured status after the
 /// configured delay. Every answer carries `x-origin: NAME`.
 pub struct Origin {
@@ -366,13 +367,16 @@ fn query_number(query: Option<&str>, key: &str) -> Option<u64> {
 
 type OriginBody = BoxBody<Bytes, Infallible>;
 
-fn generated_download(total: u64) -> OriginBody {
+fn generated_download(total: u64, chunk_delay: Duration) -> OriginBody {
     let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
     let stream = futures_util::stream::unfold(total, move |left| {
         let chunk = chunk.clone();
         async move {
             if left == 0 {
                 return None;
+            }
+            if !chunk_delay.is_zero() {
+                tokio::time::sleep(chunk_delay).await;
             }
             let n = left.min(chunk.len() as u64);
             Some((
@@ -445,7 +449,15 @@ async fn answer(
     let status = state.status.load(Ordering::SeqCst);
     if path.starts_with("/download") {
         let bytes = query_number(query.as_deref(), "bytes").unwrap_or(0);
-        return reply(status, generated_download(bytes));
+        let chunk_delay =
+            Duration::from_millis(query_number(query.as_deref(), "chunk_delay").unwrap_or(0));
+        let mut response = reply(status, generated_download(bytes, chunk_delay))?;
+        if query_number(query.as_deref(), "length") == Some(1) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_LENGTH, bytes.into());
+        }
+        return Ok(response);
     }
     if received > 0 {
         return reply(status, text(format!("received {received}\n")));
