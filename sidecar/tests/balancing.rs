@@ -371,3 +371,41 @@ async fn an_origin_never_gets_a_request_type_it_does_not_serve() {
         "dynamic origin got a stylesheet"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_does_not_free_its_slot_before_the_origin_does() {
+    let origin = Origin::start("gone").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("gone", "gone.test")
+        .origin(&origin, "maxInFlight: 1")
+        .spec("queue: { maxLength: 10, timeout: 10s }")]))
+    .await;
+    let addr = gateway.addr;
+    // A client asks for something slow and hangs up while the origin is still working on it.
+    let abandoned = tokio::spawn({
+        let client = client();
+        async move { send(&client, get_request(addr, "gone.test", "/?sleep=1000")).await }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            origin
+                .state
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        })
+        .await
+    );
+    abandoned.abort();
+    let _ = abandoned.await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next request must wait for the origin, not be sent next to the abandoned one.
+    let next = send(&client(), get_request(addr, "gone.test", "/"))
+        .await
+        .expect("answer");
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        origin.state.max_in_flight(),
+        1,
+        "the origin (mark 1) was sent a second request while still busy with an abandoned one"
+    );
+}

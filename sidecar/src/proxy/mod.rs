@@ -6,6 +6,7 @@
 //! sends the request, and retries where that is safe; the answer streams back inside a
 //! [`body::ProxyBody`] that holds the slot until its last byte.
 
+pub mod attempt;
 pub mod body;
 pub mod error;
 pub mod headers;
@@ -18,6 +19,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use self::attempt::Attempt;
 use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
 use self::error::ProxyError;
 use crate::balancer::{Lease, OriginSet};
@@ -227,11 +229,15 @@ async fn forward(
             .or_else(|| replay.as_ref().and_then(RequestBody::replay))
             .unwrap_or(RequestBody::Empty);
         let request = attempt_request(&parts, &lease, attempt_body)?;
-        let sent = Instant::now();
-        let result =
-            tokio::time::timeout(site.response_timeout, site.client.request(request)).await;
-        let elapsed = sent.elapsed();
         let origin = lease.info().name.clone();
+        let mut attempt = Attempt::send(site, request, lease);
+        let Some((result, lease)) = attempt.answer().await else {
+            return Err(ProxyError::Upstream {
+                origin,
+                detail: "the attempt was awaited twice".to_owned(),
+            });
+        };
+        let elapsed = attempt.sent().elapsed();
         let (error, may_retry) = match result {
             Ok(Ok(response)) if !is_gateway_error(response.status()) => {
                 lease.record(elapsed, true);

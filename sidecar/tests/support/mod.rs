@@ -411,7 +411,7 @@ async fn answer(
             text("health\n".into()),
         );
     }
-    let _in_flight = InFlight::begin(state.clone());
+    let in_flight = InFlight::begin(state.clone());
     state.requests.fetch_add(1, Ordering::SeqCst);
     let path = request
         .uri()
@@ -444,7 +444,15 @@ async fn answer(
         }
     }
     if sleep > 0 {
-        tokio::time::sleep(Duration::from_millis(sleep)).await;
+        // The work goes on when the caller hangs up, as in a real application server: the
+        // request stays counted in flight until it is done.
+        let work = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(sleep)).await;
+            drop(in_flight);
+        });
+        let _ = work.await;
+    } else {
+        drop(in_flight);
     }
     let status = state.status.load(Ordering::SeqCst);
     if path.starts_with("/download") {
