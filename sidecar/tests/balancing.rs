@@ -409,3 +409,78 @@ async fn a_client_that_gives_up_does_not_free_its_slot_before_the_origin_does() 
         "the origin (mark 1) was sent a second request while still busy with an abandoned one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_over_its_latency_goal_overflows_to_the_mirrors() {
+    let primary = Origin::start("slowprimary").await;
+    let mirrors = Origin::start_many("fastmirror", 2).await;
+    primary.state.set_delay(Duration::from_millis(150));
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("goal", "goal.test")
+        .origin(
+            &primary,
+            "primary: true, maxInFlight: 50, latencyGoal: 50ms",
+        )
+        .origins(&mirrors, "")]))
+    .await;
+    let client = client();
+    let addr = gateway.addr;
+    let report = load(&client, 4, Duration::from_millis(1500), move |_| {
+        get_request(addr, "goal.test", "/")
+    })
+    .await;
+    assert_eq!(report.failures(), 0, "{:?}", report.statuses);
+    let to_primary = primary.state.requests() as usize;
+    // Before its first answer the primary looks within its goal; after that only the odd
+    // probe should reach it.
+    assert!(
+        to_primary * 10 < report.total(),
+        "a primary three times over its goal still took {to_primary} of {}: {:?}",
+        report.total(),
+        report.by_origin
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_class_request_ages_ahead_of_newer_urgent_ones() {
+    let origin = Origin::start("aging").await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("aging", "aging.test")
+        .origin(&origin, "maxInFlight: 1")
+        .spec(
+            "queue: { maxLength: 100, timeout: 20s, agingInterval: 100ms }
+priority:
+  rules:
+    - { class: 0, match: { pathPrefix: /high } }
+    - { class: 4, match: { pathPrefix: /low } }",
+        )]))
+    .await;
+    let client = Arc::new(client());
+    let addr = gateway.addr;
+    let spawn = |path: &str| {
+        let (client, path) = (client.clone(), path.to_owned());
+        tokio::spawn(async move { send(&client, get_request(addr, "aging.test", &path)).await })
+    };
+    let busy = spawn("/busy?sleep=1200");
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            origin
+                .state
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        })
+        .await
+    );
+    // The low request waits long enough to climb four classes before the urgent ones come.
+    let low = spawn("/low/old");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let highs = [spawn("/high/0"), spawn("/high/1")];
+    for task in std::iter::once(busy).chain([low]).chain(highs) {
+        assert_eq!(task.await.expect("task").expect("answer").status, 200);
+    }
+    let order: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        order.get(1).map(String::as_str),
+        Some("/low/old"),
+        "an aged low-class request is not starved: {order:?}"
+    );
+}

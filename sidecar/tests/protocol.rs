@@ -417,3 +417,58 @@ async fn a_body_over_the_site_limit_gets_413() {
     assert_eq!(within.status, 200, "{}", within.text());
     assert_eq!(within.text().trim(), "received 100000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_honoured_for_small_and_large_bodies() {
+    use std::io::{Read, Write};
+    let origin = Origin::start("cont").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("cont", "cont.test").origin(&origin, "")
+    ]))
+    .await;
+    let addr = gateway.addr;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::new();
+        for size in [5usize, 200_000] {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            write!(
+                stream,
+                "POST /up HTTP/1.1\r\nHost: cont.test\r\nContent-Length: {size}\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .expect("write head");
+            // The client waits for the interim answer before sending its body.
+            let mut interim = [0u8; 25];
+            let n = stream.read(&mut interim).unwrap_or(0);
+            let interim = String::from_utf8_lossy(&interim[..n]).into_owned();
+            stream.write_all(&vec![b'z'; size]).expect("write body");
+            let mut rest = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                rest.extend_from_slice(&buffer[..n]);
+                if rest.windows(9).any(|w| w == b"received ") && rest.ends_with(b"\n") {
+                    break;
+                }
+            }
+            results.push((size, interim, String::from_utf8_lossy(&rest).into_owned()));
+        }
+        results
+    })
+    .await
+    .expect("client thread");
+    for (size, interim, rest) in outcome {
+        assert!(
+            interim.starts_with("HTTP/1.1 100"),
+            "{size} bytes: no 100 Continue before the body: {interim:?}"
+        );
+        assert!(
+            rest.contains(&format!("received {size}")),
+            "{size} bytes: {interim}{rest}"
+        );
+    }
+}
