@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from ..load import COUNTING, Load, run_fixed_rate, unsent_warning
 from ..peers import ProxySpec, SlowPhase, start_causeway_origin, start_proxy, wait_origins
+from ..procs import CpuMeter
 from ..report import spread
 from . import LOAD_CPUS, PROXY_CPUS, Context, Outcome
 
@@ -117,14 +118,17 @@ def _one_run(ctx: Context, plan: Plan, spec: ProxySpec, tag: str) -> tuple[dict,
         ep, proxy = start_proxy(ctx.group, ctx.tools, ctx.workdir, spec, origins, PROXY_CPUS)
         offset = time.monotonic() - origins_t0
         load = Load(duration_s=plan.duration_s, connections=CONNECTIONS, rate=RATE, timeout_s=CLIENT_TIMEOUT_S)
+        meter = CpuMeter({"proxy": proxy.pid})
+        meter.start()
         res = run_fixed_rate(ctx.group, ctx.tools.oha, ep, load, ctx.workdir, f"{name}-load", LOAD_CPUS)
+        cpu = meter.stop()
         proxy.check_alive()
         ctx.group.stop(proxy)
     finally:
         for _, proc in started:
             ctx.group.stop(proc)
     window = [round(plan.slow.after_s - offset, 3), round(plan.slow.after_s + plan.slow.duration_s - offset, 3)]
-    return {**res.to_json(), "slow_window_s": window}, unsent_warning(spec.label, res)
+    return {**res.to_json(), "slow_window_s": window, "cpu": cpu}, unsent_warning(spec.label, res)
 
 
 def _ratios(runs: dict[str, dict]) -> dict[str, float]:
