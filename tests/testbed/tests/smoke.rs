@@ -340,3 +340,41 @@ spec:
     .await
     .expect("the role binding lets the pod's token list pods");
 }
+
+#[tokio::test]
+async fn config_map_volumes_appear_at_their_mount_paths() {
+    let ns = namespace("smoke-volume").await;
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: demo }
+data: { greeting: hello }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: reader }
+spec:
+  volumes:
+    - { name: demo, configMap: { name: demo } }
+  containers:
+    - name: reader
+      image: causeway:dev
+      command: ["sh", "-c", "grep -q hello /etc/demo/greeting && exec sleep 600"]
+      volumeMounts:
+        - { name: demo, mountPath: /etc/demo }
+      readinessProbe:
+        exec: { command: ["grep", "-q", "hello", "/etc/demo/greeting"] }
+        periodSeconds: 1
+"#,
+    )
+    .await
+    .expect("kubectl apply");
+    let pods: Api<Pod> = ns.api();
+    wait_for("the reader pod to be ready", TIMEOUT, || {
+        let pods = pods.clone();
+        async move { pods.get("reader").await.ok().filter(is_ready) }
+    })
+    .await
+    .expect("the container reads the ConfigMap at its mount path");
+}

@@ -3,9 +3,10 @@
 //! of the pod's own, reporting status so that Deployments, ReplicaSets and EndpointSlices
 //! behave as in a real cluster.
 //!
-//! Images are mapped, not pulled: see [`container::ImageMap`]. Volumes are not mounted;
-//! containers reach the API server through `KUBECONFIG`, a kubeconfig holding a token of the
-//! pod's service account from the TokenRequest API.
+//! Images are mapped, not pulled: see [`container::ImageMap`]. Volumes are written into the
+//! pod dir and their mount paths rewritten in the container's command line and environment:
+//! see [`volumes`]. Containers reach the API server through `KUBECONFIG`, a kubeconfig holding
+//! a token of the pod's service account from the TokenRequest API.
 
 pub mod container;
 pub mod ipam;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod scheduler;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;

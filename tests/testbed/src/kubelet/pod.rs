@@ -23,6 +23,7 @@ use super::Shared;
 use super::container::{self, Addresses, LocalCommand, Sources};
 use super::node::NodeSpec;
 use super::probe::{self, ProbeSpec, ProbeState};
+use super::volumes;
 use crate::kubeconfig::{self, Credentials};
 use crate::process::{Exit, Guarded, Spec};
 
@@ -94,6 +95,8 @@ struct ContainerRun {
     backoff: Duration,
     readiness: Option<ProbeState>,
     liveness: Option<ProbeState>,
+    /// The container's mounts (mountPath, host dir), for rewriting exec probe commands.
+    mounts: Vec<(String, PathBuf)>,
 }
 
 impl ContainerRun {
@@ -116,6 +119,7 @@ impl ContainerRun {
             backoff: Duration::from_secs(1),
             readiness: None,
             liveness: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -424,15 +428,17 @@ impl Worker {
         if let Ok(value) = std::env::var("RUST_BACKTRACE") {
             base_env.push(("RUST_BACKTRACE".to_owned(), value));
         }
+        let mut token = None;
         if spec.automount_service_account_token != Some(false) {
-            let token = self.token(&spec).await?;
+            let issued = self.token(&spec).await?;
+            let token = token.insert(issued);
             let path = self.dir.join("kubeconfig");
             kubeconfig::write(
                 &path,
                 &self.shared.server,
                 &self.shared.ca_cert,
                 &format!("system:serviceaccount:{}", self.namespace),
-                Credentials::Token(&token),
+                Credentials::Token(token),
                 Some(&self.namespace),
             )
             .map_err(|e| SetupError {
@@ -443,12 +449,33 @@ impl Worker {
             base_env.push(("KUBECONFIG".to_owned(), path.display().to_string()));
         }
 
-        let sources = self.sources().await?;
+        let sources = self.sources(pod).await?;
         let addresses = Addresses {
             pod_ip: ip,
             host_ip: self.node.address,
         };
+        let config_error = |message: String| SetupError {
+            reason: "CreateContainerConfigError",
+            message,
+            retry: true,
+        };
+        let ca_pem = std::fs::read_to_string(&self.shared.ca_cert).unwrap_or_default();
+        let volumes_dir = self.dir.join("volumes");
+        let context = volumes::Context {
+            pod,
+            addresses,
+            token: token.as_deref(),
+            ca_pem: &ca_pem,
+        };
+        for volume in spec.volumes.iter().flatten() {
+            let files = volumes::volume_files(volume, &sources, context)
+                .map_err(|e| config_error(format!("volume {:?}: {e}", volume.name)))?
+                .unwrap_or_default();
+            volumes::write_files(&volumes_dir.join(&volume.name), &files)
+                .map_err(|e| config_error(format!("volume {:?}: {e}", volume.name)))?;
+        }
         for run in &mut self.containers {
+            let mounts = volumes::mounts(&run.spec, &volumes_dir);
             let declared = container::container_env(pod, &run.spec, addresses, &sources).map_err(
                 |message| SetupError {
                     reason: "CreateContainerConfigError",
@@ -456,8 +483,13 @@ impl Worker {
                     retry: true,
                 },
             )?;
-            let env: Vec<(String, String)> = base_env.iter().cloned().chain(declared).collect();
-            let command = self
+            let env: Vec<(String, String)> = base_env
+                .iter()
+                .cloned()
+                .chain(declared)
+                .map(|(name, value)| (name, volumes::rewrite(&value, &mounts)))
+                .collect();
+            let mut command = self
                 .shared
                 .images
                 .command(&run.spec, &env)
@@ -466,8 +498,13 @@ impl Worker {
                     message,
                     retry: false,
                 })?;
+            command.program = volumes::rewrite(&command.program, &mounts);
+            for arg in &mut command.args {
+                *arg = volumes::rewrite(arg, &mounts);
+            }
             run.command = Some(command);
             run.env = env;
+            run.mounts = mounts;
             run.restart_at = Some(Instant::now());
         }
         Ok(())
@@ -515,9 +552,9 @@ impl Worker {
             })
     }
 
-    /// The ConfigMaps and Secrets the containers' environment refers to; missing ones are left
-    /// out, for [`container::container_env`] to judge.
-    async fn sources(&self) -> Result<Sources, SetupError> {
+    /// The ConfigMaps and Secrets the containers' environment and the pod's volumes refer to;
+    /// missing ones are left out, for the users to judge (they may be optional).
+    async fn sources(&self, pod: &Pod) -> Result<Sources, SetupError> {
         let mut sources = Sources::default();
         let config_maps: Api<ConfigMap> =
             Api::namespaced(self.shared.client.clone(), &self.namespace);
@@ -527,8 +564,12 @@ impl Worker {
             message: e.to_string(),
             retry: true,
         };
-        for run in &self.containers {
-            let (wanted_maps, wanted_secrets) = container::referenced_sources(&run.spec);
+        let wanted = self
+            .containers
+            .iter()
+            .map(|run| container::referenced_sources(&run.spec))
+            .chain(std::iter::once(volumes::referenced_sources(pod)));
+        for (wanted_maps, wanted_secrets) in wanted {
             for name in wanted_maps {
                 if sources.config_maps.contains_key(&name) {
                     continue;
@@ -637,7 +678,14 @@ impl Worker {
                 let probe = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
                     probe
                         .and_then(|p| ProbeSpec::from_probe(p, &run.spec).ok())
-                        .map(|spec| ProbeState::new(spec, started))
+                        .map(|mut spec| {
+                            if let probe::Check::Exec { command } = &mut spec.check {
+                                for word in command.iter_mut() {
+                                    *word = volumes::rewrite(word, &run.mounts);
+                                }
+                            }
+                            ProbeState::new(spec, started)
+                        })
                 };
                 run.readiness = probe(run.spec.readiness_probe.as_ref());
                 run.liveness = probe(run.spec.liveness_probe.as_ref());
