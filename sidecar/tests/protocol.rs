@@ -97,6 +97,24 @@ async fn content_length_with_transfer_encoding_is_refused_as_smuggling() {
             ),
         ),
         (
+            "TE with chunked not alone, and CL",
+            format!(
+                "POST /te-list HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 6\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE not ending in chunked",
+            format!(
+                "POST /te-gzip HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: gzip\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "TE in HTTP/1.0",
+            format!(
+                "POST /te-10 HTTP/1.0\r\nHost: raw.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
             "two different Content-Lengths",
             format!(
                 "POST /cl-cl HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello{smuggled}"
