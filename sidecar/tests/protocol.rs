@@ -217,6 +217,7 @@ async fn forwarding_headers_reach_the_origin_and_hop_by_hop_headers_do_not() {
         .header("proxy-connection", "keep-alive")
         .header("te", "trailers")
         .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-for", "198.51.100.2")
         .header("x-end-to-end", "kept")
         .body(empty())
         .expect("request");
@@ -240,7 +241,11 @@ async fn forwarding_headers_reach_the_origin_and_hop_by_hop_headers_do_not() {
             .unwrap_or("")
     };
     assert_eq!(value("host"), "fwd.test", "Host is kept");
-    assert_eq!(value("x-forwarded-for"), "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        value("x-forwarded-for"),
+        "203.0.113.7, 198.51.100.2, 127.0.0.1",
+        "every earlier hop is kept, then the client"
+    );
     assert_eq!(value("x-forwarded-proto"), "http");
     assert!(
         value("forwarded").contains("for=127.0.0.1") && value("forwarded").contains("proto=http"),

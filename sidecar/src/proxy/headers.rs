@@ -68,9 +68,18 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
     let proto = if tls { "https" } else { "http" };
     let client_text = client.to_string();
 
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_text}"),
-        _ => client_text.clone(),
+    // Several header lines are one comma-separated list (RFC 9110 §5.3): keep every hop.
+    let previous: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if previous.is_empty() {
+        client_text.clone()
+    } else {
+        format!("{}, {client_text}", previous.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -162,6 +171,20 @@ mod tests {
             "for=127.0.0.7;proto=https;host=\"shop.example.com\""
         );
         assert_eq!(headers["via"], "1.1 causeway");
+    }
+
+    #[test]
+    fn every_x_forwarded_for_line_is_kept() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.2, 192.0.2.4"),
+        ]);
+        add_forwarding(&mut headers, "127.0.0.7".parse().expect("ip"), false);
+        assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "203.0.113.9, 198.51.100.2, 192.0.2.4, 127.0.0.7"
+        );
     }
 
     #[test]
