@@ -358,6 +358,20 @@ impl TestNamespace {
         self.bed.kubectl(&all, stdin).await
     }
 
+    /// What container `container` of pod `pod` has printed (stdout and stderr), as
+    /// `kubectl logs` would show it; empty when the pod has no log (yet, or any more).
+    pub fn pod_logs(&self, pod: &str, container: &str) -> String {
+        let prefix = format!("{}_{pod}_", self.name);
+        std::fs::read_dir(self.bed.dir().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|entry| std::fs::read(entry.path().join(format!("{container}.log"))).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .collect()
+    }
+
     /// `kubectl apply -f -` of `manifest` in this namespace.
     ///
     /// # Errors

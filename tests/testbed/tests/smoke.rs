@@ -269,7 +269,7 @@ spec:
   containers:
     - name: holder
       image: causeway:dev
-      command: ["sh", "-c", "test -r \"$KUBECONFIG\" && exec sleep 600"]
+      command: ["sh", "-c", "echo token-holder-up && test -r \"$KUBECONFIG\" && exec sleep 600"]
       readinessProbe:
         exec: { command: ["sh", "-c", "test -r kubeconfig"] }
         periodSeconds: 1
@@ -284,6 +284,7 @@ spec:
     })
     .await
     .expect("the pod runs with its kubeconfig");
+    assert!(ns.pod_logs("holder", "holder").contains("token-holder-up"));
 
     // The pod's own kubeconfig, as its process sees it through KUBECONFIG.
     let pods_dir = ns.bed().dir().join("pods");
