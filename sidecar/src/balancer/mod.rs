@@ -133,6 +133,15 @@ struct OriginState {
     outlier: Outlier,
 }
 
+impl OriginState {
+    /// Starts the latency estimate afresh. Used when an origin comes back into rotation: its
+    /// old figures (failure penalties above all) describe the incident, not the origin now,
+    /// and would keep the QoS policy from sending it anything for a long while.
+    fn forget_latency(&mut self, decay: Duration, now: Instant) {
+        self.ewma = PeakEwma::new(NEUTRAL_LATENCY, decay, now);
+    }
+}
+
 struct Waiter {
     profile: RequestProfile,
     exclude: OriginSet,
@@ -327,6 +336,7 @@ impl Balancer {
         if let Some(healthy) = o.active.record(passed, thresholds) {
             let name = &self.shared.origins[origin].name;
             if healthy {
+                o.forget_latency(self.shared.config.ewma_decay, now);
                 tracing::info!(origin = %name, "origin passed its health checks; back in rotation");
             } else {
                 tracing::warn!(origin = %name, "origin failed its health checks; out of rotation");
@@ -403,6 +413,7 @@ impl State {
         let mut room = 0u64;
         for (i, (o, info)) in self.origins.iter_mut().zip(&shared.origins).enumerate() {
             if o.outlier.is_due_for_readmission(now) && o.outlier.readmit(now) {
+                o.forget_latency(shared.config.ewma_decay, now);
                 tracing::info!(origin = %info.name, "ejection over; origin back in rotation");
                 shared.metrics.origins[i]
                     .healthy
@@ -653,6 +664,10 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn balancer(marks: &[u32], queue_capacity: usize) -> Balancer {
+        balancer_ejecting_for(marks, queue_capacity, Duration::from_secs(10))
+    }
+
+    fn balancer_ejecting_for(marks: &[u32], queue_capacity: usize, ejection: Duration) -> Balancer {
         let origins = marks
             .iter()
             .enumerate()
@@ -676,7 +691,7 @@ mod tests {
             aging_interval: Duration::from_secs(60),
             outlier: OutlierSettings {
                 consecutive_failures: 3,
-                base_ejection: Duration::from_secs(10),
+                base_ejection: ejection,
                 max_ejection: Duration::from_secs(60),
             },
             max_ejected_percent: 50,
@@ -808,6 +823,36 @@ mod tests {
             rotation(&b),
             [false, true],
             "50% of two origins: the second stays in"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_readmitted_origin_starts_with_a_fresh_latency_estimate() {
+        let b = balancer_ejecting_for(&[10, 10], 8, Duration::from_millis(50));
+        let mut avoid_second = OriginSet::default();
+        avoid_second.insert(1);
+        for _ in 0..3 {
+            let lease = b.acquire(profile(2), avoid_second).await.expect("slot");
+            assert_eq!(lease.origin(), 0);
+            lease.record(Duration::from_millis(1), false);
+        }
+        let status = b.status();
+        assert!(
+            !status[0].in_rotation && status[0].latency_seconds > 0.9,
+            "{status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Any choice notices the ejection is over.
+        drop(
+            b.acquire(profile(2), OriginSet::default())
+                .await
+                .expect("slot"),
+        );
+        let status = b.status();
+        assert!(status[0].in_rotation, "{status:?}");
+        assert!(
+            status[0].latency_seconds < 0.1,
+            "the failure penalty is forgotten: {status:?}"
         );
     }
 }
