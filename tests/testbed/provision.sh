@@ -82,6 +82,13 @@ up_to_date() {
 # version_ldflags NAME: stamps the version that the release scripts would, so that
 # `kubectl version`, discovery's /version and Helm's kubeVersion checks see the real one.
 version_ldflags() {
+    if [[ "$1" == helm ]]; then
+        local helm_version
+        helm_version="$(awk '$1 == "require" { $1 = ""; $0 = $0 } $1 == "helm.sh/helm/v3" { print $2; exit }' \
+            "$gobuild/helm/go.mod")"
+        printf -- "-X 'helm.sh/helm/v3/internal/version.version=%s'" "$helm_version"
+        return
+    fi
     if [[ "$1" != kubernetes ]]; then
         return
     fi

@@ -361,7 +361,7 @@ spec:
   containers:
     - name: reader
       image: causeway:dev
-      command: ["sh", "-c", "grep -q hello /etc/demo/greeting && exec sleep 600"]
+      command: ["sh", "-c", "cat /etc/demo/greeting && exec sleep 600"]
       volumeMounts:
         - { name: demo, mountPath: /etc/demo }
       readinessProbe:
@@ -378,4 +378,12 @@ spec:
     })
     .await
     .expect("the container reads the ConfigMap at its mount path");
+    let restarts = pods.get("reader").await.ok().and_then(|pod| {
+        pod.status?
+            .container_statuses?
+            .first()
+            .map(|s| s.restart_count)
+    });
+    assert_eq!(restarts, Some(0), "the container did not crash");
+    assert!(ns.pod_logs("reader", "reader").contains("hello"));
 }

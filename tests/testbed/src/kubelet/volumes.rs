@@ -215,8 +215,15 @@ pub fn mounts(container: &Container, volumes_dir: &Path) -> Vec<(String, PathBuf
     mounts
 }
 
-/// `word` with every mountPath that appears as a path (at the start, or after `=` or `:`, and
-/// followed by the end, `/` or `:`) replaced by its host dir.
+/// Whether `c` can be part of a path word; a mountPath is only replaced where it is not
+/// glued to such characters (so `/etc/demo` is replaced in `sh -c 'cat /etc/demo/x'` and in
+/// `--config=/etc/demo`, but not in `/etc/demo2` or `x/etc/demo`).
+fn is_path_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '~' | '+' | '@' | '%')
+}
+
+/// `word` with every mountPath that appears as a whole path (or a path's leading dirs)
+/// replaced by its host dir.
 pub fn rewrite(word: &str, mounts: &[(String, PathBuf)]) -> String {
     let mut out = String::with_capacity(word.len());
     let mut rest = word;
@@ -225,7 +232,10 @@ pub fn rewrite(word: &str, mounts: &[(String, PathBuf)]) -> String {
         if at_boundary {
             for (mount_path, host) in mounts {
                 if let Some(after) = rest.strip_prefix(mount_path.as_str())
-                    && (after.is_empty() || after.starts_with('/') || after.starts_with(':'))
+                    && after
+                        .chars()
+                        .next()
+                        .is_none_or(|next| next == '/' || !is_path_char(next))
                 {
                     out.push_str(&host.display().to_string());
                     rest = after;
@@ -238,7 +248,7 @@ pub fn rewrite(word: &str, mounts: &[(String, PathBuf)]) -> String {
             break;
         };
         out.push(c);
-        at_boundary = c == '=' || c == ':';
+        at_boundary = !is_path_char(c);
         rest = &rest[c.len_utf8()..];
     }
     out
@@ -270,6 +280,14 @@ mod tests {
         assert_eq!(rewrite("/etc/causewayx", &mounts), "/etc/causewayx");
         assert_eq!(rewrite("x/etc/causeway", &mounts), "x/etc/causeway");
         assert_eq!(rewrite("/etc/causeway", &mounts), "/pods/p/volumes/config");
+        assert_eq!(
+            rewrite("grep -q x '/etc/causeway/a' && cat /etc/causeway;", &mounts),
+            "grep -q x '/pods/p/volumes/config/a' && cat /pods/p/volumes/config;"
+        );
+        assert_eq!(
+            rewrite("/etc/causeway-old/a", &mounts),
+            "/etc/causeway-old/a"
+        );
     }
 
     #[test]
