@@ -3,7 +3,9 @@
 # kube-apiserver, kube-controller-manager and kubectl (k8s.io/kubernetes), etcd
 # (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v3). Versions are pinned by the
 # wrapper modules under gobuild/ (their go.mod and go.sum); the Kubernetes version is the
-# k8s.io/kubernetes line of gobuild/kubernetes/go.mod and is read from there only.
+# k8s.io/kubernetes line of gobuild/kubernetes/go.mod and is read from there only. A wrapper
+# module with a patch.sh (kubernetes: loopback addresses allowed in EndpointSlices, see
+# gobuild/kubernetes/patches/) builds from a patched copy of its module kept beside the bin dir.
 #
 # Idempotent: a bin dir whose stamp matches the wrapper modules, the Go version and this
 # script is reused as it is. Progress goes to stderr.
