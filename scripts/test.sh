@@ -30,9 +30,13 @@ fi
 # The control plane builds from Go modules while cargo compiles; both are cached.
 mkdir -p target
 log "provisioning the Kubernetes test bed in the background (log: target/provision.log)"
+# Job control gives the provisioning its own process group, so an interrupted run can stop
+# the Go compilers it started too, not only the script.
+set -m
 bash tests/testbed/provision.sh >target/provision.log 2>&1 &
 provision_pid=$!
-trap 'kill $provision_pid 2>/dev/null || true' EXIT
+set +m
+trap 'kill -- "-$provision_pid" 2>/dev/null || true' EXIT
 
 log "cargo fmt --check"
 cargo fmt --all --check
