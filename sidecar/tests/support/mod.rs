@@ -743,20 +743,7 @@ impl Gateway {
 
     /// Resident memory of the gateway process, in bytes (from `/proc/PID/status`).
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-            .expect("VmRSS in /proc/PID/status")
+        rss_bytes(self.pid()).expect("VmRSS in /proc/PID/status")
     }
 
     /// Sends SIGTERM (through `kill(1)`, to keep the tests free of unsafe code).
