@@ -44,6 +44,10 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build (binaries the tests start)"
 cargo build --workspace --all-targets --locked
+# The test bed runs this binary in its pods; naming it spares the harness a second build
+# with another feature set.
+CAUSEWAY_BIN="$PWD/target/debug/causeway"
+export CAUSEWAY_BIN
 
 log "waiting for the test bed's binaries"
 if ! wait "$provision_pid"; then
