@@ -147,14 +147,24 @@ pub async fn run(
     } else {
         (read_sites(paths)?, None)
     };
-    let running = match gateway::start(&sites, options.clone(), shutdown.clone()) {
-        Err(GatewayError::Bind { addr, .. }) if options.listen == Some(addr) => {
-            // The default port is taken: any free port serves a local demo as well.
-            options.listen = Some(SocketAddr::new(addr.ip(), 0));
-            options.admin_listen = SocketAddr::new(options.admin_listen.ip(), 0);
-            gateway::start(&sites, options, shutdown.clone())?
+    // A port that is taken (another demo running?) is swapped for a free one, since the
+    // addresses are printed below; the plain listener and the admin endpoint at most once each.
+    let mut attempts_left = 2;
+    let running = loop {
+        match gateway::start(&sites, options.clone(), shutdown.clone()) {
+            Err(GatewayError::Bind { addr, .. })
+                if attempts_left > 0 && options.listen == Some(addr) =>
+            {
+                options.listen = Some(SocketAddr::new(addr.ip(), 0));
+            }
+            Err(GatewayError::Bind { addr, .. })
+                if attempts_left > 0 && options.admin_listen == addr =>
+            {
+                options.admin_listen = SocketAddr::new(addr.ip(), 0);
+            }
+            other => break other?,
         }
-        other => other?,
+        attempts_left -= 1;
     };
     if let Some(http) = running.http {
         println!("Causeway is serving on http://{http}/");
