@@ -190,14 +190,7 @@ priority:
     // Occupy the only slot, then queue low-class requests before high-class ones.
     let busy = spawn("/busy?sleep=1000".into());
     assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            origin
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await,
+        origin.state.wait_in_flight(1, Duration::from_secs(5)).await,
         "the busy request reached the origin"
     );
     let mut waiting = Vec::new();
@@ -305,16 +298,7 @@ async fn a_queue_timeout_answers_503_with_retry_after() {
             async move { send(&client, get_request(addr, "qt.test", "/?sleep=2000")).await },
         )
     };
-    assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            origin
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await
-    );
+    assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
     let started = std::time::Instant::now();
     let waited = send(&client, get_request(addr, "qt.test", "/"))
         .await
@@ -385,16 +369,7 @@ async fn a_client_that_gives_up_does_not_free_its_slot_before_the_origin_does() 
         let client = client();
         async move { send(&client, get_request(addr, "gone.test", "/?sleep=1000")).await }
     });
-    assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            origin
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await
-    );
+    assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
     abandoned.abort();
     let _ = abandoned.await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -460,16 +435,7 @@ priority:
         tokio::spawn(async move { send(&client, get_request(addr, "aging.test", &path)).await })
     };
     let busy = spawn("/busy?sleep=1200");
-    assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            origin
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await
-    );
+    assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
     // The low request waits long enough to climb four classes before the urgent ones come.
     let low = spawn("/low/old");
     tokio::time::sleep(Duration::from_millis(700)).await;

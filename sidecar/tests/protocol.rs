@@ -339,14 +339,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         })
     };
     assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            origin
-                .state
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                == 1
-        })
-        .await,
+        origin.state.wait_in_flight(1, Duration::from_secs(5)).await,
         "the slow request reached the origin"
     );
     gateway.terminate();

@@ -184,6 +184,14 @@ pub struct OriginState {
 }
 
 impl OriginState {
+    /// Waits up to `limit` for exactly `count` requests to be in flight at the origin.
+    pub async fn wait_in_flight(&self, count: usize, limit: Duration) -> bool {
+        eventually(limit, || async {
+            self.in_flight.load(Ordering::SeqCst) == count
+        })
+        .await
+    }
+
     /// Makes answers slower by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms
