@@ -11,10 +11,8 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 
+use crate::proxy::body::BoxError;
 use crate::server::{ConnectionInfo, Handler};
-
-/// A boxed body whose errors are boxed too: what the demo origin and the proxy answer with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A period during which the origin answers slowly, to imitate an origin in trouble.
 #[derive(Clone, Copy, Debug)]

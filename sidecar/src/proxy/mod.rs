@@ -229,11 +229,13 @@ async fn forward(
             .or_else(|| replay.as_ref().and_then(RequestBody::replay))
             .unwrap_or(RequestBody::Empty);
         let request = attempt_request(&parts, &lease, attempt_body)?;
-        let origin = lease.info().name.clone();
+        // The name is only wanted on the error paths; look it up there, not per request.
+        let origin_index = lease.origin();
+        let origin = || site.balancer.origins()[origin_index].name.clone();
         let mut attempt = Attempt::send(site, request, lease);
         let Some((result, lease)) = attempt.answer().await else {
             return Err(ProxyError::Upstream {
-                origin,
+                origin: origin(),
                 detail: "the attempt was awaited twice".to_owned(),
             });
         };
@@ -248,7 +250,7 @@ async fn forward(
                 if !(replayable && idempotent && attempts_left > 0 && site.balancer.try_retry()) {
                     return Ok((response, lease));
                 }
-                tracing::debug!(site = %site.name, %origin, status = %response.status(), "retrying on another origin");
+                tracing::debug!(site = %site.name, origin = %origin(), status = %response.status(), "retrying on another origin");
                 tried.insert(lease.origin());
                 attempts_left -= 1;
                 continue;
@@ -266,10 +268,19 @@ async fn forward(
                 lease.record(elapsed, false);
                 let detail = error_chain(&error);
                 if error.is_connect() {
-                    (ProxyError::Connect { origin, detail }, replayable)
+                    (
+                        ProxyError::Connect {
+                            origin: origin(),
+                            detail,
+                        },
+                        replayable,
+                    )
                 } else {
                     (
-                        ProxyError::Upstream { origin, detail },
+                        ProxyError::Upstream {
+                            origin: origin(),
+                            detail,
+                        },
                         replayable && idempotent,
                     )
                 }
@@ -278,7 +289,7 @@ async fn forward(
                 lease.record(elapsed, false);
                 (
                     ProxyError::Timeout {
-                        origin,
+                        origin: origin(),
                         timeout: site.response_timeout,
                     },
                     replayable && idempotent,
