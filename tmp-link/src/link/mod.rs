@@ -162,6 +162,20 @@ impl Link {
         Ok(channel)
     }
 
+    /// Opens a channel without sending a head, for tools that write the wire format
+    /// themselves (probes, fuzzers, tests of a peer's defences). The channel counts as
+    /// hosted and is blended as class 4.
+    pub async fn open_unframed(&self) -> Result<Channel, LinkError> {
+        let (send, recv) = self.connection.open_bi().await?;
+        Ok(Channel::new(
+            send,
+            recv,
+            self.blender.clone(),
+            crate::frame::LOWEST_CLASS,
+            self.channels.open_channel(),
+        ))
+    }
+
     /// Accepts the next channel the peer opens (without reading its head).
     pub(crate) async fn accept(&self) -> Result<Channel, LinkError> {
         let (send, recv) = self.connection.accept_bi().await?;
