@@ -10,6 +10,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The pattern every duration string matches; shared by the parser's error and the CRD schema.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 
+/// The longest duration text accepted; the bound also keeps the API server's cost estimate
+/// of CEL rules on durations within budget.
+pub const DURATION_MAX_LENGTH: usize = 32;
+
 /// A non-negative duration serialized as a string such as `1m30s`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub std::time::Duration);
@@ -17,7 +21,7 @@ pub struct Duration(pub std::time::Duration);
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid duration {input:?}: expected a sequence of <number><unit> with unit ms, s, m or h (for example 250ms, 5s, 1m30s)"
+    "invalid duration {input:?}: expected a sequence of <number><unit> with unit ms, s, m or h (for example 250ms, 5s, 1m30s), at most {DURATION_MAX_LENGTH} characters"
 )]
 pub struct ParseDurationError {
     input: String,
@@ -53,7 +57,7 @@ impl FromStr for Duration {
         let err = || ParseDurationError {
             input: input.to_owned(),
         };
-        if input.is_empty() {
+        if input.is_empty() || input.len() > DURATION_MAX_LENGTH {
             return Err(err());
         }
         let mut total_ms: u64 = 0;
@@ -127,6 +131,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LENGTH,
             "description": "A duration such as 250ms, 5s, 1m30s or 2h."
         })
     }
@@ -155,6 +160,7 @@ mod tests {
             "1.5s",
             "5 s",
             "99999999999999999999h",
+            "1s1s1s1s1s1s1s1s1s1s1s1s1s1s1s1s1",
         ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} should be refused");
         }

@@ -1,14 +1,22 @@
-//! Causeway's shared types: the `Site` custom resource, its validation and manifest parsing.
+//! Causeway's shared types: the `Site` and `Frontend` custom resources, their status, their
+//! validation, manifest parsing and the generated CRDs.
 //!
 //! One definition serves every consumer: `causeway local` reads the same YAML that
 //! `kubectl apply` sends, and the CRD schema is generated from these types.
 #![forbid(unsafe_code)]
 
+pub mod conditions;
+pub mod crd;
 pub mod duration;
+pub mod frontend;
 pub mod manifest;
+pub mod rules;
 pub mod site;
+pub mod status;
 pub mod validate;
 
 pub use duration::Duration;
-pub use manifest::{API_VERSION, ManifestError, parse_sites};
+pub use frontend::{Frontend, FrontendSpec};
+pub use manifest::{API_VERSION, ManifestError, parse_frontends, parse_sites};
 pub use site::{Site, SiteSpec};
+pub use status::{FrontendStatus, SiteStatus};

@@ -1,9 +1,11 @@
-//! Reading Site manifests from YAML — the same documents `kubectl apply` takes — with errors
-//! that name the document, the field and the reason.
+//! Reading Site and Frontend manifests from YAML — the same documents `kubectl apply` takes —
+//! with errors that name the document, the field and the reason.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
+use crate::frontend::{Frontend, FrontendSpec};
 use crate::site::{Site, SiteSpec};
 use crate::validate::Violations;
 
@@ -25,58 +27,124 @@ pub enum ManifestError {
         /// The parser's reason.
         reason: String,
     },
-    /// A document is not a Causeway Site.
+    /// A document is not of the expected kind.
     #[error(
-        "{source_name}, document {document}: expected apiVersion {API_VERSION} and kind Site, found apiVersion {api_version:?} and kind {kind:?}"
+        "{source_name}, document {document}: expected apiVersion {API_VERSION} and kind {expected}, found apiVersion {api_version:?} and kind {kind:?}"
     )]
     WrongKind {
         /// File name or other label of the input.
         source_name: String,
         /// 1-based index of the YAML document in the input.
         document: usize,
+        /// The kind that was expected.
+        expected: &'static str,
         /// The apiVersion found.
         api_version: String,
         /// The kind found.
         kind: String,
     },
     /// The document parses but breaks a rule.
-    #[error("{source_name}, document {document} (Site {name:?}): {violations}")]
+    #[error("{source_name}, document {document} ({kind} {name:?}): {violations}")]
     Invalid {
         /// File name or other label of the input.
         source_name: String,
         /// 1-based index of the YAML document in the input.
         document: usize,
-        /// The Site's name.
+        /// The resource's kind.
+        kind: &'static str,
+        /// The resource's name.
         name: String,
         /// Every rule broken.
         violations: Violations,
     },
-    /// The input holds no Site.
-    #[error("{source_name}: no Site document found")]
+    /// The input holds no document of the expected kind.
+    #[error("{source_name}: no {kind} document found")]
     Empty {
         /// File name or other label of the input.
         source_name: String,
+        /// The kind that was expected.
+        kind: &'static str,
     },
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SiteDocument {
+struct Document<Spec> {
+    // Read through `Header` first; named here so that `deny_unknown_fields` accepts them.
+    #[allow(dead_code)]
     api_version: String,
+    #[allow(dead_code)]
     kind: String,
     metadata: ObjectMeta,
-    spec: SiteSpec,
+    spec: Spec,
     #[serde(default)]
     #[allow(dead_code)]
     status: Option<serde_json::Value>,
+}
+
+/// A resource kind that manifests hold.
+trait Kind: Sized {
+    const KIND: &'static str;
+    type Spec: DeserializeOwned;
+
+    fn validate(spec: &Self::Spec) -> Result<(), Violations>;
+
+    fn build(metadata: ObjectMeta, spec: Self::Spec) -> Self;
+}
+
+impl Kind for Site {
+    const KIND: &'static str = "Site";
+    type Spec = SiteSpec;
+
+    fn validate(spec: &SiteSpec) -> Result<(), Violations> {
+        spec.validate()
+    }
+
+    fn build(metadata: ObjectMeta, spec: SiteSpec) -> Self {
+        let mut site = Site::new(metadata.name.as_deref().unwrap_or_default(), spec);
+        site.metadata = metadata;
+        site
+    }
+}
+
+impl Kind for Frontend {
+    const KIND: &'static str = "Frontend";
+    type Spec = FrontendSpec;
+
+    fn validate(spec: &FrontendSpec) -> Result<(), Violations> {
+        spec.validate()
+    }
+
+    fn build(metadata: ObjectMeta, spec: FrontendSpec) -> Self {
+        let mut frontend = Frontend::new(metadata.name.as_deref().unwrap_or_default(), spec);
+        frontend.metadata = metadata;
+        frontend
+    }
 }
 
 /// Parses and validates every Site in a (possibly multi-document) YAML text.
 ///
 /// `source_name` labels errors, usually the file name. Empty documents are skipped; a
 /// document without a name is refused because metrics and routing need one.
+///
+/// # Errors
+/// [`ManifestError`] naming the first document that is not YAML, not a Site, or breaks a rule.
 pub fn parse_sites(source_name: &str, yaml: &str) -> Result<Vec<Site>, ManifestError> {
-    let mut sites = Vec::new();
+    parse(source_name, yaml)
+}
+
+/// Parses and validates every Frontend in a (possibly multi-document) YAML text, as
+/// [`parse_sites`] does for Sites.
+///
+/// # Errors
+/// [`ManifestError`] naming the first document that is not YAML, not a Frontend, or breaks
+/// a rule.
+pub fn parse_frontends(source_name: &str, yaml: &str) -> Result<Vec<Frontend>, ManifestError> {
+    parse(source_name, yaml)
+}
+
+fn parse<K: Kind>(source_name: &str, yaml: &str) -> Result<Vec<K>, ManifestError> {
+    let mut resources = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
         let number = index + 1;
         let syntax = |field: String, reason: String| ManifestError::Syntax {
@@ -90,39 +158,54 @@ pub fn parse_sites(source_name: &str, yaml: &str) -> Result<Vec<Site>, ManifestE
         if value.is_null() {
             continue;
         }
-        let parsed: SiteDocument = serde_path_to_error::deserialize(value)
+        // The kind is checked before the spec is read, so that another kind's document is
+        // reported as such rather than as a spec full of unknown fields.
+        let header: Header = serde_path_to_error::deserialize(value.clone())
             .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
-        if parsed.api_version != API_VERSION || parsed.kind != "Site" {
+        if header.api_version != API_VERSION || header.kind != K::KIND {
             return Err(ManifestError::WrongKind {
                 source_name: source_name.to_owned(),
                 document: number,
-                api_version: parsed.api_version,
-                kind: parsed.kind,
+                expected: K::KIND,
+                api_version: header.api_version,
+                kind: header.kind,
             });
         }
+        let parsed: Document<K::Spec> = serde_path_to_error::deserialize(value)
+            .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
         let name = parsed.metadata.name.clone().unwrap_or_default();
         if name.is_empty() {
-            return Err(syntax("metadata.name".into(), "a Site needs a name".into()));
+            return Err(syntax(
+                "metadata.name".into(),
+                format!("a {} needs a name", K::KIND),
+            ));
         }
-        parsed
-            .spec
-            .validate()
-            .map_err(|violations| ManifestError::Invalid {
-                source_name: source_name.to_owned(),
-                document: number,
-                name: name.clone(),
-                violations,
-            })?;
-        let mut site = Site::new(&name, parsed.spec);
-        site.metadata = parsed.metadata;
-        sites.push(site);
+        K::validate(&parsed.spec).map_err(|violations| ManifestError::Invalid {
+            source_name: source_name.to_owned(),
+            document: number,
+            kind: K::KIND,
+            name,
+            violations,
+        })?;
+        resources.push(K::build(parsed.metadata, parsed.spec));
     }
-    if sites.is_empty() {
+    if resources.is_empty() {
         return Err(ManifestError::Empty {
             source_name: source_name.to_owned(),
+            kind: K::KIND,
         });
     }
-    Ok(sites)
+    Ok(resources)
+}
+
+/// The part of a document that says what it is.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
 }
 
 #[cfg(test)]
@@ -207,5 +290,46 @@ spec:
             parse_sites("x", "{ not yaml"),
             Err(ManifestError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn a_site_is_not_a_frontend() {
+        let err = parse_frontends("site.yaml", GOOD).expect_err("a Site");
+        assert!(
+            matches!(
+                err,
+                ManifestError::WrongKind {
+                    expected: "Frontend",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_examples_parse_and_validate() {
+        let sites = parse_sites(
+            "examples/site.yaml",
+            include_str!("../../examples/site.yaml"),
+        )
+        .expect("examples/site.yaml is valid");
+        assert_eq!(sites.len(), 1);
+        let site = &sites[0].spec;
+        assert_eq!(site.origins.len(), 3);
+        assert_eq!(
+            site.origins.iter().filter(|o| o.service.is_some()).count(),
+            1
+        );
+        assert_eq!(site.origins.iter().filter(|o| o.url.is_some()).count(), 2);
+
+        let frontends = parse_frontends(
+            "examples/frontend.yaml",
+            include_str!("../../examples/frontend.yaml"),
+        )
+        .expect("examples/frontend.yaml is valid");
+        assert_eq!(frontends.len(), 2);
+        assert!(frontends.iter().any(|f| f.spec.site_selector.is_some()));
+        assert!(frontends.iter().any(|f| !f.spec.sites.is_empty()));
     }
 }
