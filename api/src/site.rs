@@ -68,7 +68,7 @@ pub const MAX_RULES: usize = 64;
         name = "P99",
         type_ = "string",
         json_path = ".status.latencyP99",
-        description = "Worst 99th-percentile response time over the ready back-ends"
+        description = "Worst 99th-percentile response time among the pods serving the site"
     ),
     printcolumn(
         name = "Goal",
@@ -88,7 +88,10 @@ pub const MAX_RULES: usize = 64;
 pub struct SiteSpec {
     /// Host names clients use for this site (the HTTP `Host`, without port); a leading `*.`
     /// matches every name one level below.
-    #[schemars(length(min = 1, max = MAX_HOSTNAMES), inner(pattern(HOSTNAME_PATTERN), length(max = 255)))]
+    #[schemars(
+        length(min = 1, max = MAX_HOSTNAMES),
+        inner(pattern(HOSTNAME_PATTERN), length(max = 255))
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub hostnames: Vec<String>,
     /// The redundant origin servers that can answer this site's requests.
