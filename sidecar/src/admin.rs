@@ -1,5 +1,6 @@
-//! The admin endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz` and `/status`
-//! (JSON picture of every site's origins). Bind it to loopback or a pod-internal address.
+//! The admin endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/status` (JSON
+//! picture of every site's origins or links) and, on front- and back-ends, `/qos` (every TMP
+//! link's quality as both ends see it). Bind it to loopback or a pod-internal address.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,33 +14,51 @@ use crate::metrics::Metrics;
 use crate::server::{ConnectionInfo, Handler};
 use crate::sites::Router;
 
+/// Produces a JSON document on demand (`/status`, `/qos`).
+pub type JsonSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// The admin request handler.
-#[derive(Debug)]
 pub struct Admin {
     metrics: Metrics,
-    router: Arc<Router>,
     ready: Arc<AtomicBool>,
+    status: JsonSource,
+    qos: Option<JsonSource>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
 }
 
 impl Admin {
-    /// Serves `metrics` and the status of `router`'s sites; `/readyz` follows `ready`.
-    pub fn new(metrics: Metrics, router: Arc<Router>, ready: Arc<AtomicBool>) -> Self {
+    /// Serves `metrics` and `status`; `/readyz` follows `ready`.
+    pub fn new(metrics: Metrics, ready: Arc<AtomicBool>, status: JsonSource) -> Self {
         Self {
             metrics,
-            router,
             ready,
+            status,
+            qos: None,
         }
     }
 
-    fn status_json(&self) -> String {
-        let sites: Vec<_> = self
-            .router
+    /// Adds `/qos`.
+    pub fn with_qos(mut self, qos: JsonSource) -> Self {
+        self.qos = Some(qos);
+        self
+    }
+}
+
+/// `/status` of a gateway or back-end: every site's origins.
+pub fn origin_status(router: Arc<Router>) -> JsonSource {
+    Arc::new(move || {
+        let sites: Vec<_> = router
             .sites()
             .iter()
             .map(|site| serde_json::json!({ "site": site.name, "origins": site.balancer.status() }))
             .collect();
-        serde_json::json!({ "sites": sites }).to_string()
-    }
+        serde_json::json!({ "sites": sites })
+    })
 }
 
 fn reply(
@@ -74,11 +93,22 @@ impl Handler for Admin {
                 reply(StatusCode::OK, "text/plain", "ready\n")
             }
             "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
-            "/status" => reply(StatusCode::OK, "application/json", self.status_json()),
+            "/status" => reply(
+                StatusCode::OK,
+                "application/json",
+                (self.status)().to_string(),
+            ),
+            "/qos" if self.qos.is_some() => reply(
+                StatusCode::OK,
+                "application/json",
+                self.qos
+                    .as_ref()
+                    .map_or(String::new(), |qos| qos().to_string()),
+            ),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found; try /metrics, /healthz, /readyz or /status\n",
+                "not found; try /metrics, /healthz, /readyz, /status or /qos\n",
             ),
         };
         std::future::ready(response)

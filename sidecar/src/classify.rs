@@ -248,6 +248,16 @@ impl Classifier {
         self.type_names.iter().position(|t| t == name)
     }
 
+    /// The profile a front-end already gave a request, checked against this Site's types;
+    /// `None` when the type index is not one of them (the two ends run different specs).
+    pub fn profile(&self, class: u8, request_type: usize) -> Option<RequestProfile> {
+        Some(RequestProfile {
+            class: class.min(4),
+            request_type,
+            cost: *self.type_costs.get(request_type)?,
+        })
+    }
+
     /// Classifies one request: the first matching rule of each list wins.
     pub fn classify(&self, request: &Parts) -> RequestProfile {
         let class = self

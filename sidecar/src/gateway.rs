@@ -132,7 +132,11 @@ pub fn start(
         ));
     }
     let ready = Arc::new(AtomicBool::new(true));
-    let admin_handler = Arc::new(Admin::new(metrics.clone(), router, ready));
+    let admin_handler = Arc::new(Admin::new(
+        metrics.clone(),
+        ready,
+        crate::admin::origin_status(router),
+    ));
     tasks.spawn(server::serve(
         admin_listener,
         admin_handler,

@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod balancer;
 pub mod classify;
 pub mod framing_guard;
+pub mod frontend;
 pub mod gateway;
 pub mod health_check;
+pub mod link_metrics;
 pub mod local;
 pub mod metrics;
 pub mod origin;

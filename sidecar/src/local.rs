@@ -1,6 +1,8 @@
 //! `causeway local`: a whole Site on this machine, no Kubernetes. With no files it runs the
 //! embedded demo — three origins (one primary holding the freshest copy, one ten times
-//! slower than the others) behind a gateway; with files it serves the Sites they describe.
+//! slower than the others); with files it serves the Sites they describe. By default the
+//! two-tier shape runs: a front-end, a TMP link (mutual TLS from a CA made in memory), a
+//! back-end, the origins; `--single-tier` runs the single gateway instead.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,10 @@ use std::time::Duration;
 use causeway_api::{ManifestError, Site, parse_sites};
 use tokio::sync::watch;
 
+use causeway_tmp::{LinkAuthority, LinkSettings};
+
+use crate::backend::{self, BackendError, BackendOptions};
+use crate::frontend::{self, FrontendError, FrontendOptions};
 use crate::gateway::{self, GatewayError, GatewayOptions};
 use crate::origin::{DemoOrigin, DemoOriginConfig};
 use crate::server::{self, ConnectionLimits, ListenerStats};
@@ -30,6 +36,15 @@ pub enum LocalError {
     /// The gateway could not start.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The front-end could not start.
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    /// The back-end could not start.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Link credentials could not be made.
+    #[error("link credentials: {0}")]
+    Credentials(#[from] causeway_tmp::tls::TlsError),
     /// A demo origin could not bind.
     #[error("cannot start a demo origin: {0}")]
     Origin(std::io::Error),
@@ -135,23 +150,34 @@ spec:
     Ok((sites.remove(0), addresses))
 }
 
-/// Runs `causeway local` until shutdown.
-pub async fn run(
-    paths: &[String],
+/// The shape `causeway local` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiers {
+    /// Front-end → TMP link → back-end → origins.
+    Two,
+    /// One gateway straight to the origins.
+    One,
+}
+
+/// What `causeway local` started, for the banner.
+struct Started {
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    admin: SocketAddr,
+    backend_admin: Option<SocketAddr>,
+    wait: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Starts the single-tier gateway, swapping a taken port for a free one (at most once each
+/// for the listener and the admin endpoint), since the addresses are printed.
+fn start_gateway(
+    sites: &[Site],
     mut options: GatewayOptions,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), LocalError> {
-    let (sites, demo) = if paths.is_empty() {
-        let (site, origins) = start_demo_origins(&shutdown).await?;
-        (vec![site], Some(origins))
-    } else {
-        (read_sites(paths)?, None)
-    };
-    // A port that is taken (another demo running?) is swapped for a free one, since the
-    // addresses are printed below; the plain listener and the admin endpoint at most once each.
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Started, LocalError> {
     let mut attempts_left = 2;
     let running = loop {
-        match gateway::start(&sites, options.clone(), shutdown.clone()) {
+        match gateway::start(sites, options.clone(), shutdown.clone()) {
             Err(GatewayError::Bind { addr, .. })
                 if attempts_left > 0 && options.listen == Some(addr) =>
             {
@@ -166,6 +192,103 @@ pub async fn run(
         }
         attempts_left -= 1;
     };
+    Ok(Started {
+        http: running.http,
+        https: running.https,
+        admin: running.admin,
+        backend_admin: None,
+        wait: Box::pin(running.wait()),
+    })
+}
+
+/// Starts a back-end and a front-end joined by a TMP link, with credentials from a CA made
+/// in memory for this run.
+async fn start_two_tier(
+    sites: &[Site],
+    mut options: GatewayOptions,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Started, LocalError> {
+    let authority = LinkAuthority::generate("causeway local link CA")?;
+    let backend_credentials = authority.issue(&[causeway_tmp::settings::DEFAULT_SERVER_NAME])?;
+    let frontend_credentials = authority.issue(&["causeway-frontend"])?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let backend = backend::start(
+        sites,
+        BackendOptions {
+            link_listen: loopback,
+            admin_listen: loopback,
+            link: LinkSettings {
+                name: "local-backend".to_owned(),
+                ..LinkSettings::default()
+            },
+        },
+        &backend_credentials,
+        shutdown.clone(),
+    )?;
+    let backend_admin = backend.admin;
+    let mut attempts_left = 2;
+    let front = loop {
+        let frontend_options = FrontendOptions {
+            serve: options.clone(),
+            backends: Default::default(),
+            default_backends: vec![backend.link_address],
+            link: LinkSettings {
+                name: "local-frontend".to_owned(),
+                ..LinkSettings::default()
+            },
+            tunnel_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        match frontend::start(
+            sites,
+            frontend_options,
+            &frontend_credentials,
+            shutdown.clone(),
+        ) {
+            Err(FrontendError::Bind { addr, .. })
+                if attempts_left > 0 && options.listen == Some(addr) =>
+            {
+                options.listen = Some(SocketAddr::new(addr.ip(), 0));
+            }
+            Err(FrontendError::Bind { addr, .. })
+                if attempts_left > 0 && options.admin_listen == addr =>
+            {
+                options.admin_listen = SocketAddr::new(addr.ip(), 0);
+            }
+            other => break other?,
+        }
+        attempts_left -= 1;
+    };
+    if !front.links.wait_up(Duration::from_secs(5)).await {
+        tracing::warn!("the TMP link to the local back-end is not up yet");
+    }
+    Ok(Started {
+        http: front.http,
+        https: front.https,
+        admin: front.admin,
+        backend_admin: Some(backend_admin),
+        wait: Box::pin(async move {
+            tokio::join!(front.wait(), backend.wait());
+        }),
+    })
+}
+
+/// Runs `causeway local` until shutdown.
+pub async fn run(
+    paths: &[String],
+    options: GatewayOptions,
+    tiers: Tiers,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LocalError> {
+    let (sites, demo) = if paths.is_empty() {
+        let (site, origins) = start_demo_origins(&shutdown).await?;
+        (vec![site], Some(origins))
+    } else {
+        (read_sites(paths)?, None)
+    };
+    let running = match tiers {
+        Tiers::Two => start_two_tier(&sites, options, &shutdown).await?,
+        Tiers::One => start_gateway(&sites, options, &shutdown)?,
+    };
     if let Some(http) = running.http {
         println!("Causeway is serving on http://{http}/");
         println!(
@@ -177,6 +300,12 @@ pub async fn run(
     }
     println!("  metrics: http://{}/metrics", running.admin);
     println!("  status:  http://{}/status", running.admin);
+    if let Some(backend_admin) = running.backend_admin {
+        println!(
+            "  link:    http://{}/qos   (front-end view; back-end: http://{backend_admin}/qos)",
+            running.admin
+        );
+    }
     match demo {
         Some(origins) => {
             println!("  sites:   demo (embedded), origins:");
@@ -193,6 +322,6 @@ pub async fn run(
         }
     }
     println!("Press Ctrl-C to stop.");
-    running.wait().await;
+    running.wait.await;
     Ok(())
 }

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
+use causeway_sidecar::backend::{self, BackendOptions};
+use causeway_sidecar::frontend::{self, FrontendOptions};
 use causeway_sidecar::gateway::{self, GatewayOptions};
 use causeway_sidecar::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
 use causeway_sidecar::server::{self, ConnectionLimits, ListenerStats};
 use causeway_sidecar::telemetry::{self, LogFormat};
 use causeway_sidecar::{local, shutdown};
+use causeway_tmp::{BlendSettings, LinkCredentials, LinkSettings};
 use clap::{Args, Parser, Subcommand};
 
 #[cfg(all(unix, not(target_env = "musl")))]
@@ -48,10 +51,44 @@ enum Command {
         #[arg(required = true, value_name = "SITE_FILE")]
         sites: Vec<String>,
     },
+    /// Front-end gateway: client HTTP forwarded over TMP links to the Sites' back-ends.
+    Frontend {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        link: LinkArgs,
+        /// A back-end's TMP address, as `HOST:PORT` (serves every Site) or `SITE=HOST:PORT`;
+        /// repeat for each back-end.
+        #[arg(long = "backend", value_name = "[SITE=]HOST:PORT", required = true)]
+        backends: Vec<BackendArg>,
+        /// Address tunnelled TCP ports listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        tunnel_ip: std::net::IpAddr,
+        /// Site manifests.
+        #[arg(required = true, value_name = "SITE_FILE")]
+        sites: Vec<String>,
+    },
+    /// Back-end gateway: ends TMP links and balances their requests over the Sites' origins.
+    Backend {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// UDP address for TMP links.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        link_listen: SocketAddr,
+        /// Admin address: /metrics, /healthz, /readyz, /status, /qos.
+        #[arg(long, default_value = "127.0.0.1:9902")]
+        admin_listen: SocketAddr,
+        /// Site manifests.
+        #[arg(required = true, value_name = "SITE_FILE")]
+        sites: Vec<String>,
+    },
     /// Run a whole Site on this machine: the embedded demo, or the Sites in the files given.
     Local {
         #[command(flatten)]
         serve: ServeArgs,
+        /// Run the single-tier gateway instead of front-end → TMP link → back-end.
+        #[arg(long)]
+        single_tier: bool,
         /// Site manifests; none runs the embedded demo Site with its own origins.
         #[arg(value_name = "SITE_FILE")]
         sites: Vec<String>,
@@ -112,6 +149,95 @@ struct ServeArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "30s")]
     drain_timeout: TextDuration,
+}
+
+/// TMP link settings shared by `frontend` and `backend`.
+#[derive(Args, Clone)]
+struct LinkArgs {
+    /// This gateway's name in link reports [default: the host name].
+    #[arg(long, env = "CAUSEWAY_NAME")]
+    name: Option<String>,
+    /// PEM CA bundle both link ends trust.
+    #[arg(long, env = "CAUSEWAY_LINK_CA")]
+    link_ca: PathBuf,
+    /// PEM certificate chain of this gateway.
+    #[arg(long, env = "CAUSEWAY_LINK_CERT")]
+    link_cert: PathBuf,
+    /// PEM private key of this gateway.
+    #[arg(long, env = "CAUSEWAY_LINK_KEY")]
+    link_key: PathBuf,
+    /// DNS name back-end certificates carry.
+    #[arg(long, default_value = causeway_tmp::settings::DEFAULT_SERVER_NAME)]
+    link_server_name: String,
+    /// Longest RTT a link should run at full rate over (sizes flow-control windows).
+    #[arg(long, default_value = "200ms")]
+    link_expected_rtt: TextDuration,
+    /// Highest rate a link should reach, bits per second (sizes flow-control windows).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    link_bandwidth: u64,
+    /// Blender class weights, class 0 first.
+    #[arg(
+        long,
+        default_value = "16,8,4,2,1",
+        value_delimiter = ',',
+        num_args = 5
+    )]
+    blender_weights: Vec<u32>,
+    /// Most bytes one channel sends per blender turn.
+    #[arg(long, default_value_t = causeway_tmp::blender::schedule::DEFAULT_SUB_PACKET)]
+    sub_packet_bytes: usize,
+    /// QoS report interval on each link.
+    #[arg(long, default_value = "1s")]
+    qos_interval: TextDuration,
+}
+
+impl LinkArgs {
+    fn settings(&self) -> Result<LinkSettings, Box<dyn std::error::Error>> {
+        let weights: [u32; 5] = self
+            .blender_weights
+            .clone()
+            .try_into()
+            .map_err(|_| "--blender-weights needs exactly five weights")?;
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "causeway".to_owned()));
+        Ok(LinkSettings {
+            name,
+            server_name: self.link_server_name.clone(),
+            expected_rtt: self.link_expected_rtt.get(),
+            expected_bandwidth_bps: self.link_bandwidth,
+            qos_interval: self.qos_interval.get(),
+            blend: BlendSettings::new(weights, self.sub_packet_bytes)?,
+            ..LinkSettings::default()
+        })
+    }
+
+    fn credentials(&self) -> Result<LinkCredentials, causeway_tmp::tls::TlsError> {
+        LinkCredentials::from_pem_files(&self.link_ca, &self.link_cert, &self.link_key)
+    }
+}
+
+/// A `--backend` value: `HOST:PORT` or `SITE=HOST:PORT`.
+#[derive(Clone, Debug)]
+struct BackendArg {
+    site: Option<String>,
+    address: SocketAddr,
+}
+
+impl std::str::FromStr for BackendArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (site, address) = match text.split_once('=') {
+            Some((site, address)) => (Some(site.to_owned()), address),
+            None => (None, text),
+        };
+        let address = address
+            .parse()
+            .map_err(|e| format!("{address:?} is not HOST:PORT: {e}"))?;
+        Ok(Self { site, address })
+    }
 }
 
 impl ServeArgs {
@@ -185,13 +311,68 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, sites = sites.len(), "gateway serving");
             running.wait().await;
         }
-        Command::Local { serve, sites } => {
+        Command::Local {
+            serve,
+            single_tier,
+            sites,
+        } => {
+            let tiers = if single_tier {
+                local::Tiers::One
+            } else {
+                local::Tiers::Two
+            };
             local::run(
                 &sites,
                 serve.options(SocketAddr::from(([127, 0, 0, 1], 8080))),
+                tiers,
                 shutdown,
             )
             .await?;
+        }
+        Command::Frontend {
+            serve,
+            link,
+            backends,
+            tunnel_ip,
+            sites,
+        } => {
+            let sites = local::read_sites(&sites)?;
+            let mut options = FrontendOptions {
+                serve: serve.options(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                backends: Default::default(),
+                default_backends: Vec::new(),
+                link: link.settings()?,
+                tunnel_ip,
+            };
+            for backend in backends {
+                match backend.site {
+                    Some(site) => options
+                        .backends
+                        .entry(site)
+                        .or_default()
+                        .push(backend.address),
+                    None => options.default_backends.push(backend.address),
+                }
+            }
+            let running = frontend::start(&sites, options, &link.credentials()?, shutdown)?;
+            tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, tunnels = ?running.tunnels, "front-end serving");
+            running.wait().await;
+        }
+        Command::Backend {
+            link,
+            link_listen,
+            admin_listen,
+            sites,
+        } => {
+            let sites = local::read_sites(&sites)?;
+            let options = BackendOptions {
+                link_listen,
+                admin_listen,
+                link: link.settings()?,
+            };
+            let running = backend::start(&sites, options, &link.credentials()?, shutdown)?;
+            tracing::info!(link = %running.link_address, admin = %running.admin, "back-end serving");
+            running.wait().await;
         }
         Command::Origin {
             listen,

@@ -50,6 +50,11 @@ fn register<C: Collector + Clone + 'static>(
 }
 
 impl Metrics {
+    /// The registry, for components that register their own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers every family in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();

@@ -100,9 +100,14 @@ pub struct SiteRuntime {
     pub queue_timeout: Duration,
     /// Active health checks, if configured.
     pub health_check: Option<HealthCheckSpec>,
+    /// Longest wait for an origin connection.
+    pub connect_timeout: Duration,
+    /// TCP ports tunnelled through links: (the port front-ends listen on, the origins' port).
+    pub tcp_ports: Vec<(u16, u16)>,
 }
 
-fn site_name(site: &Site) -> String {
+/// The name a Site runs under: namespace/name in a cluster, name alone from a file.
+pub fn site_name(site: &Site) -> String {
     let name = site.metadata.name.clone().unwrap_or_default();
     match &site.metadata.namespace {
         Some(namespace) if !namespace.is_empty() => format!("{namespace}/{name}"),
@@ -211,6 +216,12 @@ impl SiteRuntime {
             response_timeout: spec.limits.response_timeout.get(),
             queue_timeout: spec.queue.timeout.get(),
             health_check: spec.health_check.clone(),
+            connect_timeout: spec.limits.connect_timeout.get(),
+            tcp_ports: spec
+                .tcp_ports
+                .iter()
+                .map(|p| (p.port, p.target_port))
+                .collect(),
             name,
         })
     }
@@ -233,28 +244,46 @@ pub fn origin_client(connect_timeout: Duration) -> OriginClient {
         .build(connector)
 }
 
-/// Finds the Site for a request's host.
-#[derive(Debug, Default)]
-pub struct Router {
-    exact: HashMap<String, Arc<SiteRuntime>>,
-    wildcard: Vec<(String, Arc<SiteRuntime>)>,
-    sites: Vec<Arc<SiteRuntime>>,
+/// Finds the Site for a request's host; `S` is how this gateway runs a Site (origins and a
+/// balancer on a gateway or back-end, links on a front-end).
+#[derive(Debug)]
+pub struct Router<S = SiteRuntime> {
+    exact: HashMap<String, Arc<S>>,
+    wildcard: Vec<(String, Arc<S>)>,
+    sites: Vec<Arc<S>>,
 }
 
-impl Router {
+impl Router<SiteRuntime> {
     /// Compiles every Site and indexes its hostnames.
     pub fn new(sites: &[Site], metrics: &Metrics) -> Result<Self, SiteError> {
-        let mut router = Self::default();
+        Self::build(sites, |site| SiteRuntime::new(site, metrics), |s| &s.name)
+    }
+}
+
+impl<S> Router<S> {
+    /// Compiles every Site with `compile` and indexes its hostnames; `name` gives a compiled
+    /// Site's name for error messages.
+    pub fn build(
+        sites: &[Site],
+        mut compile: impl FnMut(&Site) -> Result<S, SiteError>,
+        name: impl Fn(&S) -> &str,
+    ) -> Result<Self, SiteError> {
+        let mut router = Self {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+            sites: Vec::new(),
+        };
         let mut owner: HashMap<String, String> = HashMap::new();
         for site in sites {
-            let runtime = Arc::new(SiteRuntime::new(site, metrics)?);
+            let runtime = Arc::new(compile(site)?);
+            let runtime_name = name(&runtime).to_owned();
             for host in &site.spec.hostnames {
                 let host = host.to_ascii_lowercase();
-                if let Some(first) = owner.insert(host.clone(), runtime.name.clone()) {
+                if let Some(first) = owner.insert(host.clone(), runtime_name.clone()) {
                     return Err(SiteError::DuplicateHost {
                         host,
                         first,
-                        second: runtime.name.clone(),
+                        second: runtime_name,
                     });
                 }
                 match host.strip_prefix("*.") {
@@ -276,7 +305,7 @@ impl Router {
     }
 
     /// The Site serving `host` (without port, any case).
-    pub fn route(&self, host: &str) -> Option<&Arc<SiteRuntime>> {
+    pub fn route(&self, host: &str) -> Option<&Arc<S>> {
         if let Some(site) = self.exact.get(host) {
             return Some(site);
         }
@@ -297,7 +326,7 @@ impl Router {
     }
 
     /// Every Site.
-    pub fn sites(&self) -> &[Arc<SiteRuntime>] {
+    pub fn sites(&self) -> &[Arc<S>] {
         &self.sites
     }
 }

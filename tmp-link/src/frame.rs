@@ -108,7 +108,8 @@ pub struct RequestHead {
 pub struct TcpTarget {
     /// The Site whose origins serve the connection.
     pub site: String,
-    /// The origin port to connect to.
+    /// The Site's TCP port as front-ends listen on it; the back-end maps it to the origins'
+    /// port, so a front-end can reach only the ports the Site lists.
     pub port: u16,
 }
 

@@ -21,25 +21,27 @@ impl ChannelHandler for Echo {
         &self,
         _link: Arc<Link>,
         _head: ChannelHead,
-        mut channel: Channel,
+        channel: Channel,
     ) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let head = ResponseHead {
-                status: StatusCode::OK,
-                zstd: false,
-                headers: HeaderMap::new(),
-            };
-            if channel.sender.send_frame(head.encode()).await.is_err() {
-                return;
-            }
-            while let Ok(Some(chunk)) = channel.receiver.read_chunk().await {
-                if channel.sender.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-            let _ = channel.sender.finish();
+        echo(channel)
+    }
+}
+
+async fn echo(mut channel: Channel) {
+    let head = ResponseHead {
+        status: StatusCode::OK,
+        zstd: false,
+        headers: HeaderMap::new(),
+    };
+    if channel.sender.send_frame(head.encode()).await.is_err() {
+        return;
+    }
+    while let Ok(Some(chunk)) = channel.receiver.read_chunk().await {
+        if channel.sender.send(chunk).await.is_err() {
+            return;
         }
     }
+    let _ = channel.sender.finish();
 }
 
 fn settings(name: &str) -> LinkSettings {

@@ -84,6 +84,16 @@ pub struct BalancerConfig {
 pub struct OriginSet(u64);
 
 impl OriginSet {
+    /// How many origins are in the set.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     /// Adds an origin.
     pub fn insert(&mut self, origin: usize) {
         self.0 |= 1 << origin;
@@ -346,6 +356,13 @@ impl Balancer {
                 .healthy
                 .set(i64::from(in_rotation));
         }
+    }
+
+    /// Requests in flight on all origins, and requests waiting in the release queue.
+    pub fn load(&self) -> (u64, u64) {
+        let state = self.shared.lock();
+        let in_flight = state.origins.iter().map(|o| u64::from(o.in_flight)).sum();
+        (in_flight, state.queue.len() as u64)
     }
 
     /// The current picture of every origin.

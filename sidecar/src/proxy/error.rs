@@ -20,6 +20,23 @@ pub enum Blame {
 /// Everything that can stop a request from being proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The request target is not an origin-form path.
+    #[error("the request target is not a path")]
+    BadTarget,
+    /// A front-end has no TMP link up to any of the Site's back-ends.
+    #[error("no link to a back-end of site {site} is up")]
+    NoLink {
+        /// The Site.
+        site: String,
+    },
+    /// The TMP link to the back-end broke before the answer arrived whole.
+    #[error("link to back-end {backend} failed: {detail}")]
+    Link {
+        /// The back-end's address.
+        backend: String,
+        /// What happened.
+        detail: String,
+    },
     /// No Host header or authority.
     #[error("the request has no Host header")]
     MissingHost,
@@ -98,6 +115,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             Self::MissingHost
+            | Self::BadTarget
             | Self::MethodNotSupported(_)
             | Self::UnknownHost(_)
             | Self::AmbiguousLength
@@ -108,14 +126,16 @@ impl ProxyError {
             | Self::QueueTimeout { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
-            | Self::Upstream { .. } => Blame::Upstream,
+            | Self::Upstream { .. }
+            | Self::NoLink { .. }
+            | Self::Link { .. } => Blame::Upstream,
         }
     }
 
     /// The status code answered for it.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingHost | Self::AmbiguousLength | Self::ClientBody(_) => {
+            Self::MissingHost | Self::BadTarget | Self::AmbiguousLength | Self::ClientBody(_) => {
                 StatusCode::BAD_REQUEST
             }
             Self::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -124,7 +144,10 @@ impl ProxyError {
             Self::NoOrigin | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Connect { .. } | Self::Upstream { .. } | Self::Link { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::NoLink { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }

@@ -37,7 +37,7 @@ pub struct Proxy {
 }
 
 /// Methods a retry may repeat (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -58,32 +58,6 @@ impl Proxy {
         Self { router, metrics }
     }
 
-    /// Finds the site and refuses requests that cannot be served safely.
-    fn route(&self, parts: &Parts) -> Result<&Arc<SiteRuntime>, ProxyError> {
-        // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
-        // request with both shows only Transfer-Encoding; the connection's framing guard
-        // saw the raw head and marked it.
-        if parts.extensions.get::<AmbiguousLength>().is_some()
-            || (parts.headers.contains_key(TRANSFER_ENCODING)
-                && parts.headers.contains_key(CONTENT_LENGTH))
-        {
-            return Err(ProxyError::AmbiguousLength);
-        }
-        if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotSupported(Method::CONNECT));
-        }
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
-            .ok_or(ProxyError::MissingHost)?;
-        let host = headers::host_of(authority).ok_or(ProxyError::MissingHost)?;
-        self.router
-            .route(host)
-            .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))
-    }
-
     async fn serve(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -91,7 +65,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
-        let site = match self.route(&parts) {
+        let site = match route(&self.router, &parts) {
             Ok(site) => site.clone(),
             Err(error) => {
                 let status = error.status().as_u16();
@@ -145,13 +119,39 @@ impl Proxy {
     }
 }
 
+/// Finds the site for a request and refuses requests that cannot be served safely.
+pub(crate) fn route<'a, S>(router: &'a Router<S>, parts: &Parts) -> Result<&'a Arc<S>, ProxyError> {
+    // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
+    // request with both shows only Transfer-Encoding; the connection's framing guard
+    // saw the raw head and marked it.
+    if parts.extensions.get::<AmbiguousLength>().is_some()
+        || (parts.headers.contains_key(TRANSFER_ENCODING)
+            && parts.headers.contains_key(CONTENT_LENGTH))
+    {
+        return Err(ProxyError::AmbiguousLength);
+    }
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotSupported(Method::CONNECT));
+    }
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .ok_or(ProxyError::MissingHost)?;
+    let host = headers::host_of(authority).ok_or(ProxyError::MissingHost)?;
+    router
+        .route(host)
+        .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))
+}
+
 /// Request bodies up to this size (by Content-Length) are read whole before an origin is
 /// chosen, so a POST whose connection an origin refuses — it never reached the origin — is
 /// sent to another instead of failing. Larger bodies stream and are sent once; the bound
 /// keeps memory per request small.
-const REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
+pub(crate) const REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
 
-fn body_length(parts: &Parts) -> Option<u64> {
+pub(crate) fn body_length(parts: &Parts) -> Option<u64> {
     parts
         .headers
         .get(CONTENT_LENGTH)?
@@ -162,7 +162,7 @@ fn body_length(parts: &Parts) -> Option<u64> {
 }
 
 /// Rewrites a client request's head for the origin hop.
-fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
+pub(crate) fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
     // An HTTP/2 request carries its host in the authority; the HTTP/1.1 origin needs Host.
     if !parts.headers.contains_key(HOST)
         && let Some(value) = parts
@@ -205,7 +205,7 @@ fn attempt_request(
 /// Sends the request to an origin, retrying on another where it is safe: the body can be sent
 /// again (none, or a small buffered one) and the request is idempotent — or it never reached
 /// the origin (connect failure).
-async fn forward(
+pub(crate) async fn forward(
     site: &SiteRuntime,
     parts: Parts,
     body: RequestBody,
@@ -263,6 +263,7 @@ async fn forward(
                             ProxyError::BodyTooLarge { limit: *limit }
                         }
                         ClientBodyError::Broken(e) => ProxyError::ClientBody(e.to_string()),
+                        ClientBodyError::Link(e) => ProxyError::ClientBody(e.to_string()),
                     });
                 }
                 lease.record(elapsed, false);

@@ -1,0 +1,596 @@
+//! `causeway frontend`: the gateway next to the clients. It speaks HTTP to clients with the
+//! same routing, limits and classification as the single-tier gateway, and forwards each
+//! request over a TMP link to one of the Site's back-ends, chosen per request by link quality
+//! and back-end load ([`link_choice`]). Idempotent requests whose link fails before the answer
+//! are sent again over another link; [`tunnel`] carries the Site's plain TCP ports.
+
+pub mod body;
+pub mod link_choice;
+pub mod tunnel;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use causeway_api::Site;
+use causeway_tmp::compress::Decompressor;
+use causeway_tmp::frame::ResponseHead;
+use causeway_tmp::{
+    ChannelHead, ChannelKind, Dialer, Link, LinkCredentials, LinkError, LinkHandle, LinkSettings,
+    Load, LoadProbe, RequestHead,
+};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use self::body::{FrontBody, FrontCompletion};
+use self::link_choice::{LinkLimits, LinkState};
+use crate::admin::Admin;
+use crate::classify::{Classifier, RequestProfile};
+use crate::gateway::GatewayOptions;
+use crate::metrics::{Metrics, MetricsError, SiteMetrics};
+use crate::proxy::body::{RequestBody, channel_stream};
+use crate::proxy::error::ProxyError;
+use crate::proxy::{self, headers};
+use crate::server::{self, ConnectionInfo, ConnectionLimits, Handler, ListenerStats};
+use crate::sites::{Router, SiteError, site_name};
+use crate::tls::{self, TlsError};
+
+/// Where the front-end listens and which back-ends serve which Sites.
+#[derive(Clone, Debug)]
+pub struct FrontendOptions {
+    /// Client listeners, admin and limits, as on the gateway.
+    pub serve: GatewayOptions,
+    /// Back-end link addresses per Site name; a Site not listed uses `default_backends`.
+    pub backends: HashMap<String, Vec<SocketAddr>>,
+    /// Back-ends of Sites not in `backends`.
+    pub default_backends: Vec<SocketAddr>,
+    /// Link behaviour.
+    pub link: LinkSettings,
+    /// Address tunnelled TCP ports listen on (the port comes from the Site).
+    pub tunnel_ip: std::net::IpAddr,
+}
+
+/// Why the front-end could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// A Site cannot be served.
+    #[error(transparent)]
+    Site(#[from] SiteError),
+    /// A Site has no back-end to link to.
+    #[error("site {0} has no back-end: give --backend {0}=HOST:PORT")]
+    NoBackend(String),
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The link endpoint could not start.
+    #[error("TMP dialer: {0}")]
+    Link(#[from] LinkError),
+    /// No client listener.
+    #[error("nothing to listen on: give --listen or --tls-listen")]
+    NoListener,
+    /// A TLS listener without certificate files, or the reverse.
+    #[error("--tls-listen needs --tls-cert and --tls-key")]
+    TlsIncomplete,
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Metrics registration failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+/// One Site as a front-end runs it.
+#[derive(Debug)]
+pub struct FrontSite {
+    /// The Site's name.
+    pub name: String,
+    /// Priority and type rules.
+    pub classifier: Classifier,
+    /// Extra attempts (on other links) for idempotent requests.
+    pub retry_attempts: u32,
+    /// Largest request body.
+    pub max_body_bytes: Option<u64>,
+    /// Longest wait for the answer head.
+    pub response_timeout: Duration,
+    /// Links to the Site's back-ends.
+    pub links: Vec<Arc<LinkHandle>>,
+    /// Link quality limits from the Site's QoS goals.
+    pub limits: LinkLimits,
+    /// TCP ports tunnelled to the back-ends.
+    pub tcp_ports: Vec<u16>,
+    /// The class tunnelled connections travel in.
+    pub default_class: u8,
+    metrics: SiteMetrics,
+}
+
+impl FrontSite {
+    fn link_states(&self) -> Vec<(LinkState, Option<Arc<Link>>)> {
+        self.links
+            .iter()
+            .map(|handle| {
+                let link = handle.current();
+                let state = match &link {
+                    None => LinkState {
+                        up: false,
+                        rtt: Duration::ZERO,
+                        loss: 0.0,
+                        channels: 0,
+                        backend_in_flight: 0,
+                        backend_queued: 0,
+                    },
+                    Some(link) => {
+                        let qos = link.qos();
+                        let own = qos.frontend.as_ref();
+                        let peer = qos.backend.as_ref();
+                        LinkState {
+                            up: true,
+                            rtt: link.sample().rtt,
+                            // The worse of the two ends' views: loss on the way back shows
+                            // only at the back-end.
+                            loss: own
+                                .map_or(0.0, |r| r.loss_smoothed)
+                                .max(peer.map_or(0.0, |r| r.loss_smoothed)),
+                            channels: link.channels_open() as u64,
+                            backend_in_flight: peer.map_or(0, |r| r.in_flight),
+                            backend_queued: peer.map_or(0, |r| r.queued_requests),
+                        }
+                    }
+                };
+                (state, link)
+            })
+            .collect()
+    }
+
+    /// Chooses a link for one request, skipping those in `excluded`.
+    pub fn choose_link(&self, excluded: u64) -> Option<(usize, Arc<Link>)> {
+        let states = self.link_states();
+        let plain: Vec<LinkState> = states.iter().map(|(s, _)| *s).collect();
+        let index = link_choice::choose(
+            &plain,
+            &self.limits,
+            excluded,
+            [fastrand::u64(..), fastrand::u64(..)],
+        )?;
+        let link = states.into_iter().nth(index)?.1?;
+        Some((index, link))
+    }
+}
+
+/// The client-facing handler.
+struct FrontendProxy {
+    router: Arc<Router<FrontSite>>,
+    metrics: Metrics,
+}
+
+/// Starts the front-end: links to every back-end, client listeners, tunnels and admin.
+pub fn start(
+    sites: &[Site],
+    options: FrontendOptions,
+    credentials: &LinkCredentials,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningFrontend, FrontendError> {
+    let metrics = Metrics::new()?;
+    let serve = &options.serve;
+    let load_metrics: LoadProbe = Arc::new(Load::default);
+    let dialer = Dialer::new(
+        SocketAddr::new(options.tunnel_ip, 0),
+        credentials,
+        options.link.clone(),
+        load_metrics,
+    )?;
+    // One link per back-end, shared by every Site it serves.
+    let mut handles: HashMap<SocketAddr, Arc<LinkHandle>> = HashMap::new();
+    let mut missing = None;
+    let router = Router::build(
+        sites,
+        |site| {
+            let name = site_name(site);
+            let addresses = options
+                .backends
+                .get(&name)
+                .or_else(|| {
+                    options
+                        .backends
+                        .get(site.metadata.name.as_deref().unwrap_or(""))
+                })
+                .unwrap_or(&options.default_backends);
+            if addresses.is_empty() {
+                missing.get_or_insert_with(|| name.clone());
+            }
+            let links = addresses
+                .iter()
+                .map(|address| {
+                    handles
+                        .entry(*address)
+                        .or_insert_with(|| Arc::new(dialer.spawn(*address)))
+                        .clone()
+                })
+                .collect();
+            let spec = &site.spec;
+            let classifier = Classifier::new(spec).map_err(|source| SiteError::Rules {
+                site: name.clone(),
+                source,
+            })?;
+            Ok(FrontSite {
+                classifier,
+                retry_attempts: spec.retries.attempts,
+                max_body_bytes: spec.limits.max_request_body_bytes,
+                response_timeout: spec.limits.response_timeout.get(),
+                links,
+                limits: LinkLimits {
+                    max_rtt: spec.qos.max_link_rtt.map(|d| d.get()),
+                    max_loss: spec.qos.max_loss,
+                },
+                tcp_ports: spec.tcp_ports.iter().map(|p| p.port).collect(),
+                default_class: spec.priority.default_class,
+                metrics: metrics.site(&name, &[]),
+                name,
+            })
+        },
+        |site| &site.name,
+    )?;
+    if let Some(site) = missing {
+        return Err(FrontendError::NoBackend(site));
+    }
+    let router = Arc::new(router);
+    let tls = match (&serve.tls_listen, &serve.tls_files) {
+        (Some(_), Some((cert, key))) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(FrontendError::TlsIncomplete),
+    };
+    if serve.listen.is_none() && serve.tls_listen.is_none() {
+        return Err(FrontendError::NoListener);
+    }
+    let bind = |addr: SocketAddr| {
+        server::bind(addr).map_err(|source| FrontendError::Bind { addr, source })
+    };
+    let plain = serve.listen.map(bind).transpose()?;
+    let secure = serve.tls_listen.map(bind).transpose()?;
+    let admin_listener = bind(serve.admin_listen)?;
+    let local = |l: &tokio::net::TcpListener| l.local_addr().ok();
+    let http = plain.as_ref().and_then(local);
+    let https = secure.as_ref().and_then(local);
+    let admin = local(&admin_listener).unwrap_or(serve.admin_listen);
+
+    let mut tasks = JoinSet::new();
+    let mut tunnels = Vec::new();
+    for site in router.sites() {
+        for port in &site.tcp_ports {
+            let address = SocketAddr::new(options.tunnel_ip, *port);
+            let listener = bind(address)?;
+            tunnels.push(listener.local_addr().unwrap_or(address));
+            tasks.spawn(tunnel::serve(
+                listener,
+                site.clone(),
+                *port,
+                shutdown.clone(),
+            ));
+        }
+    }
+    let proxy = Arc::new(FrontendProxy {
+        router: router.clone(),
+        metrics: metrics.clone(),
+    });
+    let stats = Arc::new(ListenerStats::default());
+    for (listener, acceptor) in [(plain, None), (secure, tls)] {
+        let Some(listener) = listener else { continue };
+        tasks.spawn(server::serve(
+            listener,
+            proxy.clone(),
+            acceptor,
+            serve.limits.clone(),
+            stats.clone(),
+            shutdown.clone(),
+            serve.drain_timeout,
+        ));
+    }
+    let links: Arc<FrontLinks> = Arc::new(FrontLinks(handles.into_values().collect()));
+    let status_links = links.clone();
+    let qos_links = links.clone();
+    let admin_handler = Admin::new(
+        metrics.clone(),
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(move || {
+            let links: Vec<_> = status_links
+                .0
+                .iter()
+                .map(|h| serde_json::json!({ "backend": h.address(), "up": h.current().is_some() }))
+                .collect();
+            serde_json::json!({ "links": links })
+        }),
+    )
+    .with_qos(Arc::new(move || {
+        let links: Vec<_> = qos_links
+            .0
+            .iter()
+            .filter_map(|h| h.current())
+            .map(|l| l.view())
+            .collect();
+        serde_json::json!({ "links": links })
+    }));
+    tasks.spawn(server::serve(
+        admin_listener,
+        Arc::new(admin_handler),
+        None,
+        ConnectionLimits::default(),
+        Arc::new(ListenerStats::default()),
+        shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+    tasks.spawn(crate::link_metrics::export(
+        metrics,
+        links.clone(),
+        shutdown,
+    ));
+    Ok(RunningFrontend {
+        http,
+        https,
+        admin,
+        tunnels,
+        links,
+        tasks,
+    })
+}
+
+/// A front-end's link handles.
+#[derive(Debug)]
+pub struct FrontLinks(Vec<Arc<LinkHandle>>);
+
+impl FrontLinks {
+    /// Waits until every link is up, at most `limit`; true when they all are.
+    pub async fn wait_up(&self, limit: Duration) -> bool {
+        for handle in &self.0 {
+            if handle.wait_up(limit).await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl crate::link_metrics::LinkSource for FrontLinks {
+    fn live_links(&self) -> Vec<Arc<Link>> {
+        self.0.iter().filter_map(|h| h.current()).collect()
+    }
+}
+
+/// A started front-end.
+pub struct RunningFrontend {
+    /// The plain HTTP address.
+    pub http: Option<SocketAddr>,
+    /// The TLS address.
+    pub https: Option<SocketAddr>,
+    /// The admin address.
+    pub admin: SocketAddr,
+    /// Tunnelled TCP listeners.
+    pub tunnels: Vec<SocketAddr>,
+    /// The links to back-ends.
+    pub links: Arc<FrontLinks>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningFrontend {
+    /// Waits until every listener has drained after shutdown.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Handler for FrontendProxy {
+    type Body = FrontBody;
+
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> impl Future<Output = Response<FrontBody>> + Send + 'static {
+        self.serve(request, connection)
+    }
+}
+
+impl FrontendProxy {
+    async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> Response<FrontBody> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let site = match proxy::route(&self.router, &parts) {
+            Ok(site) => site.clone(),
+            Err(error) => {
+                self.metrics.record_unrouted(error.status().as_u16());
+                tracing::debug!(peer = %connection.peer, %error, "request refused");
+                return error.to_response();
+            }
+        };
+        let profile = site.classifier.classify(&parts);
+        let answer = |error: ProxyError| {
+            let record = FrontCompletion::new(
+                &site.metrics,
+                profile.class,
+                error.status().as_u16(),
+                started,
+            );
+            error
+                .to_response::<FrontBody>()
+                .map(|b| b.with_completion(record))
+        };
+        if let (Some(limit), Some(length)) = (site.max_body_bytes, proxy::body_length(&parts))
+            && length > limit
+        {
+            return answer(ProxyError::BodyTooLarge { limit });
+        }
+        proxy::prepare_upstream_headers(&mut parts, connection);
+        let body = match proxy::body_length(&parts) {
+            Some(length) if length <= proxy::REPLAY_BUFFER_BYTES => {
+                match RequestBody::buffer(body).await {
+                    Ok(body) => body,
+                    Err(error) => return answer(ProxyError::ClientBody(error.to_string())),
+                }
+            }
+            _ => RequestBody::new(body, site.max_body_bytes),
+        };
+        match forward(&site, &parts, body, profile, started).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(site = %site.name, %error, "request failed");
+                answer(error)
+            }
+        }
+    }
+}
+
+/// Sends a request over the Site's links, on another link when one fails before answering
+/// and the request may be repeated.
+async fn forward(
+    site: &FrontSite,
+    parts: &Parts,
+    body: RequestBody,
+    profile: RequestProfile,
+    started: Instant,
+) -> Result<Response<FrontBody>, ProxyError> {
+    let replay = body.replay();
+    let repeatable = replay.is_some() && proxy::is_idempotent(&parts.method);
+    let mut body = Some(body);
+    let mut tried = 0u64;
+    let mut attempts_left = site.retry_attempts;
+    let head = ChannelHead {
+        class: profile.class,
+        request_type: u8::try_from(profile.request_type).unwrap_or(u8::MAX),
+        accepts_zstd: true,
+        kind: ChannelKind::Http(RequestHead {
+            method: parts.method.clone(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            headers: parts.headers.clone(),
+        }),
+    };
+    loop {
+        let Some((index, link)) = site.choose_link(tried) else {
+            return Err(ProxyError::NoLink {
+                site: site.name.clone(),
+            });
+        };
+        let attempt_body = body
+            .take()
+            .or_else(|| replay.as_ref().and_then(RequestBody::replay))
+            .unwrap_or(RequestBody::Empty);
+        match exchange(site, &link, &head, attempt_body, profile.class, started).await {
+            Ok(response) => return Ok(response),
+            Err(Failure::Timeout) => {
+                return Err(ProxyError::Timeout {
+                    origin: link.peer_name(),
+                    timeout: site.response_timeout,
+                });
+            }
+            Err(Failure::Link(error)) => {
+                let backend = link.peer_address().to_string();
+                if error.link_failed() && repeatable && attempts_left > 0 {
+                    tracing::debug!(site = %site.name, %backend, %error, "link failed; retrying on another");
+                    tried |= 1 << index.min(63);
+                    attempts_left -= 1;
+                    continue;
+                }
+                return Err(ProxyError::Link {
+                    backend,
+                    detail: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Why one exchange over a link failed.
+enum Failure {
+    Link(LinkError),
+    Timeout,
+}
+
+impl From<LinkError> for Failure {
+    fn from(error: LinkError) -> Self {
+        Self::Link(error)
+    }
+}
+
+/// One request over one link: the head, the body (streamed in the background, so an early
+/// answer is not held up), then the answer head; the answer body streams to the client.
+async fn exchange(
+    site: &FrontSite,
+    link: &Link,
+    head: &ChannelHead,
+    mut body: RequestBody,
+    class: u8,
+    started: Instant,
+) -> Result<Response<FrontBody>, Failure> {
+    let channel = link.open(head).await?;
+    let causeway_tmp::Channel {
+        mut sender,
+        mut receiver,
+    } = channel;
+    let upload = tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data()
+                        && sender.send(data).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    // The back-end must not take a cut-off body for a whole one.
+                    tracing::debug!(%error, "client body failed; cancelling the channel");
+                    sender.reset(causeway_tmp::ChannelReset::Cancelled);
+                    return;
+                }
+            }
+        }
+        let _ = sender.finish();
+    });
+    let head_frame = tokio::time::timeout(site.response_timeout, receiver.read_frame()).await;
+    let payload = match head_frame {
+        Ok(Ok(payload)) => payload,
+        Ok(Err(error)) => {
+            upload.abort();
+            return Err(Failure::Link(error));
+        }
+        Err(_) => {
+            upload.abort();
+            receiver.stop(causeway_tmp::ChannelReset::Cancelled);
+            return Err(Failure::Timeout);
+        }
+    };
+    let answer = ResponseHead::decode(&payload).map_err(LinkError::from)?;
+    let decompressor = if answer.zstd {
+        Some(Decompressor::new().map_err(LinkError::Io)?)
+    } else {
+        None
+    };
+    let mut response_headers = answer.headers;
+    headers::remove_hop_by_hop(&mut response_headers);
+    headers::add_via(&mut response_headers);
+    let record = FrontCompletion::new(&site.metrics, class, answer.status.as_u16(), started);
+    let mut response = Response::new(FrontBody::link(
+        channel_stream(receiver),
+        decompressor,
+        record,
+    ));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = response_headers;
+    Ok(response)
+}

@@ -1,0 +1,101 @@
+//! Tunnelled TCP on a front-end: each connection to one of a Site's TCP ports becomes a
+//! channel over a link; the back-end joins it to an origin on that port. Any protocol rides
+//! through (SMTP, a database, …) with the same link choice and origin balancing as HTTP.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use causeway_tmp::{Channel, ChannelHead, ChannelKind, ChannelReset, LinkError, TcpTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::FrontSite;
+
+/// Accepts connections on one tunnelled port until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    site: Arc<FrontSite>,
+    port: u16,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::shutdown::requested(&mut shutdown) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let site = site.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = carry(stream, &site, port).await {
+                        tracing::debug!(site = %site.name, %peer, port, %error, "tunnel ended with an error");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(port, %error, "tunnel accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Why a tunnelled connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+enum TunnelError {
+    #[error("no link to a back-end is up")]
+    NoLink,
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("client connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn carry(mut stream: TcpStream, site: &FrontSite, port: u16) -> Result<(), TunnelError> {
+    let _ = stream.set_nodelay(true);
+    let Some((_, link)) = site.choose_link(0) else {
+        let _ = stream.shutdown().await;
+        return Err(TunnelError::NoLink);
+    };
+    let head = ChannelHead {
+        class: site.default_class,
+        request_type: 0,
+        accepts_zstd: false,
+        kind: ChannelKind::Tcp(TcpTarget {
+            site: site.name.clone(),
+            port,
+        }),
+    };
+    let Channel {
+        mut sender,
+        mut receiver,
+    } = link.open(&head).await?;
+    let (mut from_client, mut to_client) = stream.split();
+    let upstream = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match from_client.read(&mut buffer).await {
+                Ok(read) => read,
+                Err(error) => {
+                    sender.reset(ChannelReset::Cancelled);
+                    return Err(TunnelError::Io(error));
+                }
+            };
+            if read == 0 {
+                sender.finish()?;
+                return Ok(());
+            }
+            sender.send(Bytes::copy_from_slice(&buffer[..read])).await?;
+        }
+    };
+    let downstream = async {
+        while let Some(chunk) = receiver.read_chunk().await? {
+            to_client.write_all(&chunk).await?;
+        }
+        to_client.shutdown().await?;
+        Ok::<_, TunnelError>(())
+    };
+    let (up, down) = tokio::join!(upstream, downstream);
+    up.and(down)
+}
