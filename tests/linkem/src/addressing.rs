@@ -36,11 +36,9 @@ pub const SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv4/ip_forward", "1"),
 ];
 
-/// Kernel settings written where they exist: no IPv6 chatter (router solicitations) on the links.
-pub const OPTIONAL_SYSCTLS: &[(&str, &str)] = &[
-    ("net/ipv6/conf/all/disable_ipv6", "1"),
-    ("net/ipv6/conf/default/disable_ipv6", "1"),
-];
+/// Kernel settings written where they exist, before the TUNs are created: no IPv6 on the
+/// links (no router solicitations crossing them), while `lo` keeps `::1`.
+pub const OPTIONAL_SYSCTLS: &[(&str, &str)] = &[("net/ipv6/conf/default/disable_ipv6", "1")];
 
 /// Identity of one lab: the owning process and its per-process sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,27 @@
 //! Layout: [`impairment`] (settings), [`model`] (the pure per-packet decision), [`spec`] (text
 //! form), [`addressing`] (names, addresses, routes), [`netns`] (namespace plumbing),
 //! [`forwarder`] (TUN I/O) with its [`timer`], [`lab`] (the builder and handle), [`error`].
+//!
+//! ```no_run
+//! use std::net::UdpSocket;
+//! use std::time::Duration;
+//! use causeway_linkem::{Impairment, NetLab};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let wan = Impairment::delay(Duration::from_millis(20)).with_loss(0.01);
+//! let lab = NetLab::builder()
+//!     .namespace("client")
+//!     .namespace("back")
+//!     .link("client", "back", wan)
+//!     .build()?;
+//! let back = lab.address("back");
+//! let server = lab.in_namespace("back", || UdpSocket::bind((back, 9000)))??;
+//! let client = lab.in_namespace("client", || UdpSocket::bind((lab.address("client"), 0)))??;
+//! client.send_to(b"ping", (back, 9000))?;
+//! # drop(server);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod addressing;

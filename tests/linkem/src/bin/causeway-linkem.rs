@@ -79,7 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         builder = builder.seed(seed);
     }
     let lab = builder.build().context("build the lab")?;
-    print_line(&serde_json::to_value(lab.describe())?)?;
+    print_line(&lab.describe())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,9 +144,10 @@ fn directions(spec: &LinkSpec) -> Vec<(String, String)> {
     out
 }
 
-fn print_line(value: &serde_json::Value) -> anyhow::Result<()> {
+fn print_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{value}")?;
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
     out.flush()?;
     Ok(())
 }
