@@ -11,7 +11,7 @@ use causeway_linkem::{Impairment, NetLab};
 use clap::Parser;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Userspace WAN link emulator: a chain of network namespaces on 127.0.0.0/8 addresses.
 #[derive(Debug, Parser)]
@@ -78,22 +78,35 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
     }
-    let lab = builder.build().context("build the lab")?;
-    print_line(&lab.describe())?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the runtime")?;
-    let result = runtime.block_on(serve(&lab, !args.no_stdin));
+    // Catch signals before the namespaces exist, so none can kill us before we clean up.
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        }
+    };
+    let lab = builder.build().context("build the lab")?;
+    print_line(&lab.describe())?;
+    let result = runtime.block_on(serve(&lab, signals, !args.no_stdin));
     drop(lab);
     result
 }
 
+/// The signals that end the lab.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
 /// Waits for a signal or stdin EOF, answering each stdin line with one JSON line.
-async fn serve(lab: &NetLab, read_stdin: bool) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn serve(lab: &NetLab, signals: Signals, read_stdin: bool) -> anyhow::Result<()> {
+    let Signals { mut term, mut int } = signals;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
