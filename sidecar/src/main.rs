@@ -93,6 +93,14 @@ enum Command {
         #[arg(value_name = "SITE_FILE")]
         sites: Vec<String>,
     },
+    /// Writes a CA and TMP link certificates for one back-end and one front-end (PEM files
+    /// ca.pem, backend.pem, backend.key, frontend.pem, frontend.key), for running the tiers
+    /// by hand or in benchmarks; in a cluster the operator makes them.
+    LinkCerts {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// A demo origin server: answers every path, optionally slowly.
     Origin {
         /// Address to listen on.
@@ -189,6 +197,12 @@ struct LinkArgs {
     /// QoS report interval on each link.
     #[arg(long, default_value = "1s")]
     qos_interval: TextDuration,
+    /// Interval of keep-alive pings on idle links.
+    #[arg(long, default_value = "1s")]
+    link_keep_alive: TextDuration,
+    /// A link silent this long is declared dead (its channels fail, front-ends redial).
+    #[arg(long, default_value = "5s")]
+    link_idle_timeout: TextDuration,
 }
 
 impl LinkArgs {
@@ -208,6 +222,8 @@ impl LinkArgs {
             expected_rtt: self.link_expected_rtt.get(),
             expected_bandwidth_bps: self.link_bandwidth,
             qos_interval: self.qos_interval.get(),
+            keep_alive: self.link_keep_alive.get(),
+            idle_timeout: self.link_idle_timeout.get(),
             blend: BlendSettings::new(weights, self.sub_packet_bytes)?,
             ..LinkSettings::default()
         })
@@ -261,6 +277,39 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout.get(),
         }
     }
+}
+
+/// Writes a fresh CA and a certificate for each tier into `out`.
+fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let authority = causeway_tmp::LinkAuthority::generate("causeway link CA")?;
+    let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
+        let path = out.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write("ca.pem", &authority.ca_pem(), 0o644)?;
+    for (role, name) in [
+        ("backend", causeway_tmp::settings::DEFAULT_SERVER_NAME),
+        ("frontend", "causeway-frontend"),
+    ] {
+        let issued = authority.issue_pem(&[name])?;
+        write(&format!("{role}.pem"), &issued.cert, 0o644)?;
+        write(&format!("{role}.key"), &issued.key, 0o600)?;
+    }
+    println!(
+        "wrote ca.pem, backend.pem/.key, frontend.pem/.key to {}",
+        out.display()
+    );
+    Ok(())
 }
 
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
@@ -329,6 +378,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
         }
+        Command::LinkCerts { out } => write_link_certs(&out)?,
         Command::Frontend {
             serve,
             link,

@@ -42,7 +42,7 @@ impl Default for LinkSettings {
             name: "causeway".to_owned(),
             server_name: DEFAULT_SERVER_NAME.to_owned(),
             keep_alive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
             expected_rtt: Duration::from_millis(200),
             expected_bandwidth_bps: 1_000_000_000,
             qos_interval: Duration::from_secs(1),

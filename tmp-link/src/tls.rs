@@ -163,6 +163,43 @@ impl LinkAuthority {
         self.issuer.pem()
     }
 
+    /// The CA's private key, PEM: with [`ca_pem`](Self::ca_pem) what a Secret must keep so
+    /// that [`from_pem`](Self::from_pem) can load the same authority after a restart.
+    pub fn ca_key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Loads an authority kept as PEM (a certificate made by [`generate`](Self::generate)
+    /// and its key).
+    ///
+    /// The issuer is rebuilt from the key and the certificate's common name, so certificates
+    /// it issues carry the same issuer name and key identifier and verify against the stored
+    /// CA certificate. [`ca_pem`](Self::ca_pem) of a loaded authority is a re-signed copy of
+    /// that certificate (same subject and key); callers that publish the CA should publish the
+    /// stored text.
+    ///
+    /// # Errors
+    /// When the key is not a PEM private key, the certificate is not PEM or has no common name.
+    pub fn from_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, TlsError> {
+        let key = rcgen::KeyPair::from_pem(ca_key_pem)?;
+        let der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes())
+            .map_err(|e| TlsError::Quic(format!("the CA certificate is not PEM: {e}")))?;
+        let common_name = first_common_name(&der).ok_or_else(|| {
+            TlsError::Quic("the CA certificate has no UTF-8 common name".to_owned())
+        })?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key)?;
+        Ok(Self { issuer })
+    }
+
     /// Issues a certificate for the given DNS names, PEM.
     pub fn issue_pem(&self, names: &[&str]) -> Result<IssuedPem, TlsError> {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -195,4 +232,19 @@ impl LinkAuthority {
                 .map_err(|e| TlsError::Quic(e.to_string()))?,
         })
     }
+}
+
+/// The first common name (OID 2.5.4.3, UTF8String or PrintableString) in a DER certificate:
+/// in a self-signed certificate the issuer's, which is also the subject's. A byte scan is
+/// enough for the certificates [`LinkAuthority::generate`] makes.
+fn first_common_name(der: &[u8]) -> Option<String> {
+    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = der.windows(CN_OID.len()).position(|w| w == CN_OID)? + CN_OID.len();
+    let tag = *der.get(at)?;
+    let length = usize::from(*der.get(at + 1)?);
+    if !matches!(tag, 0x0c | 0x13) || length >= 0x80 {
+        return None;
+    }
+    let value = der.get(at + 2..at + 2 + length)?;
+    String::from_utf8(value.to_vec()).ok()
 }

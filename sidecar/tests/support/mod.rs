@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -375,6 +375,25 @@ fn query_number(query: Option<&str>, key: &str) -> Option<u64> {
 
 type OriginBody = BoxBody<Bytes, Infallible>;
 
+/// The body `/pattern?bytes=N` answers: deterministic, not trivially repetitive (so a
+/// truncated, reordered or corrupted copy is caught), yet compressible like text.
+pub fn pattern(bytes: u64) -> Bytes {
+    let mut out = Vec::with_capacity(bytes as usize);
+    let mut line = 0u64;
+    while (out.len() as u64) < bytes {
+        out.extend_from_slice(
+            format!(
+                "{{\"line\":{line},\"check\":{}}}\n",
+                line.wrapping_mul(2_654_435_761) % 1_000_003
+            )
+            .as_bytes(),
+        );
+        line += 1;
+    }
+    out.truncate(bytes as usize);
+    Bytes::from(out)
+}
+
 fn generated_download(total: u64, chunk_delay: Duration) -> OriginBody {
     let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
     let stream = futures_util::stream::unfold(total, move |left| {
@@ -463,6 +482,20 @@ async fn answer(
         drop(in_flight);
     }
     let status = state.status.load(Ordering::SeqCst);
+    if path.starts_with("/pattern") {
+        let bytes = query_number(query.as_deref(), "bytes").unwrap_or(0);
+        let mut response = reply(status, BoxBody::new(Full::new(pattern(bytes))))?;
+        let content_type = if path.contains("json") {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        return Ok(response);
+    }
     if path.starts_with("/download") {
         let bytes = query_number(query.as_deref(), "bytes").unwrap_or(0);
         let chunk_delay =
@@ -595,6 +628,7 @@ pub struct Gateway {
     log: PathBuf,
     site_file: PathBuf,
     admin_client: TestClient,
+    command: (String, String, Vec<String>),
 }
 
 /// How a run of the `causeway` binary ended.
@@ -642,46 +676,110 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with extra command-line arguments.
     pub async fn start_with(manifest: &str, extra_args: &[&str]) -> Self {
+        Self::launch("gateway", "--listen", manifest, extra_args).await
+    }
+
+    /// Starts `causeway MODE` on free ports: `listen_flag` names the flag of its main
+    /// listener (`--listen`, or `--link-listen` for a back-end, whose address is then UDP).
+    pub async fn launch(
+        mode: &str,
+        listen_flag: &str,
+        manifest: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let site_file = write_scratch("site.yaml", manifest);
         let mut last_log = String::new();
         // Another process may grab a port between our probe and the gateway's bind: retry.
         for _ in 0..5 {
             let addr = free_addr();
             let admin = free_addr();
-            let log = scratch_path("gateway.log");
-            let file = std::fs::File::create(&log).expect("create log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-                .arg("gateway")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--admin-listen")
-                .arg(admin.to_string())
-                .args(extra_args)
-                .arg(&site_file)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().expect("clone log handle"))
-                .stderr(file)
-                .spawn()
-                .expect("start causeway gateway");
-            let mut gateway = Self {
-                child,
-                addr,
-                admin,
-                log,
-                site_file: site_file.clone(),
-                admin_client: client(),
-            };
-            match gateway.wait_ready().await {
-                Ok(()) => return gateway,
-                Err(log) if log.contains("cannot listen") => last_log = log,
-                Err(log) => panic!("the gateway did not become ready:\n{log}"),
+            match Self::spawn(mode, listen_flag, addr, admin, &site_file, extra_args).await {
+                Ok(gateway) => return gateway,
+                Err(log) if log.contains("cannot listen") || log.contains("in use") => {
+                    last_log = log
+                }
+                Err(log) => panic!("causeway {mode} did not become ready:\n{log}"),
             }
         }
-        panic!("the gateway could not bind free ports after five tries:\n{last_log}");
+        panic!("causeway {mode} could not bind free ports after five tries:\n{last_log}");
+    }
+
+    /// Starts `causeway MODE` on the given addresses; the log when it does not become ready.
+    pub async fn spawn(
+        mode: &str,
+        listen_flag: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        site_file: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self, String> {
+        let log = scratch_path(&format!("{mode}.log"));
+        let file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .arg(mode)
+            .arg(listen_flag)
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .args(extra_args)
+            .arg(site_file)
+            .env(
+                "RUST_LOG",
+                std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start causeway");
+        let mut gateway = Self {
+            child,
+            addr,
+            admin,
+            log,
+            site_file: site_file.to_owned(),
+            admin_client: client(),
+            command: (
+                mode.to_owned(),
+                listen_flag.to_owned(),
+                extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            ),
+        };
+        gateway.wait_ready().await?;
+        Ok(gateway)
+    }
+
+    /// Kills the process (SIGKILL: no goodbye to peers) and starts it again on the same
+    /// addresses with the same arguments.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (mode, flag, args) = self.command.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = scratch_path(&format!("{mode}.log"));
+        let file = std::fs::File::create(&log).expect("create log file");
+        self.child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .arg(&mode)
+            .arg(&flag)
+            .arg(self.addr.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .args(&args)
+            .arg(&self.site_file)
+            .env(
+                "RUST_LOG",
+                std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("restart causeway");
+        let _ = std::fs::remove_file(&self.log);
+        self.log = log;
+        if let Err(log) = self.wait_ready().await {
+            panic!("causeway {mode} did not come back:\n{log}");
+        }
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
@@ -793,6 +891,115 @@ impl Drop for Gateway {
         }
         let _ = std::fs::remove_file(&self.log);
         let _ = std::fs::remove_file(&self.site_file);
+    }
+}
+
+/// Mutual-TLS files for TMP links: one CA, a back-end and a front-end certificate.
+pub struct LinkPki {
+    dir: PathBuf,
+}
+
+impl LinkPki {
+    /// Makes a CA and issues both certificates into a scratch directory.
+    pub fn new() -> Self {
+        let dir = scratch_path("pki");
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let authority = causeway_tmp::LinkAuthority::generate("test link CA").expect("CA");
+        for (role, name) in [
+            ("backend", "causeway-backend"),
+            ("frontend", "causeway-frontend"),
+        ] {
+            let issued = authority.issue_pem(&[name]).expect("issue");
+            std::fs::write(dir.join(format!("{role}.pem")), issued.cert).expect("write cert");
+            std::fs::write(dir.join(format!("{role}.key")), issued.key).expect("write key");
+        }
+        std::fs::write(dir.join("ca.pem"), authority.ca_pem()).expect("write CA");
+        Self { dir }
+    }
+
+    /// The `--link-*` arguments for one role (`backend` or `frontend`).
+    pub fn args(&self, role: &str) -> Vec<String> {
+        let path = |name: String| self.dir.join(name).display().to_string();
+        vec![
+            "--link-ca".into(),
+            path("ca.pem".into()),
+            "--link-cert".into(),
+            path(format!("{role}.pem")),
+            "--link-key".into(),
+            path(format!("{role}.key")),
+        ]
+    }
+}
+
+impl Drop for LinkPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A two-tier deployment: back-ends, and a front-end linked to all of them.
+pub struct TwoTier {
+    /// The front-end (its `addr` takes client HTTP).
+    pub frontend: Gateway,
+    /// The back-ends (their `addr` is the UDP link address).
+    pub backends: Vec<Gateway>,
+    _pki: LinkPki,
+}
+
+impl TwoTier {
+    /// Starts `backends` back-ends and one front-end serving `manifest`, and waits until the
+    /// front-end's links are all up.
+    pub async fn start(manifest: &str, backends: usize, frontend_args: &[&str]) -> Self {
+        let pki = LinkPki::new();
+        let backend_args = pki.args("backend");
+        let mut started = Vec::new();
+        for i in 0..backends {
+            let mut args: Vec<&str> = backend_args.iter().map(String::as_str).collect();
+            let name = format!("be-{i}");
+            args.extend(["--name", name.as_str(), "--qos-interval", "200ms"]);
+            started.push(Gateway::launch("backend", "--link-listen", manifest, &args).await);
+        }
+        let frontend_link = pki.args("frontend");
+        let mut args: Vec<String> = frontend_link.clone();
+        args.extend([
+            "--name".into(),
+            "fe-0".into(),
+            "--qos-interval".into(),
+            "200ms".into(),
+        ]);
+        args.extend(["--link-idle-timeout".into(), "3s".into()]);
+        for backend in &started {
+            args.push("--backend".into());
+            args.push(backend.addr.to_string());
+        }
+        args.extend(frontend_args.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let frontend = Gateway::launch("frontend", "--listen", manifest, &args).await;
+        let tiers = Self {
+            frontend,
+            backends: started,
+            _pki: pki,
+        };
+        tiers.wait_links(backends, Duration::from_secs(10)).await;
+        tiers
+    }
+
+    /// Waits until the front-end reports `count` links up.
+    pub async fn wait_links(&self, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let qos: serde_json::Value =
+                serde_json::from_str(&self.frontend.admin_get("/qos").await).expect("/qos JSON");
+            let up = qos["links"].as_array().map_or(0, Vec::len);
+            if up >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {up} of {count} links up: {qos}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -1,0 +1,238 @@
+//! The two-tier shape with real processes: clients → `causeway frontend` → TMP link →
+//! `causeway backend` → origins. Bodies arrive whole (compressed on the link or not), a
+//! back-end that dies mid-request costs a prompt answer and the link comes back, idempotent
+//! requests move to another back-end, and a tunnelled TCP port carries any bytes.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use support::{Origin, SiteYaml, TwoTier, client, full, get, get_request, manifest, send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_the_link_and_bodies_arrive_whole() {
+    let origins = Origin::start_many("tier", 3).await;
+    let tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("tier", "tier.test").origins(&origins, "")]),
+        1,
+        &[],
+    )
+    .await;
+    let client = client();
+    let addr = tiers.frontend.addr;
+
+    let plain = get(&client, addr, "tier.test", "/").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(
+        plain.headers.contains_key("x-origin"),
+        "answered by an origin"
+    );
+
+    // A compressible body (zstd on the link) and an incompressible one, several MB each.
+    for path in ["/pattern/json?bytes=3000000", "/pattern?bytes=3000000"] {
+        let answer = get(&client, addr, "tier.test", path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(
+            answer.body == support::pattern(3_000_000),
+            "{path}: body differs"
+        );
+    }
+
+    // A request body too large to buffer streams through to the origin.
+    let upload = Request::post(format!("http://{addr}/upload"))
+        .header(http::header::HOST, "tier.test")
+        .body(full(vec![b'u'; 2_000_000]))
+        .expect("request");
+    let answer = send(&client, upload).await.expect("upload");
+    assert_eq!(answer.text(), "received 2000000\n");
+
+    // The JSON body crossed the link compressed: far fewer link bytes than body bytes. Link
+    // metrics are copied once a second.
+    let mut blended = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blended < 3_000_000.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let metrics = tiers.backends[0].metrics().await;
+        blended = support::metric(&metrics, "causeway_link_blended_bytes_total", &[]);
+    }
+    assert!(
+        blended > 3_000_000.0 && blended < 5_000_000.0,
+        "the back-end sent {blended} bytes for 6 MB of answers, half of them compressible"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_request_answers_promptly_and_the_link_returns() {
+    let origins = Origin::start_many("restart", 2).await;
+    for origin in &origins {
+        origin.state.set_delay(Duration::from_secs(20));
+    }
+    let mut tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("restart", "restart.test")
+            .origins(&origins, "")
+            .spec("limits: { responseTimeout: 30s }")]),
+        1,
+        &[],
+    )
+    .await;
+    let client = client();
+    let addr = tiers.frontend.addr;
+    let mut in_flight = Vec::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        in_flight.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = send(&client, get_request(addr, "restart.test", "/slow")).await;
+            (answer.map(|a| a.status), started.elapsed())
+        }));
+    }
+    let reached = support::eventually(Duration::from_secs(5), || async {
+        origins
+            .iter()
+            .map(|o| o.state.in_flight.load(Ordering::SeqCst))
+            .sum::<usize>()
+            == 4
+    })
+    .await;
+    assert!(reached, "the requests reached the origins");
+    let killed = Instant::now();
+    tiers.backends[0].restart().await;
+    for task in in_flight {
+        let (status, elapsed) = task.await.expect("joined");
+        let status = status.expect("the client got an answer, not a dropped connection");
+        // 502 when the link broke under the request; 503 when the retry found no link up.
+        assert!(
+            matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE),
+            "{status}"
+        );
+        // The front-end learns of the dead link within its idle timeout (3 s here), far
+        // sooner than the 20 s the origin would have taken or the 30 s response timeout.
+        assert!(
+            elapsed < Duration::from_secs(8),
+            "answered after {elapsed:?}"
+        );
+    }
+    eprintln!(
+        "in-flight requests answered {:?} after the kill",
+        killed.elapsed()
+    );
+    for origin in &origins {
+        origin.state.set_delay(Duration::ZERO);
+    }
+    // The front-end redials the restarted back-end and serves again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = send(&client, get_request(addr, "restart.test", "/")).await;
+        if matches!(&answer, Ok(a) if a.status == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_move_to_another_backend_when_one_dies() {
+    let origins = Origin::start_many("move", 2).await;
+    for origin in &origins {
+        origin.state.set_delay(Duration::from_millis(1500));
+    }
+    let mut tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("move", "move.test").origins(&origins, "")]),
+        2,
+        &[],
+    )
+    .await;
+    let client = client();
+    let addr = tiers.frontend.addr;
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = if n % 4 == 3 {
+                Request::post(format!("http://{addr}/order"))
+                    .header(http::header::HOST, "move.test")
+                    .body(full(format!("order={n}")))
+                    .expect("request")
+            } else {
+                get_request(addr, "move.test", "/page")
+            };
+            (n % 4 == 3, send(&client, request).await.map(|a| a.status))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tiers.backends[0].restart().await;
+    let (mut gets_ok, mut gets, mut posts_failed) = (0, 0, 0);
+    for task in tasks {
+        let (post, status) = task.await.expect("joined");
+        let status = status.expect("an answer");
+        if post {
+            if status != StatusCode::OK {
+                posts_failed += 1;
+            }
+        } else {
+            gets += 1;
+            if status == StatusCode::OK {
+                gets_ok += 1;
+            }
+        }
+    }
+    assert_eq!(gets_ok, gets, "every GET survives the back-end's death");
+    eprintln!("{posts_failed} POSTs in flight on the dead back-end failed (not repeatable)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnelled_tcp_port_carries_any_bytes() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo");
+    let echo_port = echo.local_addr().expect("echo address").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+                let _ = write.shutdown().await;
+            });
+        }
+    });
+    let origins = Origin::start_many("tcp", 1).await;
+    let front_port = support::free_addr().port();
+    let site = SiteYaml::new("tcp", "tcp.test")
+        .origins(&origins, "")
+        .spec(&format!(
+            "tcpPorts: [{{ name: echo, port: {front_port}, targetPort: {echo_port} }}]"
+        ));
+    let _tiers = TwoTier::start(&manifest(&[site]), 1, &["--tunnel-ip", "127.0.0.1"]).await;
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", front_port))
+        .await
+        .expect("connect to the tunnelled port");
+    let sent: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    let (mut read, mut write) = stream.split();
+    let writer = async {
+        write.write_all(&sent).await.expect("write");
+        write.shutdown().await.expect("half-close");
+    };
+    let reader = async {
+        let mut received = Vec::new();
+        read.read_to_end(&mut received).await.expect("read");
+        received
+    };
+    let ((), received) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("the echo completes");
+    assert!(
+        received == sent,
+        "echo differs: {} of {} bytes",
+        received.len(),
+        sent.len()
+    );
+}
