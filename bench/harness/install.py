@@ -4,6 +4,8 @@
   own services on port 80; a temporary ``policy-rc.d`` forbids that during the install.
   The benchmark only ever runs its own instances with its own config files.
 * oha comes from crates.io (``cargo install oha --locked``, into ``~/.cargo/bin``).
+* iperf3, nftables, openssl and curl (the WAN scenarios) come from Debian too; the WAN link
+  emulator ``causeway-linkem`` is built from this workspace (or ``LINKEM_BIN``).
 * Causeway is built from this workspace (``cargo build --release -p causeway-sidecar``),
   unless ``CAUSEWAY_BIN`` names a binary to use as is.
 """
@@ -35,6 +37,38 @@ def ensure_tools(repo: Path, causeway_subcommands: tuple[str, ...]) -> Tools:
         oha=_ensure_oha(),
         causeway=_ensure_causeway(repo, causeway_subcommands),
     )
+
+
+def ensure_wan_tools(repo: Path) -> dict[str, str]:
+    """What the WAN scenarios add: causeway-linkem, iperf3, nft and openssl (Debian)."""
+    wanted = (("iperf3", "iperf3"), ("nft", "nftables"), ("openssl", "openssl"), ("curl", "curl"))
+    missing = [pkg for prog, pkg in wanted if not _which(prog)]
+    if missing:
+        _apt_install(missing)
+    return {
+        "linkem": _ensure_linkem(repo),
+        "iperf3": _require("iperf3"),
+        "nft": _require("nft"),
+        "openssl": _require("openssl"),
+    }
+
+
+def _ensure_linkem(repo: Path) -> str:
+    """The WAN link emulator (tests/linkem), built in release mode unless ``LINKEM_BIN`` names one."""
+    override = os.environ.get("LINKEM_BIN")
+    if override:
+        binary = Path(override)
+    else:
+        _log("building causeway-linkem: cargo build --release -p causeway-linkem")
+        try:
+            _check_call(["cargo", "build", "--release", "-p", "causeway-linkem"], None, cwd=repo)
+        except HarnessError as err:
+            raise HarnessError(f"could not build causeway-linkem ({err}; cargo's errors are above)") from None
+        target = Path(os.environ.get("CARGO_TARGET_DIR", repo / "target"))
+        binary = target / "release" / "causeway-linkem"
+    if not binary.is_file():
+        raise HarnessError(f"causeway-linkem binary not found at {binary}")
+    return str(binary)
 
 
 def _which(prog: str) -> str | None:

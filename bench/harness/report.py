@@ -139,4 +139,41 @@ def _plot_tail(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
-PLOTS = {"gateway-throughput": _plot_throughput, "gateway-tail": _plot_tail}
+def _plot_panels(doc: dict, path: Path) -> None:
+    """Grouped bars from ``data["plot"]``: a list of panels ``{title, ylabel, log, groups}``,
+    where ``groups`` maps an x label to ``{series: value}`` (the WAN scenarios use this)."""
+    panels = doc["data"]["plot"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        groups = panel["groups"]
+        xlabels = list(groups)
+        series = list(dict.fromkeys(s for g in groups.values() for s in g))
+        width = 0.8 / max(len(series), 1)
+        for i, name in enumerate(series):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xlabels))]
+            ys = [groups[x].get(name, 0.0) for x in xlabels]
+            ax.bar(xs, ys, width=width, label=name)
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=15, fontsize=8)
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=9)
+        if panel.get("log"):
+            ax.set_yscale("log")
+        if panel.get("hline") is not None:
+            ax.axhline(panel["hline"], color="grey", linestyle="--", linewidth=1)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"{doc['scenario']} ({doc['mode']}): " + " ".join(f"{k}={v:.4g}" for k, v in doc["result"].items()), fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+PLOTS = {
+    "gateway-throughput": _plot_throughput,
+    "gateway-tail": _plot_tail,
+    "wan-latency": _plot_panels,
+    "wan-hol": _plot_panels,
+    "tmp-priority": _plot_panels,
+    "tmp-fairness": _plot_panels,
+}

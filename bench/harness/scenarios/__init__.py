@@ -39,6 +39,13 @@ class Outcome:
 
 def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
-    from . import tail, throughput
+    from . import tail, throughput, tmp_fairness, tmp_priority, wan_hol, wan_latency
 
-    return {"gateway-throughput": throughput, "gateway-tail": tail}
+    return {
+        "gateway-throughput": throughput,
+        "gateway-tail": tail,
+        "wan-latency": wan_latency,
+        "wan-hol": wan_hol,
+        "tmp-priority": tmp_priority,
+        "tmp-fairness": tmp_fairness,
+    }
