@@ -101,6 +101,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The Kubernetes operator: reconciles Sites and Frontends into gateway pods.
+    Operator(causeway_operator::OperatorOptions),
     /// A demo origin server: answers every path, optionally slowly.
     Origin {
         /// Address to listen on.
@@ -424,6 +426,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(link = %running.link_address, admin = %running.admin, "back-end serving");
             running.wait().await;
         }
+        Command::Operator(options) => causeway_operator::run(options).await?,
         Command::Origin {
             listen,
             name,

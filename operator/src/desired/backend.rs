@@ -1,0 +1,293 @@
+//! A Site's back-end gateways: a ConfigMap with the Site file (origins resolved to endpoint
+//! URLs), a headless Service for the TMP port (UDP), and a Deployment running
+//! `causeway backend` with the file and the link certificate mounted.
+
+use std::collections::BTreeMap;
+
+use causeway_api::Site;
+use causeway_api::site::OriginSpec;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::json;
+
+use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_context, typed};
+use crate::error::{Error, Result};
+use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
+
+/// The ConfigMap key of the back-end Site file.
+pub const SITE_KEY: &str = "site.yaml";
+
+/// Everything a Site's back-end objects are computed from.
+#[derive(Clone, Debug)]
+pub struct BackendInputs<'a> {
+    /// The Site.
+    pub site: &'a Site,
+    /// Its origins, Service origins resolved to endpoint URLs.
+    pub origins: Vec<OriginSpec>,
+    /// The owner reference to the Site (it carries the Site's uid).
+    pub owner: OwnerReference,
+    /// Image and ServiceAccount.
+    pub pod: &'a PodSettings,
+    /// A fingerprint of the link certificate Secret: a new certificate rolls the pods.
+    pub link_fingerprint: &'a str,
+}
+
+/// The back-end objects of one Site.
+#[derive(Clone, Debug)]
+pub struct BackendObjects {
+    /// The Site file.
+    pub config_map: ConfigMap,
+    /// The headless TMP Service.
+    pub service: Service,
+    /// The gateways.
+    pub deployment: Deployment,
+    /// The configuration hash on the pod template.
+    pub config_hash: String,
+}
+
+/// The back-end pods wanted now: `replicas` held between `minReplicas` and `maxReplicas`.
+pub fn desired_replicas(site: &Site) -> i32 {
+    let backends = &site.spec.backends;
+    let (low, high) = (backends.min(), backends.max().max(backends.min()));
+    backends.replicas.clamp(low, high)
+}
+
+/// The back-end objects of `inputs.site`.
+///
+/// # Errors
+/// [`Error::Render`] when the Site has no name or namespace, or no origin has an address.
+pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
+    let site = inputs.site;
+    let (name, namespace) = match (&site.metadata.name, &site.metadata.namespace) {
+        (Some(name), Some(namespace)) => (name.as_str(), namespace.as_str()),
+        _ => {
+            return Err(Error::MissingField {
+                kind: "Site",
+                field: "metadata.name or metadata.namespace",
+            });
+        }
+    };
+    let file = super::site_file::render(name, namespace, &site.spec, inputs.origins.clone())?;
+    let workload = names::workload(name, Tier::Backend);
+    let labels = names::labels(name, Tier::Backend);
+    let selector = names::selector(name, Tier::Backend);
+    let config_hash = names::content_hash([file.as_bytes(), inputs.link_fingerprint.as_bytes()]);
+
+    let config_map = ConfigMap {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        data: Some(BTreeMap::from([(SITE_KEY.to_owned(), file)])),
+        ..ConfigMap::default()
+    };
+
+    let mut service: Service = typed(
+        "the back-end Service",
+        json!({
+            "spec": {
+                "clusterIP": "None",
+                "selector": selector,
+                "ports": [{ "name": "tmp", "protocol": "UDP", "port": LINK_PORT, "targetPort": LINK_PORT }],
+            },
+        }),
+    )?;
+    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+
+    let mut args = vec![
+        "backend".to_owned(),
+        "--link-listen".to_owned(),
+        format!("$(POD_IP):{LINK_PORT}"),
+        "--admin-listen".to_owned(),
+        format!("$(POD_IP):{BACKEND_ADMIN_PORT}"),
+    ];
+    args.extend(link_args());
+    args.push(format!("{SITE_DIR}/{SITE_KEY}"));
+
+    let mut deployment: Deployment = typed(
+        "the back-end Deployment",
+        json!({
+            "spec": {
+                "replicas": desired_replicas(site),
+                "selector": { "matchLabels": selector },
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": { CONFIG_HASH_ANNOTATION: config_hash },
+                    },
+                    "spec": {
+                        "serviceAccountName": inputs.pod.service_account,
+                        "automountServiceAccountToken": false,
+                        "terminationGracePeriodSeconds": 10,
+                        "containers": [{
+                            "name": "backend",
+                            "image": inputs.pod.image,
+                            "args": args,
+                            "env": pod_env(),
+                            "ports": [
+                                { "name": "tmp", "containerPort": LINK_PORT, "protocol": "UDP" },
+                                { "name": "admin", "containerPort": BACKEND_ADMIN_PORT, "protocol": "TCP" },
+                            ],
+                            "readinessProbe": {
+                                "httpGet": { "path": "/readyz", "port": "admin" },
+                                "periodSeconds": 1,
+                                "failureThreshold": 3,
+                            },
+                            "livenessProbe": {
+                                "httpGet": { "path": "/healthz", "port": "admin" },
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "securityContext": security_context(),
+                            "volumeMounts": [
+                                { "name": "sites", "mountPath": SITE_DIR, "readOnly": true },
+                                { "name": "link", "mountPath": LINK_DIR, "readOnly": true },
+                            ],
+                        }],
+                        "volumes": [
+                            { "name": "sites", "configMap": { "name": workload } },
+                            { "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Backend) } },
+                        ],
+                    },
+                },
+            },
+        }),
+    )?;
+    deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
+    Ok(BackendObjects {
+        config_map,
+        service,
+        deployment,
+        config_hash,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::desired::site_file;
+
+    pub(crate) fn site(name: &str) -> Site {
+        let mut site = Site::new(name, crate::desired::site_file::tests_support::shop());
+        site.metadata.namespace = Some("web".into());
+        site.metadata.uid = Some("uid-1".into());
+        site
+    }
+
+    pub(crate) fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "causeway.dev/v1alpha1".into(),
+            kind: "Site".into(),
+            name: "shop".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn pod() -> PodSettings {
+        PodSettings {
+            image: "ghcr.io/causeway-dev/causeway:0.1.0".into(),
+            service_account: "causeway-sidecar".into(),
+        }
+    }
+
+    fn origins() -> Vec<OriginSpec> {
+        let mut origin = site("shop").spec.origins[1].clone();
+        origin.name = "main-10-0-0-1".into();
+        origin.url = Some("http://10.0.0.1:8080".into());
+        vec![origin]
+    }
+
+    #[test]
+    fn renders_a_deployment_that_mounts_its_file_and_certificate() -> Result<()> {
+        let site = site("shop");
+        let pod = pod();
+        let objects = objects(&BackendInputs {
+            site: &site,
+            origins: origins(),
+            owner: owner(),
+            pod: &pod,
+            link_fingerprint: "f1",
+        })?;
+        let deployment = serde_json::to_value(&objects.deployment).map_err(|e| Error::Render {
+            what: "test".into(),
+            reason: e.to_string(),
+        })?;
+        assert_eq!(deployment["metadata"]["name"], "shop-backend");
+        assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let template = &deployment["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["causeway.dev/site"], "shop");
+        let args: Vec<String> =
+            serde_json::from_value(template["spec"]["containers"][0]["args"].clone())
+                .unwrap_or_default();
+        assert_eq!(args[0], "backend");
+        assert!(args.contains(&"$(POD_IP):4433".to_owned()));
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some("/etc/causeway/sites/site.yaml")
+        );
+        assert_eq!(
+            template["spec"]["volumes"][1]["secret"]["secretName"],
+            "shop-backend-link"
+        );
+        assert_eq!(template["spec"]["automountServiceAccountToken"], false);
+
+        let file = &objects
+            .config_map
+            .data
+            .as_ref()
+            .map(|d| d[SITE_KEY].clone())
+            .unwrap_or_default();
+        let parsed = site_file::parse(file)?;
+        assert_eq!(parsed.spec.origins, origins());
+        assert_eq!(
+            objects
+                .service
+                .spec
+                .as_ref()
+                .and_then(|s| s.cluster_ip.as_deref()),
+            Some("None")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_config_hash_follows_the_file_and_the_certificate() -> Result<()> {
+        let site = site("shop");
+        let pod = pod();
+        let inputs = BackendInputs {
+            site: &site,
+            origins: origins(),
+            owner: owner(),
+            pod: &pod,
+            link_fingerprint: "f1",
+        };
+        let first = objects(&inputs)?.config_hash;
+        assert_eq!(first, objects(&inputs)?.config_hash, "stable");
+        let new_cert = BackendInputs {
+            link_fingerprint: "f2",
+            ..inputs.clone()
+        };
+        assert_ne!(first, objects(&new_cert)?.config_hash);
+        let mut moved = origins();
+        moved[0].url = Some("http://10.0.0.2:8080".into());
+        let new_origins = BackendInputs {
+            origins: moved,
+            ..inputs
+        };
+        assert_ne!(first, objects(&new_origins)?.config_hash);
+        Ok(())
+    }
+
+    #[test]
+    fn replicas_stay_within_min_and_max() {
+        let mut site = site("shop");
+        site.spec.backends.replicas = 9;
+        site.spec.backends.min_replicas = Some(2);
+        site.spec.backends.max_replicas = Some(4);
+        assert_eq!(desired_replicas(&site), 4);
+        site.spec.backends.replicas = 1;
+        assert_eq!(desired_replicas(&site), 2);
+    }
+}

@@ -1,0 +1,364 @@
+//! A Frontend's front-end gateways: a ConfigMap with the file of each Site served and the
+//! list of back-ends, a Service for clients, and a Deployment running `causeway frontend`
+//! placed in the Frontend's region.
+//!
+//! Front-ends reach back-ends by pod IP (`--backend SITE=IP:4433`, one per ready back-end
+//! pod): the test bed has no kube-proxy, and a front-end keeps one TMP link per back-end
+//! anyway, which a headless Service gives in a real cluster too. The back-end list is in the
+//! pod arguments, so a change rolls the front-ends (live reload is the next step).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use causeway_api::Frontend;
+use causeway_api::frontend::ServiceType;
+use causeway_api::site::SiteSpec;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::json;
+
+use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_context, typed};
+use crate::error::{Error, Result};
+use crate::names::{self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, Tier};
+
+/// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
+pub const BACKENDS_KEY: &str = "backends.txt";
+
+/// The node label holding a node's region.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// One Site a Frontend serves, with its ready back-ends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServedSite {
+    /// The Site's name.
+    pub name: String,
+    /// Its spec.
+    pub spec: SiteSpec,
+    /// TMP addresses of its ready back-end pods, sorted.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// Everything a Frontend's objects are computed from.
+#[derive(Clone, Debug)]
+pub struct FrontendInputs<'a> {
+    /// The Frontend.
+    pub frontend: &'a Frontend,
+    /// The Sites it serves, by name.
+    pub sites: &'a [ServedSite],
+    /// The owner reference to the Frontend.
+    pub owner: OwnerReference,
+    /// Image and ServiceAccount.
+    pub pod: &'a PodSettings,
+    /// A fingerprint of the link certificate Secret.
+    pub link_fingerprint: &'a str,
+}
+
+/// The front-end objects of one Frontend.
+#[derive(Clone, Debug)]
+pub struct FrontendObjects {
+    /// Site files and the back-end list.
+    pub config_map: ConfigMap,
+    /// The client-facing Service.
+    pub service: Service,
+    /// The gateways; `None` while no served Site has a ready back-end (a front-end needs one).
+    pub deployment: Option<Deployment>,
+    /// The configuration hash on the pod template.
+    pub config_hash: String,
+}
+
+/// The ConfigMap key of `site`'s file.
+pub fn site_key(site: &str) -> String {
+    format!("site-{site}.yaml")
+}
+
+/// The back-end list, one `SITE=IP:PORT` a line, sites and addresses sorted.
+pub fn backend_lines(sites: &[ServedSite]) -> String {
+    let mut sorted: Vec<&ServedSite> = sites.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+        .iter()
+        .flat_map(|site| {
+            site.backends
+                .iter()
+                .map(move |a| format!("{}={a}\n", site.name))
+        })
+        .collect()
+}
+
+/// The front-end objects of `inputs.frontend`.
+///
+/// # Errors
+/// When the Frontend has no name or namespace, or a Site file cannot be rendered.
+pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
+    let frontend = inputs.frontend;
+    let (name, namespace) = match (&frontend.metadata.name, &frontend.metadata.namespace) {
+        (Some(name), Some(namespace)) => (name.as_str(), namespace.as_str()),
+        _ => {
+            return Err(Error::MissingField {
+                kind: "Frontend",
+                field: "metadata.name or metadata.namespace",
+            });
+        }
+    };
+    let workload = names::workload(name, Tier::Frontend);
+    let labels = names::labels(name, Tier::Frontend);
+    let selector = names::selector(name, Tier::Frontend);
+
+    let mut sites: Vec<&ServedSite> = inputs.sites.iter().collect();
+    sites.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut data = BTreeMap::new();
+    for site in &sites {
+        let origins = super::site_file::frontend_origins(namespace, &site.spec);
+        data.insert(
+            site_key(&site.name),
+            super::site_file::render(&site.name, namespace, &site.spec, origins)?,
+        );
+    }
+    let backends = backend_lines(inputs.sites);
+    data.insert(BACKENDS_KEY.to_owned(), backends.clone());
+    let config_hash = names::content_hash(
+        data.iter()
+            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
+            .chain([inputs.link_fingerprint.as_bytes()]),
+    );
+    let config_map = ConfigMap {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+
+    let spec = &frontend.spec;
+    let service_type = match spec.service.service_type {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    let mut service: Service = typed(
+        "the front-end Service",
+        json!({
+            "spec": {
+                "type": service_type,
+                "selector": selector,
+                "ports": [{
+                    "name": "http", "protocol": "TCP",
+                    "port": spec.service.http_port, "targetPort": FRONTEND_HTTP_PORT,
+                }],
+            },
+        }),
+    )?;
+    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+
+    let serving: Vec<&&ServedSite> = sites.iter().filter(|s| !s.backends.is_empty()).collect();
+    let deployment = if serving.is_empty() {
+        None
+    } else {
+        let weights = spec
+            .blender
+            .weights
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "frontend".to_owned(),
+            "--listen".to_owned(),
+            format!("$(POD_IP):{FRONTEND_HTTP_PORT}"),
+            "--admin-listen".to_owned(),
+            format!("$(POD_IP):{FRONTEND_ADMIN_PORT}"),
+            "--tunnel-ip".to_owned(),
+            "$(POD_IP)".to_owned(),
+            "--blender-weights".to_owned(),
+            weights,
+            "--sub-packet-bytes".to_owned(),
+            spec.blender.sub_packet_bytes.to_string(),
+        ];
+        args.extend(link_args());
+        for site in &serving {
+            for address in &site.backends {
+                args.push("--backend".to_owned());
+                args.push(format!("{}={address}", site.name));
+            }
+        }
+        args.extend(
+            serving
+                .iter()
+                .map(|site| format!("{SITE_DIR}/{}", site_key(&site.name))),
+        );
+        let mut container = json!({
+            "name": "frontend",
+            "image": inputs.pod.image,
+            "args": args,
+            "env": pod_env(),
+            "ports": [
+                { "name": "http", "containerPort": FRONTEND_HTTP_PORT, "protocol": "TCP" },
+                { "name": "admin", "containerPort": FRONTEND_ADMIN_PORT, "protocol": "TCP" },
+            ],
+            "readinessProbe": {
+                "httpGet": { "path": "/readyz", "port": "admin" },
+                "periodSeconds": 1,
+                "failureThreshold": 3,
+            },
+            "livenessProbe": {
+                "httpGet": { "path": "/healthz", "port": "admin" },
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+            },
+            "securityContext": security_context(),
+            "volumeMounts": [
+                { "name": "sites", "mountPath": SITE_DIR, "readOnly": true },
+                { "name": "link", "mountPath": LINK_DIR, "readOnly": true },
+            ],
+        });
+        if let Some(resources) = &spec.resources {
+            container["resources"] =
+                serde_json::to_value(resources).map_err(|e| Error::Render {
+                    what: "front-end resources".to_owned(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let mut deployment: Deployment = typed(
+            "the front-end Deployment",
+            json!({
+                "spec": {
+                    "replicas": spec.replicas,
+                    "selector": { "matchLabels": selector },
+                    "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+                    "template": {
+                        "metadata": {
+                            "labels": labels,
+                            "annotations": { CONFIG_HASH_ANNOTATION: config_hash },
+                        },
+                        "spec": {
+                            "serviceAccountName": inputs.pod.service_account,
+                            "automountServiceAccountToken": false,
+                            "terminationGracePeriodSeconds": 10,
+                            "nodeSelector": { REGION_LABEL: spec.region },
+                            "containers": [container],
+                            "volumes": [
+                                { "name": "sites", "configMap": { "name": workload } },
+                                { "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Frontend) } },
+                            ],
+                        },
+                    },
+                },
+            }),
+        )?;
+        deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
+        Some(deployment)
+    };
+    Ok(FrontendObjects {
+        config_map,
+        service,
+        deployment,
+        config_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::site_file::tests_support::shop;
+
+    fn frontend() -> Frontend {
+        let mut frontend: Frontend = serde_json::from_value(json!({
+            "apiVersion": "causeway.dev/v1alpha1",
+            "kind": "Frontend",
+            "metadata": {"name": "edge", "namespace": "web", "uid": "uid-2"},
+            "spec": {"region": "eu-west", "replicas": 3, "sites": ["shop"],
+                     "service": {"type": "ClusterIP", "httpPort": 80}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        frontend.spec.blender.sub_packet_bytes = 4096;
+        frontend
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "causeway.dev/v1alpha1".into(),
+            kind: "Frontend".into(),
+            name: "edge".into(),
+            uid: "uid-2".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn pod() -> PodSettings {
+        PodSettings {
+            image: "causeway:dev".into(),
+            service_account: "causeway-sidecar".into(),
+        }
+    }
+
+    fn served(backends: &[&str]) -> Vec<ServedSite> {
+        vec![ServedSite {
+            name: "shop".into(),
+            spec: shop(),
+            backends: backends.iter().filter_map(|b| b.parse().ok()).collect(),
+        }]
+    }
+
+    fn render(sites: &[ServedSite]) -> Result<FrontendObjects> {
+        let frontend = frontend();
+        let pod = pod();
+        objects(&FrontendInputs {
+            frontend: &frontend,
+            sites,
+            owner: owner(),
+            pod: &pod,
+            link_fingerprint: "f",
+        })
+    }
+
+    #[test]
+    fn lists_each_ready_backend_and_places_pods_in_the_region() -> Result<()> {
+        let sites = served(&["127.64.1.7:4433", "127.64.2.3:4433"]);
+        let objects = render(&sites)?;
+        let value = serde_json::to_value(objects.deployment.as_ref()).unwrap_or_default();
+        assert_eq!(value["spec"]["replicas"], 3);
+        let pod = &value["spec"]["template"]["spec"];
+        assert_eq!(pod["nodeSelector"][REGION_LABEL], "eu-west");
+        let args: Vec<String> =
+            serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap_or_default();
+        let backends: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "--backend")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(backends, ["shop=127.64.1.7:4433", "shop=127.64.2.3:4433"]);
+        assert!(args.contains(&"4096".to_owned()));
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some("/etc/causeway/sites/site-shop.yaml")
+        );
+        let data = objects.config_map.data.unwrap_or_default();
+        assert_eq!(
+            data[BACKENDS_KEY],
+            "shop=127.64.1.7:4433\nshop=127.64.2.3:4433\n"
+        );
+        let file = crate::desired::site_file::parse(&data[&site_key("shop")])?;
+        assert_eq!(
+            file.spec.origins[0].url.as_deref(),
+            Some("http://shop-origin.web.svc:80")
+        );
+        let service = serde_json::to_value(&objects.service).unwrap_or_default();
+        assert_eq!(service["spec"]["ports"][0]["port"], 80);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
+        Ok(())
+    }
+
+    #[test]
+    fn no_deployment_until_a_backend_is_ready() -> Result<()> {
+        assert!(render(&served(&[]))?.deployment.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_hash_follows_the_backends_only() -> Result<()> {
+        let one = render(&served(&["127.64.1.7:4433"]))?.config_hash;
+        assert_eq!(one, render(&served(&["127.64.1.7:4433"]))?.config_hash);
+        assert_ne!(one, render(&served(&["127.64.1.8:4433"]))?.config_hash);
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! The Frontend reconciler: finds the Sites the Frontend serves and their ready back-end pods,
+//! makes sure the front-ends' link certificate exists, applies the front-end ConfigMap,
+//! Service and Deployment, and writes the status (with the scale subresource's replicas and
+//! selector). It runs on every change of the Frontend, of the objects it owns, of the Sites
+//! and of the back-end pods in its namespace.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_api::{Frontend, FrontendSpec, Site};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use super::site::template_hash;
+use super::{Context, apply, instrumented};
+use crate::certificates;
+use crate::desired::frontend::{self, FrontendInputs, ServedSite};
+use crate::error::{Error, Result};
+use crate::metrics::Controller;
+use crate::names::{self, COMPONENT_LABEL, LINK_PORT, SITE_LABEL, Tier};
+use crate::status::{self, FrontendObservation, Rollout};
+
+/// Reconciles one Frontend.
+///
+/// # Errors
+/// When the API fails; the controller retries with backoff.
+pub async fn reconcile(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(
+        frontend.clone(),
+        ctx.clone(),
+        Controller::Frontend,
+        apply_frontend(frontend, ctx),
+    )
+    .await
+}
+
+/// The Sites `spec` serves among `sites` (sorted by name), and the named ones that are missing.
+pub fn select_sites<'a>(spec: &FrontendSpec, sites: &'a [Site]) -> (Vec<&'a Site>, Vec<String>) {
+    let mut served: Vec<&Site> = match &spec.site_selector {
+        Some(selector) => match Selector::try_from(selector.clone()) {
+            Ok(selector) => sites
+                .iter()
+                .filter(|site| selector.matches(site.labels()))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        None => sites
+            .iter()
+            .filter(|site| spec.sites.iter().any(|name| *name == site.name_any()))
+            .collect(),
+    };
+    served.sort_by_key(|site| site.name_any());
+    let missing = spec
+        .sites
+        .iter()
+        .filter(|name| !sites.iter().any(|site| site.name_any() == **name))
+        .cloned()
+        .collect();
+    (served, missing)
+}
+
+/// The TMP addresses of the ready back-end pods among `pods`, by their Site label value.
+pub fn ready_backends(pods: &[Pod]) -> BTreeMap<String, Vec<SocketAddr>> {
+    let mut found: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for pod in pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(site) = pod.labels().get(SITE_LABEL) else {
+            continue;
+        };
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ip = status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        if let (true, Some(ip)) = (ready, ip) {
+            found
+                .entry(site.clone())
+                .or_default()
+                .push(SocketAddr::new(ip, LINK_PORT));
+        }
+    }
+    for addresses in found.values_mut() {
+        addresses.sort();
+        addresses.dedup();
+    }
+    found
+}
+
+async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = frontend.namespace().ok_or(Error::MissingField {
+        kind: "Frontend",
+        field: "metadata.namespace",
+    })?;
+    let name = frontend.name_any();
+    let owner = frontend
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField {
+            kind: "Frontend",
+            field: "metadata.uid",
+        })?;
+    let reference = frontend.object_ref(&());
+    ctx.ensure_service_account(&namespace).await?;
+
+    let sites: Api<Site> = Api::namespaced(ctx.client.clone(), &namespace);
+    let all_sites = sites.list(&ListParams::default()).await?.items;
+    let (served, missing) = select_sites(&frontend.spec, &all_sites);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let backend_pods = pods
+        .list(
+            &ListParams::default().labels(&format!("{COMPONENT_LABEL}={}", Tier::Backend.as_str())),
+        )
+        .await?
+        .items;
+    let backends = ready_backends(&backend_pods);
+    let served: Vec<ServedSite> = served
+        .into_iter()
+        .map(|site| ServedSite {
+            name: site.name_any(),
+            spec: site.spec.clone(),
+            backends: backends
+                .get(&names::label_value(&site.name_any()))
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+
+    let (fingerprint, issued) = certificates::ensure_link_secret(
+        &ctx.client,
+        &ctx.authority,
+        &namespace,
+        &name,
+        Tier::Frontend,
+        &owner,
+    )
+    .await?;
+    if issued {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "CertificateIssued",
+            "IssueCertificate",
+            format!(
+                "issued the front-ends' TMP link certificate ({})",
+                names::link_secret(&name, Tier::Frontend)
+            ),
+        )
+        .await;
+    }
+
+    let objects = frontend::objects(&FrontendInputs {
+        frontend: &frontend,
+        sites: &served,
+        owner,
+        pod: &ctx.pod,
+        link_fingerprint: &fingerprint,
+    })?;
+    apply(&ctx.client, &namespace, &objects.config_map).await?;
+    apply(&ctx.client, &namespace, &objects.service).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let workload = names::workload(&name, Tier::Frontend);
+    let previous = deployments.get_opt(&workload).await?;
+    let deployment = match &objects.deployment {
+        Some(wanted) => {
+            let applied = apply(&ctx.client, &namespace, wanted).await?;
+            let before = previous.as_ref().and_then(template_hash);
+            if before.as_deref() != Some(objects.config_hash.as_str()) {
+                let count: usize = served.iter().map(|s| s.backends.len()).sum();
+                let note = match before {
+                    None => format!(
+                        "created the front-ends ({} pods, {count} back-ends)",
+                        frontend.spec.replicas
+                    ),
+                    Some(_) => format!(
+                        "front-end configuration changed ({count} back-ends): pods roll, new before old"
+                    ),
+                };
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "ConfigurationApplied",
+                    "RollOut",
+                    note,
+                )
+                .await;
+            }
+            Some(applied)
+        }
+        None => previous,
+    };
+
+    let desired = frontend.spec.replicas;
+    let seen = FrontendObservation {
+        desired,
+        rollout: Rollout::of(deployment.as_ref(), desired),
+        sites: served.iter().map(|s| s.name.clone()).collect(),
+        missing,
+        waiting: served
+            .iter()
+            .filter(|s| s.backends.is_empty())
+            .map(|s| s.name.clone())
+            .collect(),
+        selector: names::selector_text(&name, Tier::Frontend),
+    };
+    let current = frontend.status.clone().unwrap_or_default();
+    let wanted = status::frontend_status(
+        &current,
+        frontend.metadata.generation,
+        &seen,
+        &Time(Timestamp::now()),
+    );
+    let frontends: Api<Frontend> = Api::namespaced(ctx.client.clone(), &namespace);
+    status::write_frontend(&frontends, &name, &current, &wanted).await?;
+
+    Ok(
+        if !seen.waiting.is_empty() || !seen.rollout.complete || seen.rollout.ready < desired {
+            Action::requeue(Duration::from_secs(10))
+        } else {
+            Action::requeue(Duration::from_secs(300))
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn site(name: &str, tier: &str) -> Site {
+        serde_json::from_value(json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "Site",
+            "metadata": {"name": name, "namespace": "web", "labels": {"tier": tier}},
+            "spec": {"hostnames": ["a.example"], "origins": [{"name": "o", "url": "http://192.0.2.1:80"}]},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spec(value: serde_json::Value) -> FrontendSpec {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn selects_sites_by_name_or_label() {
+        let sites = [site("b", "gold"), site("a", "gold"), site("c", "bronze")];
+        let (served, missing) =
+            select_sites(&spec(json!({"region": "eu", "sites": ["c", "zz"]})), &sites);
+        assert_eq!(
+            served.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert_eq!(missing, ["zz"]);
+        let by_label =
+            spec(json!({"region": "eu", "siteSelector": {"matchLabels": {"tier": "gold"}}}));
+        let (served, missing) = select_sites(&by_label, &sites);
+        assert_eq!(
+            served.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(missing.is_empty());
+    }
+
+    fn pod(site: &str, ip: &str, ready: bool, deleting: bool) -> Pod {
+        let mut value = json!({
+            "metadata": {"name": format!("{site}-{ip}"), "labels": {SITE_LABEL: site}},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        });
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_ready_live_backends_are_listed() {
+        let pods = [
+            pod("shop", "127.64.1.9", true, false),
+            pod("shop", "127.64.1.3", true, false),
+            pod("shop", "127.64.1.4", false, false),
+            pod("shop", "127.64.1.5", true, true),
+            pod("blog", "127.64.2.1", true, false),
+        ];
+        let found = ready_backends(&pods);
+        let addresses = |site: &str| -> Vec<String> {
+            found
+                .get(site)
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(addresses("shop"), ["127.64.1.3:4433", "127.64.1.9:4433"]);
+        assert_eq!(addresses("blog"), ["127.64.2.1:4433"]);
+    }
+}

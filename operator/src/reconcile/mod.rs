@@ -1,0 +1,216 @@
+//! The reconcilers' shared parts: the [`Context`] they are given, server-side apply under the
+//! operator's field manager, events, and the error policy (requeue with per-object
+//! exponential backoff).
+
+pub mod frontend;
+pub mod site;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::certificates::Authority;
+use crate::desired::{self, PodSettings};
+use crate::error::{Error, Result};
+use crate::metrics::{Controller, Metrics};
+use crate::names::FIELD_MANAGER;
+
+/// The first retry after a failure; each further failure doubles it.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What every reconciliation is given.
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Publishes events on Sites and Frontends.
+    pub recorder: Recorder,
+    /// The TMP link CA.
+    pub authority: Authority,
+    /// Image and ServiceAccount of gateway pods.
+    pub pod: PodSettings,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("pod", &self.pod)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context.
+    pub fn new(
+        client: kube::Client,
+        metrics: Metrics,
+        recorder: Recorder,
+        authority: Authority,
+        pod: PodSettings,
+    ) -> Self {
+        Self {
+            client,
+            metrics,
+            recorder,
+            authority,
+            pod,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an event on `object`; a failure is logged, never fatal.
+    pub async fn event(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            tracing::warn!(%error, reason, "could not publish an event");
+        }
+    }
+
+    /// Forgets `key`'s failures after a successful reconciliation.
+    fn succeeded(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// The backoff before retrying `key` after one more failure.
+    fn next_backoff(&self, key: &str) -> Duration {
+        let count = self.failures.lock().map_or(1, |mut failures| {
+            let count = failures.entry(key.to_owned()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        });
+        backoff(count)
+    }
+
+    /// Makes sure gateway pods' ServiceAccount exists in `namespace`.
+    ///
+    /// # Errors
+    /// When the API refuses it.
+    pub async fn ensure_service_account(&self, namespace: &str) -> Result<()> {
+        let account = desired::service_account(&self.pod.service_account, namespace);
+        apply(&self.client, namespace, &account).await.map(|_| ())
+    }
+}
+
+/// The wait before retry number `failures` (1-based): 1 s, 2 s, 4 s … at most 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// The key of an object for backoff bookkeeping.
+fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
+
+/// Server-side applies `object` (named by its metadata) in `namespace` under the operator's
+/// field manager, taking over fields another manager set.
+///
+/// # Errors
+/// When the object has no name or the API refuses it.
+pub async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().ok_or(Error::MissingField {
+        kind: "desired object",
+        field: "metadata.name",
+    })?;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
+}
+
+/// Wraps one reconciliation: counts and times it, and on success forgets past failures.
+async fn instrumented<K, F>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    controller: Controller,
+    run: F,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action>>,
+{
+    let _timer = ctx.metrics.reconcile(controller);
+    let outcome = run.await;
+    if outcome.is_ok() {
+        ctx.succeeded(&key(object.as_ref()));
+    }
+    outcome
+}
+
+/// The error policy of both controllers: count the error by kind and retry with backoff.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+    controller: Controller,
+) -> Action {
+    ctx.metrics.failed(controller, error);
+    let wait = ctx.next_backoff(&key(object.as_ref()));
+    tracing::warn!(
+        controller = controller.as_str(),
+        object = %key(object.as_ref()),
+        %error,
+        retry_in_s = wait.as_secs_f64(),
+        "reconciliation failed"
+    );
+    Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(40), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,184 @@
+//! The Site reconciler: resolves the Site's Service origins through their EndpointSlices,
+//! makes sure the back-ends' link certificate exists, applies the back-end ConfigMap, Service
+//! and Deployment, and writes the status. It runs on every change of the Site, of the
+//! objects it owns and of the EndpointSlices of the Services its origins name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_api::Site;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use super::{Context, apply, instrumented};
+use crate::certificates;
+use crate::desired::backend::{self, BackendInputs};
+use crate::endpoints;
+use crate::error::{Error, Result};
+use crate::metrics::Controller;
+use crate::names::{self, CONFIG_HASH_ANNOTATION, Tier};
+use crate::status::{self, Rollout, SiteObservation};
+
+/// Reconciles one Site.
+///
+/// # Errors
+/// When the API fails; the controller retries with backoff.
+pub async fn reconcile(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(
+        site.clone(),
+        ctx.clone(),
+        Controller::Site,
+        apply_site(site, ctx),
+    )
+    .await
+}
+
+async fn apply_site(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = site.namespace().ok_or(Error::MissingField {
+        kind: "Site",
+        field: "metadata.namespace",
+    })?;
+    let name = site.name_any();
+    let owner = site.controller_owner_ref(&()).ok_or(Error::MissingField {
+        kind: "Site",
+        field: "metadata.uid",
+    })?;
+    let reference = site.object_ref(&());
+    ctx.ensure_service_account(&namespace).await?;
+
+    let services = endpoints::fetch(&ctx.client, &namespace, &site.spec).await?;
+    let resolved = endpoints::resolve(&site.spec, &services);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let workload = names::workload(&name, Tier::Backend);
+    let previous = deployments.get_opt(&workload).await?;
+
+    let (fingerprint, issued) = certificates::ensure_link_secret(
+        &ctx.client,
+        &ctx.authority,
+        &namespace,
+        &name,
+        Tier::Backend,
+        &owner,
+    )
+    .await?;
+    if issued {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "CertificateIssued",
+            "IssueCertificate",
+            format!(
+                "issued the back-ends' TMP link certificate ({})",
+                names::link_secret(&name, Tier::Backend)
+            ),
+        )
+        .await;
+    }
+
+    let desired = backend::desired_replicas(&site);
+    let built = backend::objects(&BackendInputs {
+        site: &site,
+        origins: resolved.origins.clone(),
+        owner,
+        pod: &ctx.pod,
+        link_fingerprint: &fingerprint,
+    });
+    let (config_error, deployment) = match built {
+        Ok(objects) => {
+            apply(&ctx.client, &namespace, &objects.config_map).await?;
+            apply(&ctx.client, &namespace, &objects.service).await?;
+            let applied = apply(&ctx.client, &namespace, &objects.deployment).await?;
+            let before = previous.as_ref().and_then(template_hash);
+            if before.as_deref() != Some(objects.config_hash.as_str()) {
+                let note = match &before {
+                    None => format!(
+                        "created the back-ends ({desired} pods, {} origins)",
+                        resolved.origins.len()
+                    ),
+                    Some(old) => format!(
+                        "back-end configuration changed ({old} → {}, {} origins): pods roll, new before old",
+                        objects.config_hash,
+                        resolved.origins.len()
+                    ),
+                };
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "ConfigurationApplied",
+                    "RollOut",
+                    note,
+                )
+                .await;
+                if !resolved.unresolved.is_empty() {
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        "OriginsUnresolved",
+                        "ResolveOrigins",
+                        resolved.unresolved.join("; "),
+                    )
+                    .await;
+                }
+            }
+            (None, Some(applied))
+        }
+        Err(Error::Render { reason, .. }) => {
+            let message = if resolved.unresolved.is_empty() {
+                reason
+            } else {
+                format!("{reason}: {}", resolved.unresolved.join("; "))
+            };
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                "NoOrigins",
+                "ResolveOrigins",
+                message.clone(),
+            )
+            .await;
+            (Some(message), previous)
+        }
+        Err(error) => return Err(error),
+    };
+
+    let seen = SiteObservation {
+        desired,
+        rollout: Rollout::of(deployment.as_ref(), desired),
+        config_error,
+        unresolved: resolved.unresolved,
+    };
+    let current = site.status.clone().unwrap_or_default();
+    let wanted = status::site_status(
+        &current,
+        site.metadata.generation,
+        &seen,
+        &Time(Timestamp::now()),
+    );
+    let sites: Api<Site> = Api::namespaced(ctx.client.clone(), &namespace);
+    status::write_site(&sites, &name, &current, &wanted).await?;
+
+    Ok(if seen.config_error.is_some() {
+        Action::requeue(Duration::from_secs(30))
+    } else if !seen.rollout.complete || seen.rollout.ready < desired {
+        Action::requeue(Duration::from_secs(10))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    })
+}
+
+/// The configuration hash on a Deployment's pod template.
+pub fn template_hash(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH_ANNOTATION)
+        .cloned()
+}
