@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+# Causeway: one image, one binary for every role —
+#   causeway operator | backend | frontend | gateway | local | origin
+# Build:  docker build -t ghcr.io/causeway-dev/causeway:0.1.0 .
+# Push:   docker push ghcr.io/causeway-dev/causeway:0.1.0
+# Use:    helm install causeway charts/causeway --set image.repository=ghcr.io/causeway-dev/causeway
+
+FROM rust:1.89-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p causeway-sidecar --bin causeway \
+    && install -D -m 0755 target/release/causeway /out/causeway
+
+# distroless/cc has glibc and libgcc (jemalloc and ring need them), no shell, and the
+# nonroot user 65532, which the operator's pod specs also name.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /out/causeway /usr/local/bin/causeway
+USER 65532:65532
+EXPOSE 8080 4433/udp 9090 9901 9902
+ENTRYPOINT ["causeway"]
+CMD ["--help"]
