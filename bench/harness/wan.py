@@ -50,6 +50,12 @@ IPERF_PORT = 5201
 FRONT_PORTS = {"causeway": 8443, "nginx": 9443, "haproxy": 10443, "haproxy-h2": 11443}
 FRONT_PLAIN_PORTS = {"causeway": 8080, "nginx": 9080, "haproxy": 10080, "haproxy-h2": 11080}
 ADMIN_PORT = 9901
+# TCP congestion control in the namespaces (what the peers' TCP connections use). A new
+# namespace inherits the host's default (bbr on the machine these numbers come from);
+# BENCH_TCP_CC=cubic (or reno) sets it explicitly. A namespace may only pick one listed in
+# the host's net.ipv4.tcp_allowed_congestion_control.
+TCP_CC_OVERRIDE = os.environ.get("BENCH_TCP_CC")
+TCP_CC = TCP_CC_OVERRIDE or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,16 @@ def start_lab(group: ProcessGroup, tools: WanTools, link: WanLink, seed: int = 1
                 netns = {n["name"]: n["netns"] for n in doc["namespaces"]}
                 addr = {n["name"]: n["address"] for n in doc["namespaces"]}
                 lab = Lab(proc, netns, addr, link)
-                lab.run("back", ["ip", "link", "set", "lo", "up"])
+                if TCP_CC_OVERRIDE:
+                    allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+                    if TCP_CC_OVERRIDE not in allowed:
+                        raise HarnessError(
+                            f"BENCH_TCP_CC={TCP_CC_OVERRIDE} is not in the host's allowed list {allowed}; "
+                            f"allow it with: sysctl net.ipv4.tcp_allowed_congestion_control='{' '.join(allowed)} "
+                            f"{TCP_CC_OVERRIDE}'"
+                        )
+                    for ns in netns:
+                        lab.run(ns, ["sysctl", "-q", f"net.ipv4.tcp_congestion_control={TCP_CC_OVERRIDE}"])
                 return lab
         time.sleep(0.05)
     raise HarnessError(f"causeway-linkem printed no lab within 15 s; log {proc.log_path}:\n{proc.log_tail()}")
@@ -278,6 +293,9 @@ def start_haproxy_front(group: ProcessGroup, tools: WanTools, lab: Lab, workdir:
                 nbthread 1
                 maxconn 9000
                 tune.ssl.default-dh-param 2048
+                # HTTP/2 receive window per stream: the default 64 kB would cap each download
+                # at 64 kB per RTT; make it larger than the WAN's bandwidth-delay product.
+                tune.h2.initial-window-size 8388608
             defaults
                 mode http
                 timeout connect {CONNECT_TIMEOUT_S}s

@@ -101,6 +101,7 @@ def run(ctx: Context) -> Outcome:
     last = rounds[-1]
     data = {
         "plan": asdict(plan),
+        "tcp_congestion_control": wan.TCP_CC,
         "link": link.label + f"-queue{bdp}b",
         "weights": list(WEIGHTS),
         "result_rule": "medians over rounds",

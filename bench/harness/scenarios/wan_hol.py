@@ -66,6 +66,7 @@ def run(ctx: Context) -> Outcome:
     }
     data = {
         "plan": asdict(plan),
+        "tcp_congestion_control": wan.TCP_CC,
         "result_rule": "small p99 ratio: the worst (largest) over loss rates; bulk ratio: the worst (smallest)",
         "runs": runs,
         "plot": [

@@ -69,6 +69,7 @@ def run(ctx: Context) -> Outcome:
     }
     data = {
         "plan": asdict(plan),
+        "tcp_congestion_control": wan.TCP_CC,
         "topology": "client —1 ms RTT— front —WAN— back (origin); TLS from the client; see harness/wan.py",
         "targets": list(TARGETS),
         "result_rule": "p50/p99 ratios: the worst (largest) over the WAN settings; handshakes: totals",
