@@ -153,13 +153,18 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
     let deployment = if serving.is_empty() {
         None
     } else {
-        let weights = spec
-            .blender
-            .weights
+        // `--blender-weights` takes exactly five values, class 0 first; a shorter list (the
+        // schema allows it) is completed with the defaults.
+        let weights = causeway_api::frontend::DEFAULT_WEIGHTS
             .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+            .enumerate()
+            .map(|(class, default)| {
+                spec.blender
+                    .weights
+                    .get(class)
+                    .unwrap_or(default)
+                    .to_string()
+            });
         let mut args = vec![
             "frontend".to_owned(),
             "--listen".to_owned(),
@@ -168,11 +173,11 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             format!("$(POD_IP):{FRONTEND_ADMIN_PORT}"),
             "--tunnel-ip".to_owned(),
             "$(POD_IP)".to_owned(),
-            "--blender-weights".to_owned(),
-            weights,
             "--sub-packet-bytes".to_owned(),
             spec.blender.sub_packet_bytes.to_string(),
+            "--blender-weights".to_owned(),
         ];
+        args.extend(weights);
         args.extend(link_args());
         for site in &serving {
             for address in &site.backends {
@@ -328,6 +333,11 @@ mod tests {
             .collect();
         assert_eq!(backends, ["shop=127.64.1.7:4433", "shop=127.64.2.3:4433"]);
         assert!(args.contains(&"4096".to_owned()));
+        let weights = args
+            .iter()
+            .position(|a| a == "--blender-weights")
+            .unwrap_or(0);
+        assert_eq!(args[weights + 1..weights + 6], ["16", "8", "4", "2", "1"]);
         assert_eq!(
             args.last().map(String::as_str),
             Some("/etc/causeway/sites/site-shop.yaml")

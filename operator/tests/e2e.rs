@@ -1,0 +1,428 @@
+//! The operator end to end, on the test bed's real control plane with the test kubelet
+//! running every pod as a real `causeway` process: `helm install` the chart; apply three
+//! origins, a Site and a Frontend; the Site and Frontend become Ready and a front-end pod
+//! answers through front-end → TMP → back-end → origin; `kubectl scale frontend` to three;
+//! the origins' endpoints change and the back-end configuration follows; an invalid Site is
+//! refused with the CEL message; an operator restart changes nothing; deleting the Site
+//! removes what it made; the gateways' ServiceAccount cannot read Secrets elsewhere.
+//!
+//! Needs the test bed's binaries; run with
+//! `CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir) cargo test -p causeway-operator --test e2e`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use causeway_testbed::testbed::{processes_matching, wait_for};
+use causeway_testbed::{TestBed, TestNamespace};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::Api;
+use kube::api::ListParams;
+use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, ORIGINS, SITE, TIMEOUT, get};
+
+const MANAGED: &str = "app.kubernetes.io/managed-by=causeway-operator";
+
+/// `kubectl auth can-i` as `account`: true for "yes".
+async fn can_i(
+    ns: &TestNamespace,
+    account: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+) -> bool {
+    let mut kubectl = ns.bed().kubectl_command();
+    kubectl
+        .args([
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", account,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = kubectl.output().await.expect("kubectl runs");
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+/// The resourceVersion of everything the operator made in `ns`, and of the Site and
+/// Frontend themselves (their status).
+async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
+    let by_label = ListParams::default().labels(MANAGED);
+    let mut found = BTreeMap::new();
+    let deployments: Api<Deployment> = ns.api();
+    for d in deployments
+        .list(&by_label)
+        .await
+        .expect("deployments")
+        .items
+    {
+        found.insert(
+            format!("deployment/{}", d.metadata.name.unwrap_or_default()),
+            d.metadata.resource_version.unwrap_or_default(),
+        );
+    }
+    let services: Api<Service> = ns.api();
+    for s in services.list(&by_label).await.expect("services").items {
+        found.insert(
+            format!("service/{}", s.metadata.name.unwrap_or_default()),
+            s.metadata.resource_version.unwrap_or_default(),
+        );
+    }
+    let maps: Api<ConfigMap> = ns.api();
+    for c in maps.list(&by_label).await.expect("configmaps").items {
+        found.insert(
+            format!("configmap/{}", c.metadata.name.unwrap_or_default()),
+            c.metadata.resource_version.unwrap_or_default(),
+        );
+    }
+    let secrets: Api<Secret> = ns.api();
+    for s in secrets.list(&by_label).await.expect("secrets").items {
+        found.insert(
+            format!("secret/{}", s.metadata.name.unwrap_or_default()),
+            s.metadata.resource_version.unwrap_or_default(),
+        );
+    }
+    for kind in ["site/shop", "frontend/edge"] {
+        let version = ns
+            .kubectl(
+                &["get", kind, "-o", "jsonpath={.metadata.resourceVersion}"],
+                None,
+            )
+            .await
+            .expect("kubectl get");
+        found.insert(kind.to_owned(), version);
+    }
+    found
+}
+
+/// The origin URLs in the back-end Site file.
+async fn backend_origin_urls(ns: &TestNamespace) -> Vec<String> {
+    let maps: Api<ConfigMap> = ns.api();
+    let Ok(map) = maps.get("shop-backend").await else {
+        return Vec::new();
+    };
+    let text = map
+        .data
+        .unwrap_or_default()
+        .remove("site.yaml")
+        .unwrap_or_default();
+    let Ok(sites) = causeway_api::parse_sites("shop-backend", &text) else {
+        return Vec::new();
+    };
+    let mut urls: Vec<String> = sites
+        .iter()
+        .flat_map(|s| s.spec.origins.iter().filter_map(|o| o.url.clone()))
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// `http://IP:8080` of each ready origin pod.
+async fn origin_urls(ns: &TestNamespace) -> Vec<String> {
+    let mut urls: Vec<String> = support::ready_ips(ns, "app=shop-origin")
+        .await
+        .iter()
+        .map(|ip| format!("http://{ip}:8080"))
+        .collect();
+    urls.sort();
+    urls
+}
+
+#[tokio::test]
+async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_cleans_up() {
+    let bed = TestBed::shared().await.expect("the test bed starts");
+    let ns = bed
+        .namespace("operator-e2e")
+        .await
+        .expect("a test namespace");
+    let started = Instant::now();
+    let step = |what: &str| eprintln!("e2e: {:>6.1} s  {what}", started.elapsed().as_secs_f64());
+
+    // helm install: CRDs, operator (two replicas, one leader), RBAC, gateway account.
+    support::install(&ns, 2).await;
+    step("helm install done");
+    let leases: Api<Lease> = ns.api();
+    let leader = wait_for("a leader", TIMEOUT, || async {
+        leases
+            .get("causeway-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+    })
+    .await
+    .expect("one operator replica takes the Lease");
+    step(&format!("leader is {leader}"));
+
+    // The gateways' account reads ConfigMaps here and Secrets nowhere else.
+    let other = bed
+        .namespace("operator-e2e-other")
+        .await
+        .expect("another namespace");
+    let account = format!("system:serviceaccount:{}:causeway-sidecar", ns.name());
+    assert!(
+        !can_i(&ns, &account, "get", "secrets", other.name()).await,
+        "no Secrets of other namespaces"
+    );
+    assert!(
+        !can_i(&ns, &account, "get", "secrets", ns.name()).await,
+        "no Secrets here either"
+    );
+    assert!(
+        can_i(&ns, &account, "get", "configmaps", ns.name()).await,
+        "its own ConfigMaps"
+    );
+
+    // An invalid Site is refused by the API server with the CEL message.
+    let invalid = SITE.replace(
+        "service: { name: shop-origin, port: 80 }",
+        "service: { name: shop-origin, port: 80 }\n      url: http://192.0.2.1:8080",
+    );
+    let refused = ns
+        .apply(&invalid)
+        .await
+        .expect_err("the API server refuses the Site");
+    assert!(
+        refused
+            .to_string()
+            .contains("exactly one of url and service must be set"),
+        "{refused}"
+    );
+
+    // Origins, Site, Frontend → Ready, and a request through both tiers.
+    ns.apply(ORIGINS).await.expect("origins apply");
+    ns.apply(SITE).await.expect("the Site applies");
+    ns.apply(FRONTEND).await.expect("the Frontend applies");
+    ns.kubectl(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "site/shop",
+            "frontend/edge",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .await
+    .expect("the Site and the Frontend become Ready");
+    step("Site and Frontend Ready");
+    let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;
+    let answer = get(SocketAddr::new(frontends[0], 8080), HOST, "/hello")
+        .await
+        .expect("the front-end answers");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let origin = answer.headers.get("x-origin").cloned().unwrap_or_default();
+    assert!(
+        origin.starts_with("shop-origin-"),
+        "answered by an origin pod: {answer:?}"
+    );
+    assert!(answer.body.contains("/hello"), "{answer:?}");
+    step(&format!(
+        "front-end {} answered from {origin}",
+        frontends[0]
+    ));
+    assert_eq!(
+        backend_origin_urls(&ns).await,
+        origin_urls(&ns).await,
+        "one back-end origin per origin endpoint"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &ns.kubectl(&["get", "frontend/edge", "-o", "json"], None)
+            .await
+            .expect("kubectl get"),
+    )
+    .expect("JSON");
+    assert_eq!(status["status"]["sites"][0], "shop");
+    assert_eq!(status["status"]["selector"], FRONTEND_PODS);
+    assert!(status["status"]["observedGeneration"].as_i64().is_some());
+
+    // Scale subresource: three front-end processes serving.
+    ns.kubectl(&["scale", "frontend/edge", "--replicas=3"], None)
+        .await
+        .expect("kubectl scale");
+    let three = support::frontends_serving(&ns, 3, TIMEOUT).await;
+    for ip in &three {
+        assert!(
+            !processes_matching(&format!("{ip}:8080")).is_empty(),
+            "a process serves {ip}:8080"
+        );
+    }
+    step("three front-ends serving");
+    wait_for("status.readyReplicas = 3", TIMEOUT, || async {
+        let ready = ns
+            .kubectl(
+                &[
+                    "get",
+                    "frontend/edge",
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ],
+                None,
+            )
+            .await
+            .ok()?;
+        (ready.trim() == "3").then_some(())
+    })
+    .await
+    .expect("the Frontend reports three ready replicas");
+
+    // The origins' endpoints change: the back-end configuration follows, requests go on.
+    let before = backend_origin_urls(&ns).await;
+    ns.kubectl(&["scale", "deployment/shop-origin", "--replicas=2"], None)
+        .await
+        .expect("kubectl scale origins");
+    let failures = AtomicU32::new(0);
+    let attempts = AtomicU32::new(0);
+    let followed = wait_for(
+        "the back-end Site file to list the two remaining origins",
+        TIMEOUT,
+        || {
+            let ns = &ns;
+            let (failures, attempts) = (&failures, &attempts);
+            async move {
+                // Traffic through whichever front-ends are ready while the pods roll.
+                for ip in support::ready_ips(ns, FRONTEND_PODS).await {
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    match get(SocketAddr::new(ip, 8080), HOST, "/during-roll").await {
+                        Ok(a) if a.status == 200 => {}
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let now = backend_origin_urls(ns).await;
+                let live = origin_urls(ns).await;
+                (now.len() == 2 && now == live).then_some(now)
+            }
+        },
+    )
+    .await
+    .expect("the back-end configuration follows the endpoints");
+    assert_ne!(before, followed);
+    step(&format!(
+        "back-end config follows endpoints ({} of {} requests failed during the change)",
+        failures.load(Ordering::Relaxed),
+        attempts.load(Ordering::Relaxed)
+    ));
+    let deployments: Api<Deployment> = ns.api();
+    wait_for(
+        "the back-ends to roll onto the new configuration",
+        TIMEOUT,
+        || async {
+            let d = deployments.get("shop-backend").await.ok()?;
+            let generation = d.metadata.generation;
+            let s = d.status?;
+            (s.observed_generation == generation
+                && s.updated_replicas == Some(2)
+                && s.ready_replicas == Some(2)
+                && s.replicas == Some(2))
+            .then_some(())
+        },
+    )
+    .await
+    .expect("the back-end Deployment rolls out");
+    support::frontends_serving(&ns, 3, TIMEOUT).await;
+    step("served again after the roll");
+
+    // Operator restart: nothing is re-made, nothing flaps.
+    ns.kubectl(
+        &[
+            "wait",
+            "--for=condition=Progressing=False",
+            "site/shop",
+            "frontend/edge",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .await
+    .expect("everything settles");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = versions(&ns).await;
+    ns.kubectl(
+        &[
+            "delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "--wait=false",
+        ],
+        None,
+    )
+    .await
+    .expect("kubectl delete the operator pods");
+    let new_leader = wait_for("a new leader", TIMEOUT, || async {
+        let holder = leases
+            .get("causeway-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity?;
+        (holder != leader).then_some(holder)
+    })
+    .await
+    .expect("a new operator replica leads");
+    step(&format!("new leader {new_leader}"));
+    // The new leader reconciles every object at start; give it time to do so.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = versions(&ns).await;
+    assert_eq!(settled, after, "an operator restart rewrote nothing");
+    let count = |selector: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(count("app.kubernetes.io/component=backend").await, 1);
+    assert_eq!(count("app.kubernetes.io/component=frontend").await, 1);
+    step("operator restart changed nothing");
+
+    // The operator's metrics.
+    let operators = support::ready_ips(&ns, "app.kubernetes.io/component=operator").await;
+    let mut metrics = String::new();
+    for ip in operators {
+        if let Ok(answer) = get(SocketAddr::new(ip, 9090), "operator", "/metrics").await {
+            metrics.push_str(&answer.body);
+        }
+    }
+    assert!(
+        metrics.contains("causeway_operator_leader 1"),
+        "one replica leads:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("causeway_operator_reconciliations_total{controller=\"site\"}"),
+        "{metrics}"
+    );
+
+    // Deleting the Site removes everything it made.
+    ns.kubectl(&["delete", "site/shop", "--wait=true"], None)
+        .await
+        .expect("kubectl delete site");
+    wait_for(
+        "the back-end objects and pods to be gone",
+        TIMEOUT,
+        || async {
+            let by_site = ListParams::default().labels("causeway.dev/site=shop");
+            let d: Api<Deployment> = ns.api();
+            let s: Api<Service> = ns.api();
+            let c: Api<ConfigMap> = ns.api();
+            let k: Api<Secret> = ns.api();
+            let empty = d.list(&by_site).await.ok()?.items.is_empty()
+                && s.list(&by_site).await.ok()?.items.is_empty()
+                && c.list(&by_site).await.ok()?.items.is_empty()
+                && k.list(&by_site).await.ok()?.items.is_empty()
+                && support::ready_ips(&ns, BACKEND_PODS).await.is_empty();
+            empty.then_some(())
+        },
+    )
+    .await
+    .expect("garbage collection follows the owner references");
+    step("Site deleted and everything it made is gone");
+}
