@@ -176,4 +176,5 @@ PLOTS = {
     "wan-hol": _plot_panels,
     "tmp-priority": _plot_panels,
     "tmp-fairness": _plot_panels,
+    "operator": _plot_panels,
 }
