@@ -158,11 +158,18 @@ def _class0(ctx: Context, tools: wan.WanTools, lab: wan.Lab, plan: Plan, port: i
 
 def _shares(ctx: Context, tools: wan.WanTools, lab: wan.Lab, plan: Plan, tag: str) -> dict:
     """One download per class; each class's share of bytes over the window."""
+    before = wan.metrics(lab, "back", wan.ADMIN_PORT + 1)
     doc = wan.netclient(
         ctx.group, tools, lab, ctx.workdir, f"{tag}-shares", "download", wan.FRONT_PLAIN_PORTS["causeway"],
         tls=False, duration_s=plan.share_s,
         extra=["--connections", "5", "--path", ",".join(f"/c{c}/big?bytes={HUGE}" for c in range(5))],
     )  # fmt: skip
+    after = wan.metrics(lab, "back", wan.ADMIN_PORT + 1)
+    blended = [
+        wan.metric_sum(after, "causeway_link_blended_bytes_total", **{"class": str(c)})
+        - wan.metric_sum(before, "causeway_link_blended_bytes_total", **{"class": str(c)})
+        for c in range(5)
+    ]
     first = int(plan.share_skip_s / doc["bucket_s"])
     last = int((plan.share_s - 1.0) / doc["bucket_s"])
     per_class = [sum(doc["bytes"][c][first:last]) for c in range(5)]
@@ -179,4 +186,9 @@ def _shares(ctx: Context, tools: wan.WanTools, lab: wan.Lab, plan: Plan, tag: st
         "relative_error": errors,
         "error_max": max(errors),
         "download_errors": doc["errors"],
+        "backend_blended_bytes_whole_run": blended,
+        "per_second_bytes": [
+            [sum(doc["bytes"][c][i : i + int(1 / doc["bucket_s"])]) for i in range(0, len(doc["bytes"][c]), 10)]
+            for c in range(5)
+        ],
     }
