@@ -230,7 +230,11 @@ async fn lead(
         watcher::Config::default(),
     );
     let frontend_store = frontends.store();
-    let (by_site, by_pod) = (frontend_store.clone(), frontend_store.clone());
+    let (by_site, by_pod, by_backends) = (
+        frontend_store.clone(),
+        frontend_store.clone(),
+        frontend_store.clone(),
+    );
     let frontends = frontends
         .owns(
             scoped::<Deployment>(&client, namespace),
@@ -240,6 +244,11 @@ async fn lead(
             scoped::<Site>(&client, namespace),
             watcher::Config::default(),
             move |site| same_namespace(&by_site, site.namespace()),
+        )
+        .watches(
+            scoped::<Deployment>(&client, namespace),
+            watcher::Config::default().labels(&backend_labels),
+            move |deployment| same_namespace(&by_backends, deployment.namespace()),
         )
         .watches(
             scoped::<Pod>(&client, namespace),

@@ -271,10 +271,12 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
 
     // The origins' endpoints change: the back-end configuration follows, requests go on.
     let before = backend_origin_urls(&ns).await;
+    let old_backends = support::ready_names(&ns, BACKEND_PODS).await;
     ns.kubectl(&["scale", "deployment/shop-origin", "--replicas=2"], None)
         .await
         .expect("kubectl scale origins");
     let failures = AtomicU32::new(0);
+    let failure_kinds = std::sync::Mutex::new(Vec::<String>::new());
     let attempts = AtomicU32::new(0);
     let followed = wait_for(
         "the back-end Site file to list the two remaining origins",
@@ -302,30 +304,47 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .await
     .expect("the back-end configuration follows the endpoints");
     assert_ne!(before, followed);
-    step(&format!(
-        "back-end config follows endpoints ({} of {} requests failed during the change)",
-        failures.load(Ordering::Relaxed),
-        attempts.load(Ordering::Relaxed)
-    ));
+    step("back-end config follows the endpoints");
     let deployments: Api<Deployment> = ns.api();
     wait_for(
-        "the back-ends to roll onto the new configuration",
+        "two new back-end pods, the old ones gone",
         TIMEOUT,
         || async {
-            let d = deployments.get("shop-backend").await.ok()?;
-            let generation = d.metadata.generation;
-            let s = d.status?;
-            (s.observed_generation == generation
-                && s.updated_replicas == Some(2)
-                && s.ready_replicas == Some(2)
-                && s.replicas == Some(2))
-            .then_some(())
+            // Traffic goes on through whichever front-ends are ready while both tiers roll.
+            for ip in support::ready_ips(&ns, FRONTEND_PODS).await {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                match get(SocketAddr::new(ip, 8080), HOST, "/during-roll").await {
+                    Ok(a) if a.status == 200 => {}
+                    outcome => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        let what = match outcome {
+                            Ok(answer) => {
+                                format!("{ip}: HTTP {} {}", answer.status, answer.body.trim())
+                            }
+                            Err(error) => format!("{ip}: {error}"),
+                        };
+                        if let Ok(mut kinds) = failure_kinds.lock() {
+                            kinds.push(what);
+                        }
+                    }
+                }
+            }
+            let now = support::ready_names(&ns, BACKEND_PODS).await;
+            (now.len() == 2 && now.iter().all(|name| !old_backends.contains(name))).then_some(())
         },
     )
     .await
-    .expect("the back-end Deployment rolls out");
+    .expect("the back-ends roll onto the new configuration");
     support::frontends_serving(&ns, 3, TIMEOUT).await;
-    step("served again after the roll");
+    step(&format!(
+        "served again after the roll ({} of {} requests to ready front-end pod IPs failed during it)",
+        failures.load(Ordering::Relaxed),
+        attempts.load(Ordering::Relaxed)
+    ));
+    eprintln!(
+        "e2e: failed requests during the roll: {:?}",
+        failure_kinds.lock().map(|k| k.clone()).unwrap_or_default()
+    );
 
     // Operator restart: nothing is re-made, nothing flaps.
     ns.kubectl(
@@ -392,10 +411,14 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
             metrics.push_str(&answer.body);
         }
     }
-    assert!(
-        metrics.contains("causeway_operator_leader 1"),
-        "one replica leads:\n{metrics}"
-    );
+    let leaders = |value: &str| {
+        metrics
+            .lines()
+            .filter(|line| *line == format!("causeway_operator_leader {value}"))
+            .count()
+    };
+    assert_eq!(leaders("1"), 1, "one replica leads:\n{metrics}");
+    assert_eq!(leaders("0"), 1, "the other waits:\n{metrics}");
     assert!(
         metrics.contains("causeway_operator_reconciliations_total{controller=\"site\"}"),
         "{metrics}"

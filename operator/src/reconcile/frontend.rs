@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use causeway_api::{Frontend, FrontendSpec, Site};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
@@ -99,6 +99,82 @@ pub fn ready_backends(pods: &[Pod]) -> BTreeMap<String, Vec<SocketAddr>> {
     found
 }
 
+/// Where a Site's back-end Deployment stands, as the front-ends' back-end list cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendRollout {
+    /// Every wanted back-end runs the current template and is ready.
+    pub settled: bool,
+    /// The Deployment is younger than [`FIRST_ROLLOUT_GRACE`]: its first pods may still come.
+    pub young: bool,
+}
+
+/// How long a new back-end Deployment may take to have all its pods ready before the
+/// front-ends start with the ready part of it.
+pub const FIRST_ROLLOUT_GRACE: SignedDuration = SignedDuration::from_secs(20);
+
+/// The rollout state of each back-end Deployment among `deployments`, by Site label value.
+pub fn backend_rollouts(
+    deployments: &[Deployment],
+    now: Timestamp,
+) -> BTreeMap<String, BackendRollout> {
+    deployments
+        .iter()
+        .filter_map(|deployment| {
+            let site = deployment.labels().get(SITE_LABEL)?.clone();
+            let desired = deployment.spec.replicas.unwrap_or(1);
+            let rollout = Rollout::of(Some(deployment), desired);
+            let created = deployment.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let young = created.is_some_and(|c| now.duration_since(c) < FIRST_ROLLOUT_GRACE);
+            Some((
+                site,
+                BackendRollout {
+                    settled: rollout.complete && rollout.ready >= desired,
+                    young,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The back-ends a front-end should list for one Site: `listed` is what it lists now,
+/// `ready` the ready back-end pods. Each change of the list rolls the front-ends, so changes
+/// are batched: while the back-ends roll or scale, the list stays as it is as long as one
+/// listed back-end is still ready (the front-ends' links to the others redial or move off),
+/// and takes the ready set once the rollout settles. A new Site's front-ends wait for its
+/// first rollout to settle, up to [`FIRST_ROLLOUT_GRACE`].
+pub fn choose_backends(
+    listed: &[SocketAddr],
+    ready: &[SocketAddr],
+    rollout: BackendRollout,
+) -> Vec<SocketAddr> {
+    if rollout.settled {
+        return ready.to_vec();
+    }
+    if listed.iter().any(|address| ready.contains(address)) {
+        return listed.to_vec();
+    }
+    if listed.is_empty() && rollout.young {
+        return Vec::new();
+    }
+    ready.to_vec()
+}
+
+/// The back-end list of a front-end ConfigMap (`SITE=IP:PORT` lines), by Site.
+pub fn parse_backend_lines(text: &str) -> BTreeMap<String, Vec<SocketAddr>> {
+    let mut found: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((site, address)) = line.split_once('=')
+            && let Ok(address) = address.trim().parse()
+        {
+            found
+                .entry(site.trim().to_owned())
+                .or_default()
+                .push(address);
+        }
+    }
+    found
+}
+
 async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = frontend.namespace().ok_or(Error::MissingField {
         kind: "Frontend",
@@ -125,15 +201,37 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
         .await?
         .items;
     let backends = ready_backends(&backend_pods);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let rollouts = backend_rollouts(
+        &deployments
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{COMPONENT_LABEL}={}", Tier::Backend.as_str())),
+            )
+            .await?
+            .items,
+        Timestamp::now(),
+    );
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let listed = maps
+        .get_opt(&names::workload(&name, Tier::Frontend))
+        .await?
+        .and_then(|map| map.data?.remove(frontend::BACKENDS_KEY))
+        .map(|text| parse_backend_lines(&text))
+        .unwrap_or_default();
     let served: Vec<ServedSite> = served
         .into_iter()
-        .map(|site| ServedSite {
-            name: site.name_any(),
-            spec: site.spec.clone(),
-            backends: backends
-                .get(&names::label_value(&site.name_any()))
-                .cloned()
-                .unwrap_or_default(),
+        .map(|site| {
+            let site_name = site.name_any();
+            let label = names::label_value(&site_name);
+            let ready = backends.get(&label).cloned().unwrap_or_default();
+            let was = listed.get(&site_name).cloned().unwrap_or_default();
+            let rollout = rollouts.get(&label).copied().unwrap_or_default();
+            ServedSite {
+                backends: choose_backends(&was, &ready, rollout),
+                name: site_name,
+                spec: site.spec.clone(),
+            }
         })
         .collect();
 
@@ -169,7 +267,6 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
     })?;
     apply(&ctx.client, &namespace, &objects.config_map).await?;
     apply(&ctx.client, &namespace, &objects.service).await?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let workload = names::workload(&name, Tier::Frontend);
     let previous = deployments.get_opt(&workload).await?;
     let deployment = match &objects.deployment {
@@ -280,6 +377,57 @@ mod tests {
             value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
         serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn addresses(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    #[test]
+    fn the_backend_list_changes_once_per_rollout() {
+        let (a, b, c) = ("127.0.0.1:4433", "127.0.0.2:4433", "127.0.0.3:4433");
+        let rolling = BackendRollout {
+            settled: false,
+            young: false,
+        };
+        let settled = BackendRollout {
+            settled: true,
+            young: false,
+        };
+        // Mid-roll, a listed back-end still serves: keep the list.
+        assert_eq!(
+            choose_backends(&addresses(&[a, b]), &addresses(&[b, c]), rolling),
+            addresses(&[a, b])
+        );
+        // Settled: take the ready set.
+        assert_eq!(
+            choose_backends(&addresses(&[a, b]), &addresses(&[b, c]), settled),
+            addresses(&[b, c])
+        );
+        // No listed back-end is ready any more: move now.
+        assert_eq!(
+            choose_backends(&addresses(&[a]), &addresses(&[c]), rolling),
+            addresses(&[c])
+        );
+        // A new Site: wait for its first rollout, unless it takes too long.
+        let young = BackendRollout {
+            settled: false,
+            young: true,
+        };
+        assert!(choose_backends(&[], &addresses(&[a]), young).is_empty());
+        assert_eq!(
+            choose_backends(&[], &addresses(&[a]), rolling),
+            addresses(&[a])
+        );
+    }
+
+    #[test]
+    fn backend_lines_parse_back() {
+        let parsed = parse_backend_lines(
+            "shop=127.0.0.1:4433\nshop=127.0.0.2:4433\nbad\nblog=127.0.0.3:4433\n",
+        );
+        assert_eq!(parsed["shop"].len(), 2);
+        assert_eq!(parsed["blog"], addresses(&["127.0.0.3:4433"]));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
@@ -109,13 +110,23 @@ impl Context {
         backoff(count)
     }
 
-    /// Makes sure gateway pods' ServiceAccount exists in `namespace`.
+    /// Makes sure gateway pods' ServiceAccount exists in `namespace`. An existing one (such
+    /// as the chart's, in the release namespace) is left as it is, so that the operator and
+    /// Helm do not take its fields from each other.
     ///
     /// # Errors
     /// When the API refuses it.
     pub async fn ensure_service_account(&self, namespace: &str) -> Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        if accounts.get_opt(&self.pod.service_account).await?.is_some() {
+            return Ok(());
+        }
         let account = desired::service_account(&self.pod.service_account, namespace);
-        apply(&self.client, namespace, &account).await.map(|_| ())
+        match accounts.create(&PostParams::default(), &account).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 }
 

@@ -209,6 +209,22 @@ pub async fn ready_ips(ns: &TestNamespace, selector: &str) -> Vec<IpAddr> {
     ips
 }
 
+/// The names of the ready pods matching `selector`, sorted.
+pub async fn ready_names(ns: &TestNamespace, selector: &str) -> Vec<String> {
+    let pods: Api<Pod> = ns.api();
+    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| is_ready(p))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Selector of the front-end pods of Frontend `edge`.
 pub const FRONTEND_PODS: &str = "app.kubernetes.io/component=frontend,causeway.dev/frontend=edge";
 
