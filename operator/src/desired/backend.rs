@@ -15,6 +15,10 @@ use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_
 use crate::error::{Error, Result};
 use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
 
+/// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
+/// for the front-ends, whose back-end list the new pod changed, to roll onto it first.
+pub const BACKEND_MIN_READY_SECONDS: i32 = 5;
+
 /// The ConfigMap key of the back-end Site file.
 pub const SITE_KEY: &str = "site.yaml";
 
@@ -107,6 +111,9 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
         json!({
             "spec": {
                 "replicas": desired_replicas(site),
+                // A new back-end counts as available only after this long, so a roll keeps
+                // the old back-ends while the front-ends roll onto the new list.
+                "minReadySeconds": BACKEND_MIN_READY_SECONDS,
                 "selector": { "matchLabels": selector },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
                 "template": {

@@ -137,26 +137,28 @@ pub fn backend_rollouts(
 }
 
 /// The back-ends a front-end should list for one Site: `listed` is what it lists now,
-/// `ready` the ready back-end pods. Each change of the list rolls the front-ends, so changes
-/// are batched: while the back-ends roll or scale, the list stays as it is as long as one
-/// listed back-end is still ready (the front-ends' links to the others redial or move off),
-/// and takes the ready set once the rollout settles. A new Site's front-ends wait for its
-/// first rollout to settle, up to [`FIRST_ROLLOUT_GRACE`].
+/// `ready` the ready back-end pods. Each change of the list rolls the front-ends, so the list
+/// only grows while the back-ends roll or scale (a back-end that becomes ready is added, one
+/// that goes away stays listed — the front-ends' link to it just fails over), and shrinks to
+/// the ready set once the rollout settles. Old front-ends thus always keep a live link while
+/// new ones start. A new Site's front-ends wait for its first rollout to settle, up to
+/// [`FIRST_ROLLOUT_GRACE`].
 pub fn choose_backends(
     listed: &[SocketAddr],
     ready: &[SocketAddr],
     rollout: BackendRollout,
 ) -> Vec<SocketAddr> {
-    if rollout.settled {
-        return ready.to_vec();
+    if rollout.settled || listed.is_empty() {
+        return if !rollout.settled && rollout.young {
+            Vec::new()
+        } else {
+            ready.to_vec()
+        };
     }
-    if listed.iter().any(|address| ready.contains(address)) {
-        return listed.to_vec();
-    }
-    if listed.is_empty() && rollout.young {
-        return Vec::new();
-    }
-    ready.to_vec()
+    let mut union: Vec<SocketAddr> = listed.iter().chain(ready).copied().collect();
+    union.sort();
+    union.dedup();
+    union
 }
 
 /// The back-end list of a front-end ConfigMap (`SITE=IP:PORT` lines), by Site.
@@ -384,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn the_backend_list_changes_once_per_rollout() {
+    fn the_backend_list_grows_during_a_rollout_and_shrinks_once_settled() {
         let (a, b, c) = ("127.0.0.1:4433", "127.0.0.2:4433", "127.0.0.3:4433");
         let rolling = BackendRollout {
             settled: false,
@@ -394,20 +396,20 @@ mod tests {
             settled: true,
             young: false,
         };
-        // Mid-roll, a listed back-end still serves: keep the list.
+        // Mid-roll: a new ready back-end is added, a gone one stays.
         assert_eq!(
             choose_backends(&addresses(&[a, b]), &addresses(&[b, c]), rolling),
+            addresses(&[a, b, c])
+        );
+        // Nothing new: the list, and so the pods, stay as they are.
+        assert_eq!(
+            choose_backends(&addresses(&[a, b]), &addresses(&[b]), rolling),
             addresses(&[a, b])
         );
-        // Settled: take the ready set.
+        // Settled: exactly the ready set.
         assert_eq!(
             choose_backends(&addresses(&[a, b]), &addresses(&[b, c]), settled),
             addresses(&[b, c])
-        );
-        // No listed back-end is ready any more: move now.
-        assert_eq!(
-            choose_backends(&addresses(&[a]), &addresses(&[c]), rolling),
-            addresses(&[c])
         );
         // A new Site: wait for its first rollout, unless it takes too long.
         let young = BackendRollout {
