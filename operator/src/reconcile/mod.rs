@@ -175,7 +175,8 @@ where
         .await?)
 }
 
-/// Wraps one reconciliation: counts and times it, and on success forgets past failures.
+/// Wraps one reconciliation in a span naming the object: counts and times it, and on success
+/// forgets past failures.
 async fn instrumented<K, F>(
     object: Arc<K>,
     ctx: Arc<Context>,
@@ -187,7 +188,12 @@ where
     F: std::future::Future<Output = Result<Action>>,
 {
     let _timer = ctx.metrics.reconcile(controller);
-    let outcome = run.await;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = controller.as_str(),
+        object = %key(object.as_ref())
+    );
+    let outcome = tracing::Instrument::instrument(run, span).await;
     if outcome.is_ok() {
         ctx.succeeded(&key(object.as_ref()));
     }
