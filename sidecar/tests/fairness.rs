@@ -21,11 +21,11 @@ const RATE_BPS: u64 = 50_000_000;
 const ONE_WAY: Duration = Duration::from_millis(25);
 const TCP_FLOWS: usize = 4;
 /// How long the downloads and iperf3 run together.
-const RUN: Duration = Duration::from_secs(22);
+const RUN: Duration = Duration::from_secs(40);
 /// Shares are measured from here (slow start and the link's growth are over)…
-const WINDOW_START: Duration = Duration::from_secs(7);
+const WINDOW_START: Duration = Duration::from_secs(12);
 /// …to here (iperf3's last interval is still full).
-const WINDOW_END: Duration = Duration::from_secs(21);
+const WINDOW_END: Duration = Duration::from_secs(39);
 const IPERF_PORT: u16 = 5201;
 const HOST: &str = "fair.test";
 
@@ -286,7 +286,7 @@ fn measure(channels: usize) -> Option<Shares> {
 
     let received = Arc::new(AtomicU64::new(0));
     let downloads = received.clone();
-    let (tmp_bytes, mut sender) = {
+    let (marks, mut sender) = {
         let lab_ref = &lab;
         lab.in_namespace("front", move || {
             tokio::runtime::Builder::new_multi_thread()
@@ -318,11 +318,14 @@ fn measure(channels: usize) -> Option<Shares> {
                     // The TCP flows start with the downloads; both run RUN long.
                     let started = Instant::now();
                     let sender = spawn_in(lab_ref, "back", "iperf3", &client_args);
-                    tokio::time::sleep_until((started + WINDOW_START).into()).await;
-                    let before = downloads.load(Ordering::Relaxed);
-                    tokio::time::sleep_until((started + WINDOW_END).into()).await;
-                    let after = downloads.load(Ordering::Relaxed);
-                    (after - before, sender)
+                    // Bytes received at the end of every second, for the window and the log.
+                    let mut marks = vec![0u64];
+                    for second in 1..=WINDOW_END.as_secs() {
+                        tokio::time::sleep_until((started + Duration::from_secs(second)).into())
+                            .await;
+                        marks.push(downloads.load(Ordering::Relaxed));
+                    }
+                    (marks, sender)
                 })
         })
         .expect("enter front")
@@ -342,6 +345,18 @@ fn measure(channels: usize) -> Option<Shares> {
     let _ = std::fs::remove_file(&report_path);
     drop(tiers);
     let window = (WINDOW_END - WINDOW_START).as_secs_f64();
+    let tmp_bytes = marks[WINDOW_END.as_secs() as usize] - marks[WINDOW_START.as_secs() as usize];
+    let tmp_per_second: Vec<u64> = marks
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * 8 / 1_000_000)
+        .collect();
+    let tcp_per_second: Vec<u64> = report["intervals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| (i["sum"]["bytes"].as_f64().unwrap_or(0.0) * 8.0 / 1e6) as u64)
+        .collect();
+    eprintln!("Mbit/s per second — link: {tmp_per_second:?}; TCP: {tcp_per_second:?}");
     let (tcp_bytes, tcp_seconds) = iperf_bytes_between(
         &report,
         WINDOW_START.as_secs_f64(),
@@ -385,9 +400,9 @@ fn four_channels_take_about_four_flows_share() {
     assert_fair(4);
 }
 
-/// Slower (about 30 s each); run with `cargo test -p causeway-sidecar --test fairness -- --ignored`.
+/// Slower (about 45 s each); run with `cargo test -p causeway-sidecar --test fairness -- --ignored`.
 #[test]
-#[ignore = "two more 30 s runs; the N = 4 case runs by default"]
+#[ignore = "two more 45 s runs; the N = 4 case runs by default"]
 fn one_and_sixteen_channels_take_their_flows_share() {
     assert_fair(1);
     assert_fair(16);
