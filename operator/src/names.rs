@@ -34,6 +34,9 @@ pub const LINK_PORT: u16 = 4433;
 /// The port a front-end serves plain HTTP on inside its pod.
 pub const FRONTEND_HTTP_PORT: u16 = 8080;
 
+/// The port a front-end serves HTTPS on inside its pod, for Sites with `tls`.
+pub const FRONTEND_HTTPS_PORT: u16 = 8443;
+
 /// The admin port (`/readyz`, `/metrics`) of front-end pods.
 pub const FRONTEND_ADMIN_PORT: u16 = 9901;
 

@@ -20,7 +20,10 @@ use serde_json::json;
 
 use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_context, typed};
 use crate::error::{Error, Result};
-use crate::names::{self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, Tier};
+use crate::names::{
+    self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
+    Tier,
+};
 
 /// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
 pub const BACKENDS_KEY: &str = "backends.txt";
@@ -65,6 +68,53 @@ pub struct FrontendObjects {
     pub deployment: Option<Deployment>,
     /// The configuration hash on the pod template.
     pub config_hash: String,
+    /// What could not be done as the spec asks (for a Warning event).
+    pub warnings: Vec<String>,
+}
+
+/// Where client TLS material is mounted in front-end pods.
+pub const TLS_DIR: &str = "/etc/causeway/tls";
+
+/// The TLS Secret front-ends serve HTTPS with, and warnings. A front-end process serves one
+/// certificate in v1: the first served Site's (by name) that has `tls`; a Site naming another
+/// Secret gets a warning (its certificate should cover every HTTPS host name).
+pub fn client_tls(sites: &[&ServedSite], https_port: Option<u16>) -> (Option<String>, Vec<String>) {
+    let with_tls: Vec<(&str, &str)> = sites
+        .iter()
+        .filter_map(|site| {
+            Some((
+                site.name.as_str(),
+                site.spec.tls.as_ref()?.secret_name.as_str(),
+            ))
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if https_port.is_none() {
+        if let Some((site, _)) = with_tls.first() {
+            warnings.push(format!(
+                "Site {site} has tls but the Frontend has no service.httpsPort: HTTPS is not served"
+            ));
+        }
+        return (None, warnings);
+    }
+    let Some((_, secret)) = with_tls.first() else {
+        warnings.push(
+            "service.httpsPort is set but no served Site has tls: HTTPS is not served".to_owned(),
+        );
+        return (None, warnings);
+    };
+    let others: Vec<&str> = with_tls
+        .iter()
+        .filter(|(_, other)| other != secret)
+        .map(|(site, _)| *site)
+        .collect();
+    if !others.is_empty() {
+        warnings.push(format!(
+            "front-ends serve one certificate: Secret {secret} is used for every HTTPS Site, also for {}",
+            others.join(", ")
+        ));
+    }
+    (Some((*secret).to_owned()), warnings)
 }
 
 /// The ConfigMap key of `site`'s file.
@@ -117,10 +167,15 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
     }
     let backends = backend_lines(inputs.sites);
     data.insert(BACKENDS_KEY.to_owned(), backends.clone());
+    let https_port = frontend.spec.service.https_port;
+    let (tls_secret, warnings) = client_tls(&sites, https_port);
     let config_hash = names::content_hash(
         data.iter()
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
-            .chain([inputs.link_fingerprint.as_bytes()]),
+            .chain([
+                inputs.link_fingerprint.as_bytes(),
+                tls_secret.as_deref().unwrap_or_default().as_bytes(),
+            ]),
     );
     let config_map = ConfigMap {
         metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
@@ -134,16 +189,22 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
+    let mut ports = vec![json!({
+        "name": "http", "protocol": "TCP",
+        "port": spec.service.http_port, "targetPort": FRONTEND_HTTP_PORT,
+    })];
+    if let (Some(port), Some(_)) = (https_port, &tls_secret) {
+        ports.push(json!({
+            "name": "https", "protocol": "TCP", "port": port, "targetPort": FRONTEND_HTTPS_PORT,
+        }));
+    }
     let mut service: Service = typed(
         "the front-end Service",
         json!({
             "spec": {
                 "type": service_type,
                 "selector": selector,
-                "ports": [{
-                    "name": "http", "protocol": "TCP",
-                    "port": spec.service.http_port, "targetPort": FRONTEND_HTTP_PORT,
-                }],
+                "ports": ports,
             },
         }),
     )?;
@@ -178,6 +239,16 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             "--blender-weights".to_owned(),
         ];
         args.extend(weights);
+        if tls_secret.is_some() {
+            args.extend([
+                "--tls-listen".to_owned(),
+                format!("$(POD_IP):{FRONTEND_HTTPS_PORT}"),
+                "--tls-cert".to_owned(),
+                format!("{TLS_DIR}/tls.crt"),
+                "--tls-key".to_owned(),
+                format!("{TLS_DIR}/tls.key"),
+            ]);
+        }
         args.extend(link_args());
         for site in &serving {
             for address in &site.backends {
@@ -215,6 +286,23 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
                 { "name": "link", "mountPath": LINK_DIR, "readOnly": true },
             ],
         });
+        let mut volumes = vec![
+            json!({ "name": "sites", "configMap": { "name": workload } }),
+            json!({ "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Frontend) } }),
+        ];
+        if let Some(secret) = &tls_secret {
+            volumes.push(json!({ "name": "tls", "secret": { "secretName": secret } }));
+            container["volumeMounts"]
+                .as_array_mut()
+                .into_iter()
+                .for_each(|mounts| {
+                    mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }))
+                });
+            container["ports"]
+                .as_array_mut()
+                .into_iter()
+                .for_each(|ports| ports.push(json!({ "name": "https", "containerPort": FRONTEND_HTTPS_PORT, "protocol": "TCP" })));
+        }
         if let Some(resources) = &spec.resources {
             container["resources"] =
                 serde_json::to_value(resources).map_err(|e| Error::Render {
@@ -240,10 +328,7 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
                             "terminationGracePeriodSeconds": 10,
                             "nodeSelector": { REGION_LABEL: spec.region },
                             "containers": [container],
-                            "volumes": [
-                                { "name": "sites", "configMap": { "name": workload } },
-                                { "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Frontend) } },
-                            ],
+                            "volumes": volumes,
                         },
                     },
                 },
@@ -257,6 +342,7 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         service,
         deployment,
         config_hash,
+        warnings,
     })
 }
 
@@ -356,6 +442,68 @@ mod tests {
         assert_eq!(service["spec"]["ports"][0]["port"], 80);
         assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
         Ok(())
+    }
+
+    #[test]
+    fn https_uses_the_first_tls_site_and_warns_about_others() -> Result<()> {
+        let mut sites = served(&["127.64.1.7:4433"]);
+        sites[0].spec.tls = Some(causeway_api::site::TlsSpec {
+            secret_name: "shop-tls".into(),
+        });
+        let mut blog = sites[0].clone();
+        blog.name = "blog".into();
+        blog.spec.tls = Some(causeway_api::site::TlsSpec {
+            secret_name: "blog-tls".into(),
+        });
+        sites.push(blog);
+        let mut frontend = frontend();
+        frontend.spec.service.https_port = Some(443);
+        let pod = pod();
+        let objects = objects(&FrontendInputs {
+            frontend: &frontend,
+            sites: &sites,
+            owner: owner(),
+            pod: &pod,
+            link_fingerprint: "f",
+        })?;
+        let value = serde_json::to_value(objects.deployment.as_ref()).unwrap_or_default();
+        let pod_spec = &value["spec"]["template"]["spec"];
+        // "blog" sorts first, so its Secret serves; "shop" gets a warning.
+        assert_eq!(pod_spec["volumes"][2]["secret"]["secretName"], "blog-tls");
+        let args: Vec<String> =
+            serde_json::from_value(pod_spec["containers"][0]["args"].clone()).unwrap_or_default();
+        assert!(args.contains(&"$(POD_IP):8443".to_owned()), "{args:?}");
+        assert!(
+            objects.warnings[0].contains("shop"),
+            "{:?}",
+            objects.warnings
+        );
+        let service = serde_json::to_value(&objects.service).unwrap_or_default();
+        assert_eq!(service["spec"]["ports"][1]["port"], 443);
+        assert_eq!(service["spec"]["ports"][1]["targetPort"], 8443);
+
+        // Without httpsPort: no TLS listener, a warning.
+        frontend.spec.service.https_port = None;
+        let plain = objects_for(&frontend, &sites)?;
+        assert!(plain.warnings[0].contains("no service.httpsPort"));
+        let value = serde_json::to_value(plain.deployment.as_ref()).unwrap_or_default();
+        assert!(
+            value["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .is_some_and(|v| v.len() == 2)
+        );
+        Ok(())
+    }
+
+    fn objects_for(frontend: &Frontend, sites: &[ServedSite]) -> Result<FrontendObjects> {
+        let pod = pod();
+        objects(&FrontendInputs {
+            frontend,
+            sites,
+            owner: owner(),
+            pod: &pod,
+            link_fingerprint: "f",
+        })
     }
 
     #[test]

@@ -294,6 +294,16 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
                     note,
                 )
                 .await;
+                if !objects.warnings.is_empty() {
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        "ClientTls",
+                        "ConfigureTls",
+                        objects.warnings.join("; "),
+                    )
+                    .await;
+                }
             }
             Some(applied)
         }
