@@ -143,6 +143,9 @@ def _plot_panels(doc: dict, path: Path) -> None:
     """Grouped bars from ``data["plot"]``: a list of panels ``{title, ylabel, log, groups}``,
     where ``groups`` maps an x label to ``{series: value}`` (the WAN scenarios use this)."""
     panels = doc["data"]["plot"]
+    # One colour per series name across every panel.
+    names = list(dict.fromkeys(n for p in panels for g in p["groups"].values() for n in g))
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         groups = panel["groups"]
@@ -152,7 +155,7 @@ def _plot_panels(doc: dict, path: Path) -> None:
         for i, name in enumerate(series):
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xlabels))]
             ys = [groups[x].get(name, 0.0) for x in xlabels]
-            ax.bar(xs, ys, width=width, label=name)
+            ax.bar(xs, ys, width=width, label=name, color=colours[name])
         ax.set_xticks(range(len(xlabels)), xlabels, rotation=15, fontsize=8)
         ax.set_ylabel(panel["ylabel"])
         ax.set_title(panel["title"], fontsize=9)
