@@ -5,7 +5,8 @@
 # Push:   docker push ghcr.io/causeway-dev/causeway:0.1.0
 # Use:    helm install causeway charts/causeway --set image.repository=ghcr.io/causeway-dev/causeway
 
-FROM rust:1.89-bookworm AS builder
+# The toolchain the workspace is tested with (edition 2024; rust-version 1.89 is the floor).
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
