@@ -306,7 +306,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     assert_ne!(before, followed);
     step("back-end config follows the endpoints");
     let deployments: Api<Deployment> = ns.api();
-    wait_for(
+    let rolled = wait_for(
         "two new back-end pods, the old ones gone",
         TIMEOUT,
         || async {
@@ -333,8 +333,17 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
             (now.len() == 2 && now.iter().all(|name| !old_backends.contains(name))).then_some(())
         },
     )
-    .await
-    .expect("the back-ends roll onto the new configuration");
+    .await;
+    if let Err(error) = rolled {
+        let pods = ns
+            .kubectl(
+                &["get", "pods,rs,deployments", "-o", "wide", "--show-labels"],
+                None,
+            )
+            .await
+            .unwrap_or_default();
+        panic!("the back-ends roll onto the new configuration: {error}\n{pods}");
+    }
     support::frontends_serving(&ns, 3, TIMEOUT).await;
     step(&format!(
         "served again after the roll ({} of {} requests to ready front-end pod IPs failed during it)",
@@ -448,4 +457,120 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .await
     .expect("garbage collection follows the owner references");
     step("Site deleted and everything it made is gone");
+}
+
+/// A leader that finds another identity in the Lease stops writing (the process exits and
+/// restarts as a follower), waits for that lease to run out, and takes over again; while it
+/// does not hold the Lease, nothing is reconciled.
+#[tokio::test]
+async fn a_leader_that_loses_the_lease_stops_writing_until_it_holds_it_again() {
+    let bed = TestBed::shared().await.expect("the test bed starts");
+    let ns = bed
+        .namespace("operator-lease")
+        .await
+        .expect("a test namespace");
+    support::install_as(&ns, "lease", 1).await;
+    let leases: Api<Lease> = ns.api();
+    let leader = wait_for("a leader", TIMEOUT, || async {
+        leases
+            .get("causeway-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+    })
+    .await
+    .expect("the operator takes the Lease");
+
+    // Another identity writes itself into the Lease for 20 s.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let taken = serde_json::json!({ "spec": {
+        "holderIdentity": "intruder",
+        "leaseDurationSeconds": 20,
+        "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now),
+    }});
+    ns.kubectl(
+        &[
+            "patch",
+            "lease",
+            "causeway-operator",
+            "--type=merge",
+            "-p",
+            &taken.to_string(),
+        ],
+        None,
+    )
+    .await
+    .expect("kubectl patch lease");
+    let taken_at = Instant::now();
+
+    // The leader notices at its next renewal and steps down: the process exits.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let operator_pods = ListParams::default().labels("app.kubernetes.io/component=operator");
+    wait_for("the leader to step down", TIMEOUT, || async {
+        let restarts: i32 = pods
+            .list(&operator_pods)
+            .await
+            .ok()?
+            .items
+            .iter()
+            .filter_map(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .first()
+                    .map(|s| s.restart_count)
+            })
+            .sum();
+        (restarts >= 1).then_some(())
+    })
+    .await
+    .expect("the operator process exits when another identity holds the Lease");
+
+    // A Site applied now is not reconciled while the intruder holds the Lease.
+    let site = SITE.replace("name: shop\n", "name: solo\n").replace(
+        "service: { name: shop-origin, port: 80 }\n      primary: true",
+        "url: http://192.0.2.1:8080",
+    );
+    ns.apply(&site).await.expect("the Site applies");
+    let deployments: Api<Deployment> = ns.api();
+    while taken_at.elapsed() < Duration::from_secs(17) {
+        assert!(
+            deployments
+                .get_opt("solo-backend")
+                .await
+                .ok()
+                .flatten()
+                .is_none(),
+            "no writes while another replica holds the Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The lease runs out and the operator leads again, and reconciles the Site.
+    let back = wait_for("the operator to lead again", TIMEOUT, || async {
+        let holder = leases
+            .get("causeway-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity?;
+        (holder != "intruder").then_some(holder)
+    })
+    .await
+    .expect("the operator takes the Lease back after it ran out");
+    assert_eq!(
+        back, leader,
+        "the same pod, restarted as a follower, leads again"
+    );
+    assert!(
+        taken_at.elapsed() >= Duration::from_secs(19),
+        "not before the lease ran out"
+    );
+    wait_for("the Site's back-ends", TIMEOUT, || async {
+        deployments.get_opt("solo-backend").await.ok().flatten()
+    })
+    .await
+    .expect("the new term reconciles the Site");
 }

@@ -30,11 +30,17 @@ pub fn chart() -> PathBuf {
 /// `helm install`s the chart into `ns` as release `cw`, watching only `ns`, with an image
 /// the test kubelet maps to the local `causeway` build, and waits for the operator pods.
 pub async fn install(ns: &TestNamespace, replicas: u32) -> String {
+    install_as(ns, "cw", replicas).await
+}
+
+/// [`install`] as release `release` (cluster-scoped RBAC is named after it, so two tests of
+/// one test bed need two release names).
+pub async fn install_as(ns: &TestNamespace, release: &str, replicas: u32) -> String {
     let chart = chart();
     let mut helm = ns.bed().helm_command();
     helm.args([
         "install",
-        "cw",
+        release,
         &chart.display().to_string(),
         "--namespace",
         ns.name(),
