@@ -251,6 +251,42 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         );
     }
     step("three front-ends serving");
+
+    // What a person sees: printer columns and the operator's events.
+    let listed = ns
+        .kubectl(&["get", "sites,frontends"], None)
+        .await
+        .expect("kubectl get sites,frontends");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("site.causeway.dev/shop") && l.contains("shop.example.com")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("frontend.causeway.dev/edge") && l.contains("eu-west")),
+        "{listed}"
+    );
+    let events = ns
+        .kubectl(
+            &[
+                "get",
+                "events",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+            ],
+            None,
+        )
+        .await
+        .expect("kubectl get events");
+    for reason in ["CertificateIssued", "ConfigurationApplied"] {
+        assert!(
+            events.lines().any(|l| l == reason),
+            "a {reason} event in:\n{events}"
+        );
+    }
     wait_for("status.readyReplicas = 3", TIMEOUT, || async {
         let ready = ns
             .kubectl(
