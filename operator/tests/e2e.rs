@@ -610,3 +610,104 @@ async fn a_leader_that_loses_the_lease_stops_writing_until_it_holds_it_again() {
     .await
     .expect("the new term reconciles the Site");
 }
+
+/// A Site with `tls` on a Frontend with `service.httpsPort`: the front-ends mount the Site's
+/// `kubernetes.io/tls` Secret and answer HTTPS on their pod IP with its certificate.
+#[tokio::test]
+async fn front_ends_serve_https_with_the_sites_tls_secret() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let bed = TestBed::shared().await.expect("the test bed starts");
+    let ns = bed
+        .namespace("operator-tls")
+        .await
+        .expect("a test namespace");
+    support::install_as(&ns, "tls", 1).await;
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec![HOST.to_owned()]).expect("a certificate");
+    let dir = bed.dir().join(format!("{}-tls", ns.name()));
+    std::fs::create_dir_all(&dir).expect("a dir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    ns.kubectl(
+        &[
+            "create",
+            "secret",
+            "tls",
+            "shop-tls",
+            "--cert",
+            &cert.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+        ],
+        None,
+    )
+    .await
+    .expect("kubectl create secret tls");
+
+    ns.apply(ORIGINS).await.expect("origins apply");
+    ns.apply(&format!("{SITE}  tls: {{ secretName: shop-tls }}\n"))
+        .await
+        .expect("the Site applies");
+    ns.apply(&FRONTEND.replace(
+        "service: { type: ClusterIP, httpPort: 80 }",
+        "service: { type: ClusterIP, httpPort: 80, httpsPort: 443 }",
+    ))
+    .await
+    .expect("the Frontend applies");
+    let ips = support::frontends_serving(&ns, 1, TIMEOUT).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(certified.cert.pem().as_bytes()).expect("PEM"))
+        .expect("a root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let answer = wait_for("an HTTPS answer", TIMEOUT, || {
+        let connector = connector.clone();
+        let address = SocketAddr::new(ips[0], 8443);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+            let name = ServerName::try_from(HOST).ok()?;
+            let mut tls = connector.connect(name, tcp).await.ok()?;
+            let request =
+                format!("GET /secure HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+            tls.write_all(request.as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            let _ = tls.read_to_end(&mut raw).await;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            text.starts_with("HTTP/1.1 200").then_some(text)
+        }
+    })
+    .await
+    .expect("the front-end answers HTTPS with the Site's certificate");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-origin: shop-origin-"),
+        "{answer}"
+    );
+    let service: Service = ns
+        .api::<Service>()
+        .get("edge-frontend")
+        .await
+        .expect("the Service");
+    let ports: Vec<i32> = service
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [80, 443]);
+}
