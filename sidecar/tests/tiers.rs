@@ -105,7 +105,10 @@ async fn a_backend_killed_mid_request_answers_promptly_and_the_link_returns() {
         let status = status.expect("the client got an answer, not a dropped connection");
         // 502 when the link broke under the request; 503 when the retry found no link up.
         assert!(
-            matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE),
+            matches!(
+                status,
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+            ),
             "{status}"
         );
         // The front-end learns of the dead link within its idle timeout (3 s here), far

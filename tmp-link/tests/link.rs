@@ -262,9 +262,18 @@ async fn front_ends_redial_a_restarted_back_end() {
     drop(pair.listener);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let backend = authority.issue(&["causeway-backend"]).expect("credentials");
-    let listener = Arc::new(
-        Listener::bind(pair.address, &backend, settings("be-2"), load(0)).expect("rebind"),
-    );
+    // The old endpoint lets go of its socket once its connections have drained.
+    let rebind_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let listener = loop {
+        match Listener::bind(pair.address, &backend, settings("be-2"), load(0)) {
+            Ok(listener) => break Arc::new(listener),
+            Err(error) if tokio::time::Instant::now() < rebind_deadline => {
+                eprintln!("rebind: {error}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("rebind: {error}"),
+        }
+    };
     let serving = listener.clone();
     tokio::spawn(async move { serving.serve(Echo).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

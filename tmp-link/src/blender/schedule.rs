@@ -1,10 +1,14 @@
-//! The blender's schedule as a pure function of what is waiting: deficit round-robin over the
-//! five priority classes, first-come order (so round-robin) among the channels of a class.
+//! The blender's schedule as a pure function of what is waiting: weighted fair queueing over
+//! the five priority classes (start-time fair queueing on a virtual clock), first-come order
+//! (so round-robin) among the channels of a class.
 //!
-//! Each class earns `weight × sub-packet` bytes of credit per round while it has channels
-//! waiting, so a busy link's bytes leave in the proportions of the weights; a class with
-//! nothing waiting earns nothing and forfeits its credit, so the link stays work-conserving
-//! and no class starves — even weight 1 is served every round.
+//! Each class carries a virtual finish time that advances by `bytes / weight` with every turn
+//! it gets; the waiting class whose next turn would start earliest goes next. A busy link's
+//! bytes therefore leave in the proportions of the weights — also when a class's only channel
+//! is momentarily busy sending and asks again a moment later, which plain deficit round-robin
+//! mistakes for idleness. A class that was idle restarts at the current virtual time, so it
+//! banks no credit and cannot burst; every waiting class's start time is eventually the
+//! earliest, so none starves.
 
 use std::collections::VecDeque;
 
@@ -92,10 +96,15 @@ pub struct Turn {
 pub struct BlendSchedule {
     settings: BlendSettings,
     waiting: [VecDeque<Turn>; CLASSES],
-    deficit: [u64; CLASSES],
-    cursor: usize,
-    turn_open: bool,
+    /// Virtual time at which each class's last turn finished.
+    finish: [u128; CLASSES],
+    /// Virtual start time of the turn granted last.
+    now: u128,
 }
+
+/// Virtual time units per byte at weight 1: large enough that `bytes / weight` stays exact
+/// for any weight a person would give.
+const VIRTUAL_SCALE: u128 = 1 << 20;
 
 impl BlendSchedule {
     /// An empty schedule.
@@ -103,9 +112,8 @@ impl BlendSchedule {
         Self {
             settings,
             waiting: Default::default(),
-            deficit: [0; CLASSES],
-            cursor: 0,
-            turn_open: false,
+            finish: [0; CLASSES],
+            now: 0,
         }
     }
 
@@ -150,35 +158,16 @@ impl BlendSchedule {
 
     /// The next send to let onto the link, or `None` when nothing waits.
     pub fn next_turn(&mut self) -> Option<Turn> {
-        if self.is_empty() {
-            return None;
-        }
-        loop {
-            let class = self.cursor;
-            let Some(head) = self.waiting[class].front().copied() else {
-                // An idle class keeps no credit: banking it would let the class burst past
-                // its share when it wakes.
-                self.deficit[class] = 0;
-                self.advance();
-                continue;
-            };
-            if !self.turn_open {
-                self.deficit[class] +=
-                    u64::from(self.settings.weights[class]) * self.settings.sub_packet as u64;
-                self.turn_open = true;
-            }
-            if self.deficit[class] >= head.bytes as u64 {
-                self.deficit[class] -= head.bytes as u64;
-                self.waiting[class].pop_front();
-                return Some(head);
-            }
-            self.advance();
-        }
-    }
-
-    fn advance(&mut self) {
-        self.turn_open = false;
-        self.cursor = (self.cursor + 1) % CLASSES;
+        let (class, start) = (0..CLASSES)
+            .filter(|&class| !self.waiting[class].is_empty())
+            .map(|class| (class, self.finish[class].max(self.now)))
+            // Earliest start first; on a tie the more urgent class.
+            .min_by_key(|&(class, start)| (start, class))?;
+        let turn = self.waiting[class].pop_front()?;
+        let weight = u128::from(self.settings.weights[class].max(1));
+        self.now = start;
+        self.finish[class] = start + turn.bytes as u128 * VIRTUAL_SCALE / weight;
+        Some(turn)
     }
 }
 
@@ -238,6 +227,35 @@ mod tests {
     fn custom_weights_are_followed() {
         let settings = BlendSettings::new([1, 1, 1, 1, 4], 4096).expect("valid");
         assert_shares(saturated(settings, 1, 4096, 8 * 50), settings, 0.01);
+    }
+
+    /// One channel per class, the blender's turns out at once, each channel asking again only
+    /// when its turn is done — how the link really runs. A class is then often empty for a
+    /// moment.
+    #[test]
+    fn shares_hold_when_each_class_has_one_channel_in_service_at_a_time() {
+        let settings = BlendSettings::default();
+        let mut schedule = BlendSchedule::new(settings);
+        for class in 0..5u8 {
+            schedule.push(Turn {
+                ticket: u64::from(class),
+                class,
+                bytes: 16 * 1024,
+            });
+        }
+        let mut in_service = std::collections::VecDeque::new();
+        let mut sent = [0u64; 5];
+        for _ in 0..10_000 {
+            while in_service.len() < super::super::TURNS_OUT {
+                let turn = schedule.next_turn().expect("waiting");
+                in_service.push_back(turn);
+            }
+            // The oldest send completes; its channel asks for its next turn.
+            let done = in_service.pop_front().expect("in service");
+            sent[usize::from(done.class)] += done.bytes as u64;
+            schedule.push(done);
+        }
+        assert_shares(sent, settings, 0.01);
     }
 
     #[test]
