@@ -156,8 +156,19 @@ impl MulTcpWindow {
     /// A congestion event while the link hosts `flows` channels: one of the virtual flows
     /// halves its share, so the window loses 1/(2 × `flows`), and slow start ends there.
     pub fn on_loss(&mut self, flows: u64) {
+        self.on_losses(flows, 1);
+    }
+
+    /// A congestion event in which `lost` segments were lost: each loss halves one virtual
+    /// flow, as `lost` of N real connections would each have seen one — at most all `flows`
+    /// of them. A single random loss costs 1/(2N); a drop-tail queue overflowing, which every
+    /// real connection through it would feel, costs up to a half, so the link takes N flows'
+    /// share and no more when losses come in bursts.
+    pub fn on_losses(&mut self, flows: u64, lost: u64) {
         self.lift_to_floor(flows);
-        let cut = self.window / flows.max(1).saturating_mul(2);
+        let flows = flows.max(1);
+        let halved = lost.clamp(1, flows);
+        let cut = (u128::from(self.window) * u128::from(halved) / u128::from(flows * 2)) as u64;
         self.window = (self.window - cut).max(self.minimum_window(flows));
         self.ssthresh = self.window;
         self.credit = 0;
@@ -236,6 +247,8 @@ pub struct MulTcp {
     /// When the current recovery period began. As in quinn's NewReno, losses and acks of
     /// packets sent before then belong to the congestion event already answered.
     recovery_start: Option<Instant>,
+    /// Virtual flows already halved in the current recovery period.
+    halved_in_recovery: u64,
 }
 
 impl MulTcp {
@@ -250,6 +263,7 @@ impl MulTcp {
             config,
             model,
             recovery_start: None,
+            halved_in_recovery: 0,
         }
     }
 
@@ -276,11 +290,25 @@ impl MulTcp {
         self.model.on_ack(bytes, flows);
     }
 
-    fn congestion_event(&mut self, now: Instant, sent: Instant, is_persistent_congestion: bool) {
+    fn congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
         let flows = self.flows();
+        let lost = lost_bytes.div_ceil(self.model.mss()).max(1);
         if !self.sent_before_recovery(sent) {
             self.recovery_start = Some(now);
-            self.model.on_loss(flows);
+            self.halved_in_recovery = lost.min(flows);
+            self.model.on_losses(flows, lost);
+        } else if self.halved_in_recovery < flows {
+            // More of the same overflow, detected later: more virtual flows saw a loss in
+            // this round trip, up to all of them, each halving once.
+            let more = lost.min(flows - self.halved_in_recovery);
+            self.halved_in_recovery += more;
+            self.model.on_losses(flows, more);
         }
         if is_persistent_congestion {
             self.model.on_persistent_congestion(flows);
@@ -305,9 +333,9 @@ impl Controller for MulTcp {
         now: Instant,
         sent: Instant,
         is_persistent_congestion: bool,
-        _lost_bytes: u64,
+        lost_bytes: u64,
     ) {
-        self.congestion_event(now, sent, is_persistent_congestion);
+        self.congestion_event(now, sent, is_persistent_congestion, lost_bytes);
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
@@ -376,6 +404,28 @@ impl ControllerFactory for MulTcpConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_burst_of_losses_halves_as_many_virtual_flows() {
+        let mss = 1200;
+        let mut one = MulTcpWindow::new(1000 * mss, mss, 10);
+        one.on_losses(10, 1);
+        assert_eq!(one.window(), 950 * mss, "one loss: 1/(2N)");
+        let mut burst = MulTcpWindow::new(1000 * mss, mss, 10);
+        burst.on_losses(10, 4);
+        assert_eq!(
+            burst.window(),
+            800 * mss,
+            "four losses: four of ten flows halve"
+        );
+        let mut overflow = MulTcpWindow::new(1000 * mss, mss, 10);
+        overflow.on_losses(10, 500);
+        assert_eq!(
+            overflow.window(),
+            500 * mss,
+            "never more than every flow halving"
+        );
+    }
+
     use std::time::Duration;
 
     use super::*;
@@ -506,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn losses_in_one_recovery_period_cut_once() {
+    fn losses_in_one_recovery_period_halve_each_virtual_flow_at_most_once() {
         let channels = ChannelCount::new();
         let _guards = open(&channels, 10);
         let mut link = controller(&channels);
@@ -517,18 +567,28 @@ mod tests {
         }
         let before = link.window();
 
-        link.congestion_event(at(100), at(10), false);
+        link.congestion_event(at(100), at(10), false, MSS);
+        assert_eq!(
+            link.window(),
+            before - before / 20,
+            "one loss: one of ten flows halves"
+        );
+        // More losses of packets sent before the cut, found later: other virtual flows of the
+        // same round trip, each halving once — nine more at most, however many are lost.
+        link.congestion_event(at(110), at(50), false, 5 * MSS);
+        link.congestion_event(at(120), at(100), false, 50 * MSS);
         let cut = link.window();
-        assert_eq!(cut, before - before / 20);
-        // More losses of packets sent before the cut: the same event.
-        link.congestion_event(at(110), at(50), false);
-        link.congestion_event(at(120), at(100), false);
-        assert_eq!(link.window(), cut);
+        let mut expected = before - before / 20;
+        expected -= (u128::from(expected) * 5 / 20) as u64;
+        expected -= (u128::from(expected) * 4 / 20) as u64;
+        assert_eq!(cut, expected);
+        link.congestion_event(at(130), at(100), false, MSS);
+        assert_eq!(link.window(), cut, "every virtual flow has halved already");
         // Their acks do not grow the window either.
         link.acked(at(90), 100 * MSS, false);
         assert_eq!(link.window(), cut);
         // A packet sent after the cut and lost: a new event.
-        link.congestion_event(at(200), at(101), false);
+        link.congestion_event(at(200), at(101), false, 1);
         assert_eq!(link.window(), cut - cut / 20);
     }
 
@@ -544,7 +604,7 @@ mod tests {
         }
 
         let before = link.window();
-        link.congestion_event(at(10), at(5), false);
+        link.congestion_event(at(10), at(5), false, 1);
         assert_eq!(link.window(), before - before / 200);
         // In avoidance, a round trip of acks grows the window by 100 segments.
         let before = link.window();
@@ -556,12 +616,12 @@ mod tests {
         link.acked(at(30), before, false);
         assert_eq!(link.window() - before, MSS, "one segment per round trip");
         let before = link.window();
-        link.congestion_event(at(40), at(35), false);
+        link.congestion_event(at(40), at(35), false, 1);
         assert_eq!(link.window(), before - before / 2, "halves like Reno");
 
         // The floor follows N down as well.
         drop(guards);
-        link.congestion_event(at(50), at(45), true);
+        link.congestion_event(at(50), at(45), true, 1);
         assert_eq!(link.window(), 2 * MSS);
     }
 
@@ -594,7 +654,8 @@ mod tests {
             assert_eq!(link.window(), minimum);
             let metrics = link.metrics();
             assert_eq!(metrics.congestion_window, minimum);
-            let cut = 500 * MSS - 500 * MSS / (2 * (open_channels.max(1) as u64));
+            // Ten segments lost: every virtual flow (at most ten here) halves once.
+            let cut = 250 * MSS;
             assert_eq!(metrics.ssthresh, Some(cut), "slow start back up to the cut");
             // Persistent congestion declared again inside the same recovery period still
             // collapses the window, without cutting the threshold twice.
@@ -609,7 +670,7 @@ mod tests {
         let _guards = open(&channels, 10);
         let mut link = controller(&channels);
         let start = Instant::now();
-        link.congestion_event(start, start, true);
+        link.congestion_event(start, start, true, 1);
         assert_eq!(link.window(), 10 * 1200);
         link.on_mtu_update(1400);
         assert_eq!(link.window(), 10 * 1400);
