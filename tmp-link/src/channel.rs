@@ -17,8 +17,10 @@ use crate::frame::{self, LOWEST_CLASS};
 /// How long a send may wait inside QUIC, holding its blender turn, before it gives the turn
 /// back. A send waiting for the link waits about `sub-packet / rate` (7 ms for 16 KiB at
 /// 20 Mbit/s, 130 ms at 1 Mbit/s) since acknowledgements free space continuously; one waiting
-/// longer is blocked on its own stream (its reader is slow) and must not hold the link.
-const STALLED_SEND: Duration = Duration::from_millis(250);
+/// far longer is blocked on its own stream (its reader is slow) and must not hold the link.
+/// Generous on purpose: a turn given back while the link is merely full puts a second writer
+/// inside QUIC, whose wake-up order then decides instead of the blender.
+const STALLED_SEND: Duration = Duration::from_secs(2);
 
 /// Why a channel was reset; the code travels to the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,25 +123,50 @@ impl ChannelSender {
             .set_priority(i32::from(LOWEST_CLASS) - i32::from(self.class));
     }
 
-    /// Sends a frame (a head) at once: heads are small and a request waits on them.
+    /// Sends a frame (a head) in one blender turn, whatever its size: a head must not be
+    /// split, and it too must wait its turn on a busy link rather than queue inside QUIC.
     pub async fn send_frame(&mut self, frame: Bytes) -> Result<(), LinkError> {
-        self.stream.write_chunk(frame).await?;
-        Ok(())
+        let permit = self.blender.turn(self.class, frame.len()).await;
+        self.write_in_turn(frame, permit).await
     }
 
-    /// Sends body bytes, one sub-packet per blender turn.
+    /// Sends body bytes, one sub-packet per blender turn. The next turn is asked for while a
+    /// piece is being written, so that when the turn ends the schedule finds this channel
+    /// waiting: a channel that asked only afterwards would lose every other turn to the
+    /// classes beside it, whatever its weight.
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), LinkError> {
-        while !data.is_empty() {
-            let mut permit = self.blender.turn(self.class, data.len()).await;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let blender = self.blender.clone();
+        let class = self.class;
+        let mut permit = blender.turn(class, data.len()).await;
+        loop {
             let piece = data.split_to(permit.bytes().min(data.len()));
-            let write = self.stream.write_chunk(piece);
-            tokio::pin!(write);
-            match tokio::time::timeout(STALLED_SEND, &mut write).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    permit.release();
-                    write.await?;
-                }
+            if data.is_empty() {
+                return self.write_in_turn(piece, permit).await;
+            }
+            let next = blender.turn(class, data.len());
+            let (written, next_permit) = tokio::join!(self.write_in_turn(piece, permit), next);
+            written?;
+            permit = next_permit;
+        }
+    }
+
+    /// Hands `piece` to QUIC while holding the turn, giving the turn back early if the write
+    /// stalls on this stream's own flow control.
+    async fn write_in_turn(
+        &mut self,
+        piece: Bytes,
+        mut permit: crate::blender::Permit,
+    ) -> Result<(), LinkError> {
+        let write = self.stream.write_chunk(piece);
+        tokio::pin!(write);
+        match tokio::time::timeout(STALLED_SEND, &mut write).await {
+            Ok(result) => result?,
+            Err(_) => {
+                permit.release();
+                write.await?;
             }
         }
         Ok(())
