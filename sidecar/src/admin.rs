@@ -49,6 +49,26 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Serves the admin endpoint on `listener` until `shutdown` (a second's drain: admin
+    /// requests are short).
+    pub fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        crate::server::serve(
+            listener,
+            self,
+            None,
+            crate::server::ConnectionLimits::default(),
+            Arc::new(crate::server::ListenerStats::default()),
+            shutdown,
+            std::time::Duration::from_secs(1),
+        )
+    }
+}
+
 /// `/status` of a gateway or back-end: every site's origins.
 pub fn origin_status(router: Arc<Router>) -> JsonSource {
     Arc::new(move || {

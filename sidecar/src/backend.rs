@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::proxy::body::{Completion, ProxyBody, RequestBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{self, headers};
-use crate::server::{self, ConnectionLimits, ListenerStats};
+use crate::server;
 use crate::sites::{Router, SiteError};
 
 /// Where and how the back-end listens.
@@ -149,15 +149,7 @@ pub fn start(
     .with_qos(Arc::new(
         move || serde_json::json!({ "links": qos_links.views() }),
     ));
-    tasks.spawn(server::serve(
-        admin_listener,
-        Arc::new(admin_handler),
-        None,
-        ConnectionLimits::default(),
-        Arc::new(ListenerStats::default()),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
+    tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
     tasks.spawn(crate::link_metrics::export(
         metrics,
         links.clone(),

@@ -137,15 +137,7 @@ pub fn start(
         ready,
         crate::admin::origin_status(router),
     ));
-    tasks.spawn(server::serve(
-        admin_listener,
-        admin_handler,
-        None,
-        ConnectionLimits::default(),
-        Arc::new(ListenerStats::default()),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
+    tasks.spawn(admin_handler.serve(admin_listener, shutdown.clone()));
     tasks.spawn(export_listener_stats(stats, metrics, shutdown));
     Ok(RunningGateway {
         http,

@@ -37,7 +37,7 @@ use crate::metrics::{Metrics, MetricsError, SiteMetrics};
 use crate::proxy::body::{RequestBody, channel_stream};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{self, headers};
-use crate::server::{self, ConnectionInfo, ConnectionLimits, Handler, ListenerStats};
+use crate::server::{self, ConnectionInfo, Handler, ListenerStats};
 use crate::sites::{Router, SiteError, site_name};
 use crate::tls::{self, TlsError};
 
@@ -319,15 +319,7 @@ pub fn start(
             .collect();
         serde_json::json!({ "links": links })
     }));
-    tasks.spawn(server::serve(
-        admin_listener,
-        Arc::new(admin_handler),
-        None,
-        ConnectionLimits::default(),
-        Arc::new(ListenerStats::default()),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
+    tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
     tasks.spawn(crate::link_metrics::export(
         metrics,
         links.clone(),
