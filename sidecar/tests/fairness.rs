@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use causeway_linkem::{Impairment, NetLab};
 use http::StatusCode;
 use http_body_util::BodyExt;
+use support::lab::{self, Spawned, spawn_in};
 use support::{LinkPki, Origin, SiteYaml, client, get_request, manifest};
 
 const RATE_BPS: u64 = 50_000_000;
@@ -33,18 +34,13 @@ const HOST: &str = "fair.test";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn lab_slot() -> Option<MutexGuard<'static, ()>> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
     let iperf = std::process::Command::new("iperf3")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !(root && iperf && std::path::Path::new("/dev/net/tun").exists()) {
+    if !(lab::can_build_labs() && iperf) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the fairness test as root with /dev/net/tun and iperf3"
@@ -66,69 +62,6 @@ fn tcp_congestion_control() -> &'static str {
     }
 }
 
-/// A child process inside a lab namespace, killed when dropped; its log is shown on failure.
-struct Spawned {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ---\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn spawn_in(lab: &NetLab, ns: &str, program: &str, args: &[String]) -> Spawned {
-    let log = std::env::temp_dir().join(format!(
-        "causeway-fair-{}-{ns}-{}.log",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let file = std::fs::File::create(&log).expect("log file");
-    let child = lab
-        .command(ns, program)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone log"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
-    Spawned { child, log }
-}
-
-fn start_origins(lab: &NetLab) -> Vec<Origin> {
-    // Sockets belong to the namespace of the thread that makes them; threads inherit it.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    lab.in_namespace("back", move || {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("origin runtime");
-            runtime.block_on(async move {
-                let origins = Origin::start_many("fair", 1).await;
-                let _ = sender.send(origins);
-                std::future::pending::<()>().await;
-            });
-        });
-    })
-    .expect("enter back");
-    receiver
-        .recv_timeout(Duration::from_secs(10))
-        .expect("origin started")
-}
-
 /// The two tiers across the lab: back-end and origin in `back`, front-end in `front`.
 struct Tiers {
     _origins: Vec<Origin>,
@@ -139,7 +72,7 @@ struct Tiers {
 }
 
 fn start_tiers(lab: &NetLab) -> Tiers {
-    let origins = start_origins(lab);
+    let origins = lab::start_origins(lab, "back", "fair", 1);
     let site = manifest(&[SiteYaml::new("fair", HOST).origins(&origins, "")]);
     let site_file = std::env::temp_dir().join(format!(
         "causeway-fair-{}-{}.yaml",

@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,18 +12,14 @@ use std::time::{Duration, Instant};
 use causeway_linkem::{Impairment, NetLab};
 use http::StatusCode;
 use http_body_util::BodyExt;
+use support::lab::{self, Spawned, spawn_in};
 use support::{LinkPki, Origin, SiteYaml, client, get_request, manifest};
 
 /// Labs share two cores with everything else: one at a time keeps the shares honest.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn lab_slot() -> Option<MutexGuard<'static, ()>> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
-    if !(root && std::path::Path::new("/dev/net/tun").exists()) {
+    if !lab::can_build_labs() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the WAN tests as root with /dev/net/tun"
@@ -35,81 +30,21 @@ fn lab_slot() -> Option<MutexGuard<'static, ()>> {
     Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// A `causeway` process inside a lab namespace, killed when dropped.
-struct Tier {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Tier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ---\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn spawn_tier(lab: &NetLab, ns: &str, args: &[String]) -> Tier {
-    let log = std::env::temp_dir().join(format!(
-        "causeway-wan-{}-{ns}-{}.log",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let file = std::fs::File::create(&log).expect("log file");
-    let child = lab
-        .command(ns, env!("CARGO_BIN_EXE_causeway"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone log"))
-        .stderr(file)
-        .spawn()
-        .expect("start causeway in the lab");
-    Tier { child, log }
+fn spawn_tier(lab: &NetLab, ns: &str, args: &[String]) -> Spawned {
+    spawn_in(lab, ns, env!("CARGO_BIN_EXE_causeway"), args)
 }
 
 /// A front-end in `front` and a back-end plus the test origins in `back`.
 struct WanSite {
     _origins: Vec<Origin>,
-    _backend: Tier,
-    _frontend: Tier,
+    _backend: Spawned,
+    _frontend: Spawned,
     _pki: LinkPki,
     frontend: SocketAddr,
 }
 
-fn start_origins(lab: &NetLab, count: usize) -> Vec<Origin> {
-    // The origins run on their own runtime thread inside `back`; sockets belong to the
-    // namespace of the thread that makes them, and threads inherit it.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    lab.in_namespace("back", move || {
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("origin runtime");
-            runtime.block_on(async move {
-                let origins = Origin::start_many("wan", count).await;
-                let _ = sender.send(origins);
-                std::future::pending::<()>().await;
-            });
-        });
-    })
-    .expect("enter back");
-    receiver
-        .recv_timeout(Duration::from_secs(10))
-        .expect("origins started")
-}
-
 fn start_site(lab: &NetLab, site: impl Fn(&[Origin]) -> SiteYaml) -> WanSite {
-    let origins = start_origins(lab, 2);
+    let origins = lab::start_origins(lab, "back", "wan", 2);
     let manifest = manifest(&[site(&origins)]);
     let site_file = std::env::temp_dir().join(format!(
         "causeway-wan-{}-{}.yaml",

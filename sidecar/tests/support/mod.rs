@@ -6,6 +6,8 @@
 //! tests inside them run in parallel without clashing; every wait is bounded in time.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::Read;
