@@ -5,7 +5,15 @@
 //! [`peak_ewma`] measures latency and [`retry_budget`] bounds retries. This module holds the
 //! mutable state of a site's origins behind one lock and hands out [`Lease`]s: a lease is one
 //! request's slot on one origin, counted against the origin's high-water mark until dropped.
+//!
+//! A reload does not start a Site's balancer afresh: [`Balancer::succeed`] builds the new one
+//! from the old one's state ([`handover`] says which old origin is which new one) and leaves
+//! the old one pointing at it. From then on the old balancer holds nothing of its own: a lease
+//! it gave frees its slot on the successor, its waiters wait in the successor's queue, and an
+//! `acquire` on it is served by the successor. So a kept origin's high-water mark holds across
+//! a reload, counting requests sent before it and after it alike.
 
+pub mod handover;
 pub mod health;
 pub mod peak_ewma;
 pub mod queue;
@@ -19,6 +27,7 @@ use std::time::{Duration, Instant};
 use causeway_api::site::Policy;
 use tokio::sync::oneshot;
 
+use self::handover::IndexMap;
 use self::health::{ActiveHealth, CheckThresholds, Outlier, OutlierEvent, OutlierSettings};
 use self::peak_ewma::PeakEwma;
 use self::queue::ReleaseQueue;
@@ -132,7 +141,7 @@ pub struct OriginStatus {
     pub in_rotation: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct OriginState {
     in_flight: u32,
     in_flight_cost: u32,
@@ -166,6 +175,14 @@ struct State {
     rng: fastrand::Rng,
     budget: RetryBudget,
     views: Vec<OriginView>,
+    /// Set when a reload handed this balancer over; everything after goes there.
+    successor: Option<Successor>,
+}
+
+/// The balancer that took over from a retired one, and how to read old indexes there.
+struct Successor {
+    shared: Arc<Shared>,
+    map: IndexMap,
 }
 
 struct Shared {
@@ -200,27 +217,27 @@ impl Balancer {
         let now = Instant::now();
         let states = origins
             .iter()
-            .map(|_| OriginState {
-                in_flight: 0,
-                in_flight_cost: 0,
-                progress_at: now,
-                ewma: PeakEwma::new(NEUTRAL_LATENCY, config.ewma_decay, now),
-                active: ActiveHealth::default(),
-                outlier: Outlier::default(),
-            })
+            .map(|_| OriginState::fresh(config.ewma_decay, now))
             .collect();
-        for m in &metrics.origins {
-            m.healthy.set(1);
-            m.latency.set(NEUTRAL_LATENCY.as_secs_f64());
+        let state = State::new(states, &config, seed, now);
+        Self::from_parts(origins, config, metrics, state)
+    }
+
+    fn from_parts(
+        origins: Vec<OriginInfo>,
+        config: BalancerConfig,
+        metrics: SiteMetrics,
+        state: State,
+    ) -> Self {
+        let now = Instant::now();
+        // The series may be shared with the balancer this one succeeds: they now say what
+        // this one knows.
+        for (m, o) in metrics.origins.iter().zip(&state.origins) {
+            m.in_flight.set(i64::from(o.in_flight));
+            m.latency.set(o.ewma.estimate(now).as_secs_f64());
+            m.healthy.set(i64::from(o.in_rotation(now)));
         }
-        let state = State {
-            origins: states,
-            queue: ReleaseQueue::new(config.queue_capacity, config.aging_interval),
-            round_robin: RoundRobin::default(),
-            rng: fastrand::Rng::with_seed(seed),
-            budget: RetryBudget::new(config.retry_ratio, config.min_retries_per_second, now),
-            views: Vec::with_capacity(origins.len()),
-        };
+        metrics.queue_depth.set(state.queue.len() as i64);
         Self {
             shared: Arc::new(Shared {
                 origins,
@@ -229,6 +246,79 @@ impl Balancer {
                 state: Mutex::new(state),
             }),
         }
+    }
+
+    /// The balancer of a reloaded Site, taking over from this one: an origin kept by the
+    /// reload (same name, same address) keeps its requests in flight, latency estimate, and
+    /// active and passive health; requests waiting in this balancer's queue move to the new
+    /// one in their order; the retry budget keeps its window. `type_names` and
+    /// `default_type` are the new Site's request types, against which `old_types` (this
+    /// Site's) are matched by name.
+    ///
+    /// This balancer is retired by the call: every lease it gave, every waiter and every
+    /// later call on it is served by the successor, so a kept origin's mark counts requests
+    /// from both sides of the reload. Called on a balancer that is already retired, it hands
+    /// over from the one in force at the end of the chain.
+    pub fn succeed(
+        &self,
+        origins: Vec<OriginInfo>,
+        config: BalancerConfig,
+        metrics: SiteMetrics,
+        seed: u64,
+        types: TypeNames<'_>,
+    ) -> Balancer {
+        self.shared.with_state(None, |old_shared, old, _| {
+            let now = Instant::now();
+            let map = IndexMap::new(
+                &old_shared.origins,
+                &origins,
+                types.old,
+                types.new,
+                types.new_default,
+            );
+            let mut states: Vec<OriginState> = origins
+                .iter()
+                .map(|_| OriginState::fresh(config.ewma_decay, now))
+                .collect();
+            for (i, mapped) in map.origins.iter().enumerate() {
+                let Some(j) = *mapped else { continue };
+                let mut carried = old.origins[i].clone();
+                carried.ewma.set_decay(config.ewma_decay);
+                if config.check_thresholds.is_none() {
+                    // No checks will run to bring it back: a verdict of the old checks
+                    // would keep the origin out for good.
+                    carried.active = ActiveHealth::default();
+                }
+                states[j] = carried;
+            }
+            let mut state = State::new(states, &config, seed, now);
+            state.budget = old.budget.clone();
+            state
+                .budget
+                .reconfigure(config.retry_ratio, config.min_retries_per_second);
+            old.queue.hand_over(&mut state.queue, |waiter| Waiter {
+                profile: map.profile(waiter.profile),
+                exclude: map.set(waiter.exclude),
+                ..waiter
+            });
+            let successor = Self::from_parts(origins, config, metrics, state);
+            {
+                // Nobody else can reach the successor yet; its lock is taken after ours here
+                // and never the other way round (hops release a lock before taking the next).
+                let mut state = successor.shared.lock();
+                state.release_waiters(&successor.shared, now);
+            }
+            old.successor = Some(Successor {
+                shared: successor.shared.clone(),
+                map,
+            });
+            successor
+        })
+    }
+
+    /// Whether a reload has handed this balancer over to a successor.
+    pub fn is_retired(&self) -> bool {
+        self.shared.lock().successor.is_some()
     }
 
     /// The origins, in the Site's order.
@@ -250,15 +340,30 @@ impl Balancer {
         exclude: OriginSet,
     ) -> Result<Lease, AcquireError> {
         let now = Instant::now();
-        let (id, mut reply) = {
-            let mut state = self.shared.lock();
-            match state.choose(&self.shared, now, profile, exclude) {
+        let mut shared = self.shared.clone();
+        let (mut profile, mut exclude) = (profile, exclude);
+        let (id, mut reply) = loop {
+            let mut state = shared.lock();
+            if let Some(successor) = &state.successor {
+                // Retired by a reload: the successor serves, with our indexes translated.
+                // Checked under the same lock that places or queues, so nothing lands here
+                // after the handover.
+                profile = successor.map.profile(profile);
+                exclude = successor.map.set(exclude);
+                let next = successor.shared.clone();
+                drop(state);
+                shared = next;
+                continue;
+            }
+            match state.choose(&shared, now, profile, exclude) {
                 Choice::Origin(origin) => {
-                    state.place(&self.shared, origin, profile.cost, now);
+                    state.place(&shared, origin, profile.cost, now);
+                    drop(state);
                     return Ok(Lease::new(
-                        self.shared.clone(),
+                        shared,
                         origin,
                         profile.cost,
+                        exclude,
                         Duration::ZERO,
                     ));
                 }
@@ -274,25 +379,22 @@ impl Balancer {
             };
             match state.queue.push(profile.class, now, waiter) {
                 Ok(id) => {
-                    self.shared
-                        .metrics
-                        .queue_depth
-                        .set(state.queue.len() as i64);
-                    (id, rx)
+                    shared.metrics.queue_depth.set(state.queue.len() as i64);
+                    break (id, rx);
                 }
                 Err(_) => {
-                    self.shared.metrics.queue_full.inc();
+                    shared.metrics.queue_full.inc();
                     return Err(AcquireError::QueueFull);
                 }
             }
         };
         let mut guard = QueueGuard {
-            shared: &self.shared,
+            shared: &shared,
             id,
             waiting: true,
         };
         // From here the entry leaves the queue by release, timeout or the guard's drop.
-        let result = tokio::time::timeout(self.shared.config.queue_timeout, &mut reply).await;
+        let result = tokio::time::timeout(shared.config.queue_timeout, &mut reply).await;
         guard.waiting = false;
         match result {
             Ok(Ok(lease)) => Ok(lease),
@@ -300,19 +402,11 @@ impl Balancer {
             // channel means the entry was removed: treat it as a timeout.
             Ok(Err(_)) => Err(AcquireError::QueueTimeout),
             Err(_) => {
-                let mut state = self.shared.lock();
-                if let Some(entry) = state.queue.remove(id) {
-                    self.shared
-                        .metrics
-                        .queue_depth
-                        .set(state.queue.len() as i64);
-                    self.shared.metrics.queue_timeout.inc();
-                    drop(entry);
+                if shared.remove_waiter(id, true) {
                     Err(AcquireError::QueueTimeout)
                 } else {
-                    // Released at the very moment the timer fired: the lease is in the channel,
-                    // sent under the lock just taken.
-                    drop(state);
+                    // Released at the very moment the timer fired: the lease is in the
+                    // channel, sent under the lock `remove_waiter` took.
                     reply.try_recv().map_err(|_| AcquireError::QueueTimeout)
                 }
             }
@@ -321,41 +415,51 @@ impl Balancer {
 
     /// Notes one original client request, which funds the retry budget.
     pub fn record_request(&self) {
-        self.shared.lock().budget.record_request(Instant::now());
+        self.shared.with_state(None, |_, state, _| {
+            state.budget.record_request(Instant::now())
+        });
     }
 
     /// Takes one retry from the budget; false when spent.
     pub fn try_retry(&self) -> bool {
-        let granted = self.shared.lock().budget.try_withdraw(Instant::now());
-        if granted {
-            self.shared.metrics.retries.inc();
-        }
-        granted
+        self.shared.with_state(None, |shared, state, _| {
+            let granted = state.budget.try_withdraw(Instant::now());
+            if granted {
+                shared.metrics.retries.inc();
+            }
+            granted
+        })
     }
 
     /// Folds in one active health check result.
     pub fn record_check(&self, origin: usize, passed: bool) {
-        let Some(thresholds) = self.shared.config.check_thresholds else {
+        if origin >= self.shared.origins.len() {
             return;
-        };
-        let now = Instant::now();
-        let mut state = self.shared.lock();
-        let Some(o) = state.origins.get_mut(origin) else {
-            return;
-        };
-        if let Some(healthy) = o.active.record(passed, thresholds) {
-            let name = &self.shared.origins[origin].name;
-            if healthy {
-                o.forget_latency(self.shared.config.ewma_decay, now);
-                tracing::info!(origin = %name, "origin passed its health checks; back in rotation");
-            } else {
-                tracing::warn!(origin = %name, "origin failed its health checks; out of rotation");
-            }
-            let in_rotation = o.active.is_healthy() && !o.outlier.is_ejected(now);
-            self.shared.metrics.origins[origin]
-                .healthy
-                .set(i64::from(in_rotation));
         }
+        self.shared
+            .with_state(Some(origin), |shared, state, origin| {
+                let Some(origin) = origin.filter(|_| state.successor.is_none()) else {
+                    // The reload removed the origin: its verdicts no longer matter.
+                    return;
+                };
+                let Some(thresholds) = shared.config.check_thresholds else {
+                    return;
+                };
+                let now = Instant::now();
+                let o = &mut state.origins[origin];
+                if let Some(healthy) = o.active.record(passed, thresholds) {
+                    let name = &shared.origins[origin].name;
+                    if healthy {
+                        o.forget_latency(shared.config.ewma_decay, now);
+                        tracing::info!(origin = %name, "origin passed its health checks; back in rotation");
+                    } else {
+                        tracing::warn!(origin = %name, "origin failed its health checks; out of rotation");
+                    }
+                    shared.metrics.origins[origin]
+                        .healthy
+                        .set(i64::from(o.in_rotation(now)));
+                }
+            });
     }
 
     /// Requests in flight on all origins, and requests waiting in the release queue.
@@ -377,13 +481,80 @@ impl Balancer {
                 name: info.name.clone(),
                 in_flight: o.in_flight,
                 latency_seconds: o.ewma.estimate(now).as_secs_f64(),
-                in_rotation: o.active.is_healthy() && !o.outlier.is_ejected(now),
+                in_rotation: o.in_rotation(now),
             })
             .collect()
     }
 }
 
+/// The request types of both sides of a reload, for [`Balancer::succeed`].
+#[derive(Clone, Copy, Debug)]
+pub struct TypeNames<'a> {
+    /// The old Site's type names, by index.
+    pub old: &'a [String],
+    /// The new Site's type names, by index.
+    pub new: &'a [String],
+    /// The new Site's default type.
+    pub new_default: usize,
+}
+
+impl OriginState {
+    fn fresh(decay: Duration, now: Instant) -> Self {
+        Self {
+            in_flight: 0,
+            in_flight_cost: 0,
+            progress_at: now,
+            ewma: PeakEwma::new(NEUTRAL_LATENCY, decay, now),
+            active: ActiveHealth::default(),
+            outlier: Outlier::default(),
+        }
+    }
+
+    fn in_rotation(&self, now: Instant) -> bool {
+        self.active.is_healthy() && !self.outlier.is_ejected(now)
+    }
+}
+
 impl Shared {
+    /// Runs `f` on the balancer in force for this one's `origin` (or for the Site, with
+    /// `None`), locked: this balancer, or — after reloads — the last successor that still
+    /// has the origin, the origin index translated. An origin a reload removed stays where
+    /// it was last, on a retired balancer (`state.successor` is set there). One lock is held
+    /// at a time, so hops cannot deadlock with a handover.
+    fn with_state<R>(
+        self: &Arc<Self>,
+        origin: Option<usize>,
+        f: impl FnOnce(&Arc<Shared>, &mut State, Option<usize>) -> R,
+    ) -> R {
+        let mut state = self.lock();
+        let next = state.successor.as_ref().and_then(|s| match origin {
+            None => Some((s.shared.clone(), None)),
+            Some(old) => s.map.origin(old).map(|new| (s.shared.clone(), Some(new))),
+        });
+        match next {
+            None => f(self, &mut state, origin),
+            Some((successor, origin)) => {
+                drop(state);
+                successor.with_state(origin, f)
+            }
+        }
+    }
+
+    /// Takes waiter `id` out of the queue it is in now (a handover moves waiters along the
+    /// chain with their ids); true when it was still waiting.
+    fn remove_waiter(self: &Arc<Self>, id: u64, timed_out: bool) -> bool {
+        self.with_state(None, |shared, state, _| {
+            let removed = state.queue.remove(id).is_some();
+            if removed {
+                shared.metrics.queue_depth.set(state.queue.len() as i64);
+                if timed_out {
+                    shared.metrics.queue_timeout.inc();
+                }
+            }
+            removed
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves counts that are still consistent enough to
         // keep serving; poisoning would turn one bug into an outage.
@@ -423,6 +594,19 @@ impl Shared {
 }
 
 impl State {
+    fn new(origins: Vec<OriginState>, config: &BalancerConfig, seed: u64, now: Instant) -> Self {
+        let views = Vec::with_capacity(origins.len());
+        Self {
+            origins,
+            queue: ReleaseQueue::new(config.queue_capacity, config.aging_interval),
+            round_robin: RoundRobin::default(),
+            rng: fastrand::Rng::with_seed(seed),
+            budget: RetryBudget::new(config.retry_ratio, config.min_retries_per_second, now),
+            views,
+            successor: None,
+        }
+    }
+
     /// Readmits origins whose ejection ran out; returns the set in rotation and the set below
     /// their high-water mark.
     fn masks(&mut self, shared: &Shared, now: Instant) -> (u64, u64) {
@@ -436,7 +620,7 @@ impl State {
                     .healthy
                     .set(i64::from(o.active.is_healthy()));
             }
-            if o.active.is_healthy() && !o.outlier.is_ejected(now) {
+            if o.in_rotation(now) {
                 rotation |= 1 << i;
             }
             if o.in_flight < info.max_in_flight {
@@ -493,14 +677,23 @@ impl State {
             .set(i64::from(o.in_flight));
     }
 
+    /// Whether this balancer is still the one in force: a retired one must not write the
+    /// metric series its successor now owns (a removed origin's name may be reused).
+    fn is_live(&self) -> bool {
+        self.successor.is_none()
+    }
+
     fn unplace(&mut self, shared: &Shared, origin: usize, cost: u32, now: Instant) {
         let o = &mut self.origins[origin];
         o.in_flight = o.in_flight.saturating_sub(1);
         o.in_flight_cost = o.in_flight_cost.saturating_sub(cost);
         o.progress_at = now;
-        shared.metrics.origins[origin]
-            .in_flight
-            .set(i64::from(o.in_flight));
+        let in_flight = o.in_flight;
+        if self.is_live() {
+            shared.metrics.origins[origin]
+                .in_flight
+                .set(i64::from(in_flight));
+        }
     }
 
     /// Hands freed slots to waiting requests, best first, while any can be placed.
@@ -523,7 +716,13 @@ impl State {
             };
             self.place(shared, origin, waiter.profile.cost, now);
             let waited = now.saturating_duration_since(waiter.enqueued);
-            let lease = Lease::new(shared.clone(), origin, waiter.profile.cost, waited);
+            let lease = Lease::new(
+                shared.clone(),
+                origin,
+                waiter.profile.cost,
+                waiter.exclude,
+                waited,
+            );
             match waiter.reply.send(lease) {
                 Ok(()) => {
                     shared.metrics.queue_wait[usize::from(entry.class.min(4))]
@@ -549,13 +748,7 @@ struct QueueGuard<'a> {
 impl Drop for QueueGuard<'_> {
     fn drop(&mut self) {
         if self.waiting {
-            let mut state = self.shared.lock();
-            if state.queue.remove(self.id).is_some() {
-                self.shared
-                    .metrics
-                    .queue_depth
-                    .set(state.queue.len() as i64);
-            }
+            self.shared.remove_waiter(self.id, false);
         }
     }
 }
@@ -566,6 +759,8 @@ pub struct Lease {
     shared: Arc<Shared>,
     origin: usize,
     cost: u32,
+    /// The origins the request had tried before, in this lease's balancer's indexes.
+    excluded: OriginSet,
     waited: Duration,
     placed: Instant,
     recorded: AtomicBool,
@@ -582,11 +777,18 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn new(shared: Arc<Shared>, origin: usize, cost: u32, waited: Duration) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        origin: usize,
+        cost: u32,
+        excluded: OriginSet,
+        waited: Duration,
+    ) -> Self {
         Self {
             shared,
             origin,
             cost,
+            excluded,
             waited,
             placed: Instant::now(),
             recorded: AtomicBool::new(false),
@@ -604,6 +806,22 @@ impl Lease {
         &self.shared.origins[self.origin]
     }
 
+    /// The balancer that gave this lease — the Site's, or its successor's when a reload
+    /// happened while the request waited. A retry asks it, with [`Lease::tried`].
+    pub fn balancer(&self) -> Balancer {
+        Balancer {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The origins tried so far, this one included, in the indexes of
+    /// [`Lease::balancer`]: the `exclude` of a retry.
+    pub fn tried(&self) -> OriginSet {
+        let mut tried = self.excluded;
+        tried.insert(self.origin);
+        tried
+    }
+
     /// Time spent in the release queue.
     pub fn waited(&self) -> Duration {
         self.waited
@@ -613,41 +831,46 @@ impl Lease {
     /// passive health of the origin.
     pub fn record(&self, latency: Duration, succeeded: bool) {
         self.recorded.store(true, Ordering::Relaxed);
-        let shared = &*self.shared;
-        let metrics = &shared.metrics.origins[self.origin];
         let now = Instant::now();
-        let sample = if succeeded {
-            latency
-        } else {
-            latency.max(shared.config.failure_penalty)
-        };
-        let mut state = shared.lock();
-        let ejected_now = state
-            .origins
-            .iter()
-            .filter(|o| o.outlier.is_ejected(now))
-            .count();
-        let may_eject = ejected_now < shared.max_ejected();
-        let o = &mut state.origins[self.origin];
-        o.ewma.observe(sample, now);
-        metrics.latency.set(o.ewma.estimate(now).as_secs_f64());
-        if succeeded {
-            metrics.successes.inc();
-        } else {
-            metrics.failures.inc();
-        }
-        if let OutlierEvent::Ejected(until) =
-            o.outlier
-                .record(succeeded, now, shared.config.outlier, may_eject)
-        {
-            metrics.ejections.inc();
-            metrics.healthy.set(0);
-            tracing::warn!(
-                origin = %shared.origins[self.origin].name,
-                for_seconds = until.saturating_duration_since(now).as_secs_f64(),
-                "origin ejected after consecutive failures"
-            );
-        }
+        self.shared
+            .with_state(Some(self.origin), |shared, state, origin| {
+                let Some(origin) = origin.filter(|_| state.is_live()) else {
+                    // The reload removed the origin: what it did no longer matters.
+                    return;
+                };
+                let metrics = &shared.metrics.origins[origin];
+                let sample = if succeeded {
+                    latency
+                } else {
+                    latency.max(shared.config.failure_penalty)
+                };
+                let ejected_now = state
+                    .origins
+                    .iter()
+                    .filter(|o| o.outlier.is_ejected(now))
+                    .count();
+                let may_eject = ejected_now < shared.max_ejected();
+                let o = &mut state.origins[origin];
+                o.ewma.observe(sample, now);
+                metrics.latency.set(o.ewma.estimate(now).as_secs_f64());
+                if succeeded {
+                    metrics.successes.inc();
+                } else {
+                    metrics.failures.inc();
+                }
+                if let OutlierEvent::Ejected(until) =
+                    o.outlier
+                        .record(succeeded, now, shared.config.outlier, may_eject)
+                {
+                    metrics.ejections.inc();
+                    metrics.healthy.set(0);
+                    tracing::warn!(
+                        origin = %shared.origins[origin].name,
+                        for_seconds = until.saturating_duration_since(now).as_secs_f64(),
+                        "origin ejected after consecutive failures"
+                    );
+                }
+            });
     }
 }
 
@@ -657,21 +880,31 @@ impl Drop for Lease {
             return;
         }
         let now = Instant::now();
-        let mut state = self.shared.lock();
-        if !self.recorded.load(Ordering::Relaxed) {
-            // Given up before an answer came (the client left or timed out): the origin took
-            // at least this long, which is worth knowing — otherwise an origin too slow to
-            // ever answer in time would never look slow.
-            let origin = &mut state.origins[self.origin];
-            origin
-                .ewma
-                .observe(now.saturating_duration_since(self.placed), now);
-            self.shared.metrics.origins[self.origin]
-                .latency
-                .set(origin.ewma.estimate(now).as_secs_f64());
-        }
-        state.unplace(&self.shared, self.origin, self.cost, now);
-        state.release_waiters(&self.shared, now);
+        let (placed, recorded, cost) = (
+            self.placed,
+            self.recorded.load(Ordering::Relaxed),
+            self.cost,
+        );
+        // The slot is counted wherever the origin is now: on a successor when a reload kept
+        // it, where it was when a reload removed it.
+        self.shared
+            .with_state(Some(self.origin), |shared, state, origin| {
+                let Some(origin) = origin else { return };
+                if !recorded && state.is_live() {
+                    // Given up before an answer came (the client left or timed out): the
+                    // origin took at least this long, which is worth knowing — otherwise an
+                    // origin too slow to ever answer in time would never look slow.
+                    let o = &mut state.origins[origin];
+                    o.ewma.observe(now.saturating_duration_since(placed), now);
+                    shared.metrics.origins[origin]
+                        .latency
+                        .set(o.ewma.estimate(now).as_secs_f64());
+                }
+                state.unplace(shared, origin, cost, now);
+                if state.is_live() {
+                    state.release_waiters(shared, now);
+                }
+            });
     }
 }
 
@@ -684,12 +917,11 @@ mod tests {
         balancer_ejecting_for(marks, queue_capacity, Duration::from_secs(10))
     }
 
-    fn balancer_ejecting_for(marks: &[u32], queue_capacity: usize, ejection: Duration) -> Balancer {
-        let origins = marks
+    fn origins(marks: &[(&str, u32)]) -> Vec<OriginInfo> {
+        marks
             .iter()
-            .enumerate()
-            .map(|(i, &mark)| OriginInfo {
-                name: format!("o{i}"),
+            .map(|&(name, mark)| OriginInfo {
+                name: name.to_owned(),
                 authority: http::uri::Authority::from_static("127.0.0.1:1"),
                 max_in_flight: mark,
                 primary: false,
@@ -697,9 +929,16 @@ mod tests {
                 latency_goal: None,
                 serves: u64::MAX,
             })
-            .collect::<Vec<_>>();
+            .collect()
+    }
+
+    fn site_metrics(origins: &[OriginInfo]) -> SiteMetrics {
         let names: Vec<String> = origins.iter().map(|o| o.name.clone()).collect();
-        let config = BalancerConfig {
+        Metrics::new().expect("metrics").site("test", &names)
+    }
+
+    fn config(queue_capacity: usize, ejection: Duration) -> BalancerConfig {
+        BalancerConfig {
             policy: Policy::Qos,
             ewma_decay: Duration::from_secs(10),
             failure_penalty: Duration::from_secs(1),
@@ -715,9 +954,53 @@ mod tests {
             check_thresholds: None,
             retry_ratio: 0.2,
             min_retries_per_second: 10,
+        }
+    }
+
+    fn balancer_ejecting_for(marks: &[u32], queue_capacity: usize, ejection: Duration) -> Balancer {
+        let names: Vec<String> = (0..marks.len()).map(|i| format!("o{i}")).collect();
+        let marks: Vec<(&str, u32)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(marks.iter().copied())
+            .collect();
+        let origins = origins(&marks);
+        let metrics = site_metrics(&origins);
+        Balancer::new(origins, config(queue_capacity, ejection), metrics, 1)
+    }
+
+    /// A balancer over named origins with the given marks.
+    fn named(marks: &[(&str, u32)]) -> Balancer {
+        let origins = origins(marks);
+        let metrics = site_metrics(&origins);
+        Balancer::new(origins, config(64, Duration::from_secs(10)), metrics, 1)
+    }
+
+    const ONE_TYPE: &[String] = &[];
+
+    /// `old`'s successor over named origins with the given marks (one request type).
+    fn succeed(old: &Balancer, marks: &[(&str, u32)]) -> Balancer {
+        let origins = origins(marks);
+        let metrics = site_metrics(&origins);
+        let types = TypeNames {
+            old: ONE_TYPE,
+            new: ONE_TYPE,
+            new_default: 0,
         };
-        let metrics = Metrics::new().expect("metrics").site("test", &names);
-        Balancer::new(origins, config, metrics, 1)
+        old.succeed(
+            origins,
+            config(64, Duration::from_secs(10)),
+            metrics,
+            2,
+            types,
+        )
+    }
+
+    fn in_flight(b: &Balancer) -> Vec<(String, u32)> {
+        b.status()
+            .into_iter()
+            .map(|o| (o.name, o.in_flight))
+            .collect()
     }
 
     fn profile(class: u8) -> RequestProfile {
@@ -871,5 +1154,200 @@ mod tests {
             status[0].latency_seconds < 0.1,
             "the failure penalty is forgotten: {status:?}"
         );
+    }
+
+    fn pairs(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+        list.iter().map(|&(n, c)| (n.to_owned(), c)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_handover_carries_in_flight_counts_of_kept_origins_only() {
+        let old = named(&[("a", 4), ("b", 4)]);
+        let mut leases = Vec::new();
+        for _ in 0..5 {
+            leases.push(
+                old.acquire(profile(2), OriginSet::default())
+                    .await
+                    .expect("slot"),
+            );
+        }
+        let on_a = leases.iter().filter(|l| l.info().name == "a").count() as u32;
+        let new = succeed(&old, &[("c", 4), ("a", 4)]);
+        assert!(old.is_retired() && !new.is_retired());
+        assert_eq!(in_flight(&new), pairs(&[("c", 0), ("a", on_a)]));
+        // A removed origin's requests finish where they are; nothing of them reaches the
+        // successor, and no new request goes there.
+        leases.retain(|l| l.info().name == "a");
+        assert_eq!(in_flight(&new), pairs(&[("c", 0), ("a", on_a)]));
+        drop(leases);
+        assert_eq!(in_flight(&new), pairs(&[("c", 0), ("a", 0)]));
+    }
+
+    #[tokio::test]
+    async fn an_old_lease_frees_its_slot_on_the_successor_and_releases_its_waiters() {
+        let old = named(&[("a", 1)]);
+        let busy = old
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let new = succeed(&old, &[("a", 1)]);
+        let waiting = tokio::spawn({
+            let new = new.clone();
+            async move { new.acquire(profile(2), OriginSet::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "the carried request holds the mark");
+        drop(busy);
+        let lease = waiting.await.expect("task").expect("released");
+        assert_eq!(lease.info().name, "a");
+        assert_eq!(in_flight(&new), pairs(&[("a", 1)]));
+    }
+
+    #[tokio::test]
+    async fn waiters_move_to_the_successor_in_their_order() {
+        let old = named(&[("a", 1)]);
+        let busy = old
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for class in [3u8, 1] {
+            let (old, tx) = (old.clone(), tx.clone());
+            tokio::spawn(async move {
+                let lease = old.acquire(profile(class), OriginSet::default()).await;
+                let _ = tx.send((class, lease));
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let new = succeed(&old, &[("a", 1)]);
+        drop(busy);
+        let (first, lease) = rx.recv().await.expect("a release");
+        let lease = lease.expect("released by the successor");
+        assert_eq!(first, 1, "class order holds across the handover");
+        assert!(
+            !lease.balancer().is_retired(),
+            "the lease comes from the successor"
+        );
+        assert_eq!(in_flight(&new), pairs(&[("a", 1)]));
+        drop(lease);
+        let (second, lease) = rx.recv().await.expect("a release");
+        assert_eq!(second, 3);
+        drop(lease);
+        assert_eq!(in_flight(&new), pairs(&[("a", 0)]));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_moved_to_a_successor_with_room_is_released_at_once() {
+        let old = named(&[("a", 1)]);
+        let _busy = old
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let waiting = tokio::spawn({
+            let old = old.clone();
+            async move { old.acquire(profile(2), OriginSet::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let new = succeed(&old, &[("a", 1), ("b", 1)]);
+        let lease = waiting.await.expect("task").expect("released");
+        assert_eq!(lease.info().name, "b");
+        assert_eq!(in_flight(&new), pairs(&[("a", 1), ("b", 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_retired_balancer_delegates_and_translates_what_was_tried() {
+        let old = named(&[("a", 4), ("b", 4)]);
+        let new = succeed(&old, &[("b", 4), ("a", 4)]);
+        let mut tried = OriginSet::default();
+        tried.insert(0); // "a" in the old indexes
+        let lease = old.acquire(profile(2), tried).await.expect("slot");
+        assert_eq!(lease.info().name, "b", "a was tried: the other one");
+        let mut expected = OriginSet::default();
+        expected.insert(0);
+        expected.insert(1);
+        assert_eq!(lease.tried(), expected, "in the successor's indexes");
+        assert_eq!(in_flight(&new), pairs(&[("b", 1), ("a", 0)]));
+    }
+
+    #[tokio::test]
+    async fn health_and_latency_of_a_kept_origin_carry_over() {
+        let old = named(&[("a", 4), ("b", 4)]);
+        let mut avoid_b = OriginSet::default();
+        avoid_b.insert(1);
+        for _ in 0..3 {
+            let lease = old.acquire(profile(2), avoid_b).await.expect("slot");
+            lease.record(Duration::from_millis(1), false);
+        }
+        let new = succeed(&old, &[("a", 4), ("b", 4)]);
+        let status = new.status();
+        assert!(
+            !status[0].in_rotation,
+            "the ejection carries over: {status:?}"
+        );
+        assert!(status[0].latency_seconds > 0.9, "{status:?}");
+    }
+
+    /// Many requests hold slots while the Site is reloaded again and again, marks going up
+    /// and down: no origin ever has more requests than the highest mark it was given, and
+    /// counts return to zero.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn marks_hold_across_repeated_handovers_under_load() {
+        use std::sync::atomic::AtomicU32;
+        let concurrent: Arc<[AtomicU32; 2]> = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let peak: Arc<[AtomicU32; 2]> = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let current = Arc::new(Mutex::new(named(&[("a", 3), ("b", 2)])));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for i in 0..24u64 {
+            let (concurrent, peak, current, stop) = (
+                concurrent.clone(),
+                peak.clone(),
+                current.clone(),
+                stop.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                let mut served = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let balancer = current.lock().expect("lock").clone();
+                    let Ok(lease) = balancer
+                        .acquire(profile((i % 5) as u8), OriginSet::default())
+                        .await
+                    else {
+                        continue;
+                    };
+                    let at = usize::from(lease.info().name == "b");
+                    let now = concurrent[at].fetch_add(1, Ordering::SeqCst) + 1;
+                    peak[at].fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1 + i % 3)).await;
+                    concurrent[at].fetch_sub(1, Ordering::SeqCst);
+                    drop(lease);
+                    served += 1;
+                }
+                served
+            }));
+        }
+        for marks in [
+            [("a", 2), ("b", 3)],
+            [("a", 3), ("b", 1)],
+            [("a", 1), ("b", 2)],
+        ] {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let mut slot = current.lock().expect("lock");
+                let next = succeed(&slot, &marks);
+                *slot = next;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut served = 0;
+        for worker in workers {
+            served += worker.await.expect("worker");
+        }
+        assert!(served > 100, "the load ran: {served} requests");
+        assert!(peak[0].load(Ordering::SeqCst) <= 3, "a: {peak:?}");
+        assert!(peak[1].load(Ordering::SeqCst) <= 3, "b: {peak:?}");
+        let last = current.lock().expect("lock").clone();
+        assert_eq!(in_flight(&last), pairs(&[("a", 0), ("b", 0)]));
+        assert_eq!(last.load(), (0, 0));
     }
 }

@@ -39,6 +39,12 @@ impl PeakEwma {
         self.updated = now;
     }
 
+    /// Changes how fast the average forgets, keeping what it knows (a reload that changed
+    /// the Site's decay should not throw away the origin's measured latency).
+    pub fn set_decay(&mut self, decay: Duration) {
+        self.decay_ns = (decay.as_nanos() as f64).max(1.0);
+    }
+
     /// The current estimate. Without fresh samples a high estimate drifts back toward the
     /// neutral value, so an origin that was slow once is tried again after a while instead of
     /// being shunned forever.

@@ -90,6 +90,34 @@ impl<T> ReleaseQueue<T> {
         None
     }
 
+    /// Moves every waiting request into `successor` (a reload's new queue), each keeping its
+    /// id, class and arrival time, so its order and any later [`ReleaseQueue::remove`] by id
+    /// still hold there. `map` rewrites payloads for the successor. Ids go on from this
+    /// queue's, so an id is never reused along a chain of successors. The successor may end
+    /// up above its capacity: these requests were admitted already.
+    pub fn hand_over<U>(&mut self, successor: &mut ReleaseQueue<U>, mut map: impl FnMut(T) -> U) {
+        successor.next_id = successor.next_id.max(self.next_id);
+        for (class, queue) in self.by_class.iter_mut().enumerate() {
+            let target = &mut successor.by_class[class];
+            for entry in queue.drain(..) {
+                // Kept sorted by id, which `remove` relies on: a fresh successor holds only
+                // ids below ours, and ours arrive in order.
+                let at = target.partition_point(|q| q.id < entry.id);
+                target.insert(
+                    at,
+                    Queued {
+                        id: entry.id,
+                        class: entry.class,
+                        enqueued: entry.enqueued,
+                        payload: map(entry.payload),
+                    },
+                );
+                successor.len += 1;
+            }
+        }
+        self.len = 0;
+    }
+
     /// Takes the request to release next among those `can_place` accepts: the lowest
     /// effective class, and within it the longest waiting.
     ///
@@ -174,6 +202,34 @@ mod tests {
         assert_eq!(queue.remove(a).map(|q| q.payload), None);
         assert!(queue.push(0, t0, "c").is_ok());
         assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn a_hand_over_keeps_ids_order_and_numbering() {
+        let t0 = Instant::now();
+        let mut old = ReleaseQueue::new(10, Duration::from_secs(100));
+        let low = old.push(4, t0, "low").expect("room");
+        old.push(0, t0 + SEC, "top").expect("room");
+        let mut new = ReleaseQueue::new(1, Duration::from_secs(100));
+        old.hand_over(&mut new, |p| p);
+        assert!(old.is_empty());
+        assert_eq!(
+            new.len(),
+            2,
+            "admitted requests are kept even above capacity"
+        );
+        let next = new.push(0, t0, "later");
+        assert_eq!(
+            next,
+            Err("later"),
+            "the new capacity holds for new arrivals"
+        );
+        assert_eq!(new.remove(low).map(|q| q.payload), Some("low"));
+        let mut bigger = ReleaseQueue::new(10, Duration::from_secs(100));
+        new.hand_over(&mut bigger, |p| p);
+        let id = bigger.push(1, t0, "fresh").expect("room");
+        assert!(id > low, "ids are not reused along the chain");
+        assert_eq!(drain(&mut bigger, t0 + SEC), ["top", "fresh"]);
     }
 
     #[test]

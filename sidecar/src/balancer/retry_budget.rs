@@ -34,6 +34,13 @@ impl RetryBudget {
         }
     }
 
+    /// Takes new settings, keeping the window's counts: a reload must not hand a fresh
+    /// budget to retries that were being held back.
+    pub fn reconfigure(&mut self, ratio: f64, min_per_second: u32) {
+        self.ratio = ratio;
+        self.min_per_second = f64::from(min_per_second);
+    }
+
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.current_start);
         if elapsed >= self.window * 2 {
