@@ -1,7 +1,8 @@
 //! `causeway backend`: the gateway next to the origins. It ends TMP links from front-ends and
 //! serves each channel: an HTTP exchange goes through the Site's balancer (high-water marks,
 //! release queue, types, primary preference, health) exactly as on the single-tier gateway;
-//! a TCP channel is joined to one of the Site's origins on the channel's port.
+//! a TCP channel is joined to one of the Site's origins on the channel's port. Its Sites are
+//! reloaded live through [`RunningBackend::reloader`], with the gateway's semantics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,15 +23,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, Admin};
+use crate::admin::Admin;
 use crate::balancer::OriginSet;
 use crate::classify::RequestProfile;
 use crate::metrics::{Metrics, MetricsError};
 use crate::proxy::body::{Completion, ProxyBody, RequestBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{self, headers};
+use crate::reload::SiteReloader;
 use crate::server;
-use crate::sites::{Router, SiteError};
+use crate::sites::{LiveRouter, SiteError};
 
 /// Where and how the back-end listens.
 #[derive(Clone, Debug)]
@@ -73,11 +75,17 @@ pub struct RunningBackend {
     pub admin: SocketAddr,
     /// The live links.
     pub links: Arc<LinkRegistry>,
+    reloader: SiteReloader,
     tasks: JoinSet<()>,
     listener: Arc<Listener>,
 }
 
 impl RunningBackend {
+    /// Applies new Site configurations to this back-end while it serves.
+    pub fn reloader(&self) -> SiteReloader {
+        self.reloader.clone()
+    }
+
     /// Waits until shutdown, then closes every link.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
@@ -88,7 +96,7 @@ impl RunningBackend {
 /// Serves each channel of every link.
 #[derive(Clone)]
 struct BackendService {
-    router: Arc<Router>,
+    router: LiveRouter,
     metrics: Metrics,
 }
 
@@ -100,10 +108,12 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningBackend, BackendError> {
     let metrics = Metrics::new()?;
-    let router = Arc::new(Router::new(sites, &metrics)?);
+    let reloader = SiteReloader::start(sites, &metrics, shutdown.clone())?;
+    let router = reloader.router();
     let load_router = router.clone();
     let load: LoadProbe = Arc::new(move || {
         let (in_flight, queued) = load_router
+            .load()
             .sites()
             .iter()
             .map(|site| site.balancer.load())
@@ -123,9 +133,6 @@ pub fn start(
             source,
         })?;
     let admin = admin_listener.local_addr().unwrap_or(options.admin_listen);
-    for site in router.sites() {
-        crate::health_check::spawn(site, &shutdown);
-    }
     let links = listener.registry();
     let mut tasks = JoinSet::new();
     let service = BackendService {
@@ -144,7 +151,7 @@ pub fn start(
     let admin_handler = Admin::new(
         metrics.clone(),
         Arc::new(AtomicBool::new(true)),
-        admin::origin_status(router),
+        crate::reload::origin_status(router),
     )
     .with_qos(Arc::new(
         move || serde_json::json!({ "links": qos_links.views() }),
@@ -159,6 +166,7 @@ pub fn start(
         link_address,
         admin,
         links,
+        reloader,
         tasks,
         listener,
     })
@@ -210,7 +218,8 @@ impl BackendService {
         *head.version_mut() = Version::HTTP_11;
         *head.headers_mut() = request.headers;
         let (parts, ()) = head.into_parts();
-        let site = match proxy::route(&self.router, &parts) {
+        // The channel keeps the Site it is routed to until it ends, whatever a reload does.
+        let site = match proxy::route(&**self.router.load(), &parts) {
             Ok(site) => site.clone(),
             Err(error) => {
                 self.metrics.record_unrouted(error.status().as_u16());
@@ -276,7 +285,7 @@ impl BackendService {
             mut sender,
             mut receiver,
         } = channel;
-        let found = self.router.sites().iter().find_map(|site| {
+        let found = self.router.load().sites().iter().find_map(|site| {
             let (_, origin_port) = site
                 .tcp_ports
                 .iter()
@@ -295,9 +304,11 @@ impl BackendService {
             cost: 1,
         });
         let mut tried = OriginSet::default();
+        // A reload may hand the balancer over meanwhile: go on from the lease's own.
+        let mut balancer = site.balancer.clone();
         // The origin's slot is held for the whole connection: a tunnelled connection is load.
         let (lease, stream) = loop {
-            let lease = match site.balancer.acquire(profile, tried).await {
+            let lease = match balancer.acquire(profile, tried).await {
                 Ok(lease) => lease,
                 Err(error) => {
                     tracing::warn!(site = %site.name, %error, "tunnel: no origin");
@@ -317,8 +328,9 @@ impl BackendService {
                     };
                     tracing::warn!(site = %site.name, origin = %lease.info().name, port = origin_port, %detail, "tunnel connect failed");
                     lease.record(Duration::ZERO, false);
-                    tried.insert(lease.origin());
-                    if tried.len() >= site.balancer.origins().len() {
+                    balancer = lease.balancer();
+                    tried = lease.tried();
+                    if tried.len() >= balancer.origins().len() {
                         receiver.stop(ChannelReset::UpstreamFailed);
                         sender.reset(ChannelReset::UpstreamFailed);
                         return;

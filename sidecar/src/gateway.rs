@@ -1,5 +1,6 @@
 //! `causeway gateway`: the single-tier gateway of the patent's FIG. 6/7 — client HTTP in,
 //! balanced straight over each Site's origins — with its admin endpoint and health checks.
+//! Its Sites are reloaded live through [`RunningGateway::reloader`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +15,9 @@ use tokio::task::JoinSet;
 use crate::admin::Admin;
 use crate::metrics::{Metrics, MetricsError};
 use crate::proxy::Proxy;
+use crate::reload::SiteReloader;
 use crate::server::{self, ConnectionLimits, ListenerStats};
-use crate::sites::{Router, SiteError};
+use crate::sites::SiteError;
 use crate::tls::{self, TlsError};
 
 /// Where and how the gateway listens.
@@ -71,10 +73,16 @@ pub struct RunningGateway {
     pub https: Option<SocketAddr>,
     /// The admin address.
     pub admin: SocketAddr,
+    reloader: SiteReloader,
     tasks: JoinSet<()>,
 }
 
 impl RunningGateway {
+    /// Applies new Site configurations to this gateway while it serves.
+    pub fn reloader(&self) -> SiteReloader {
+        self.reloader.clone()
+    }
+
     /// Waits until every listener has drained after shutdown.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
@@ -92,7 +100,6 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningGateway, GatewayError> {
     let metrics = Metrics::new()?;
-    let router = Arc::new(Router::new(sites, &metrics)?);
     let tls = match (&options.tls_listen, &options.tls_files) {
         (Some(_), Some((cert, key))) => Some(tls::acceptor(cert, key)?),
         (None, None) => None,
@@ -113,9 +120,10 @@ pub fn start(
         .map(|(l, a)| local(l, a));
     let admin = local(&admin_listener, options.admin_listen);
 
-    for site in router.sites() {
-        crate::health_check::spawn(site, &shutdown);
-    }
+    // Sites start last, once every listener is bound: a failed start leaves no health check
+    // running.
+    let reloader = SiteReloader::start(sites, &metrics, shutdown.clone())?;
+    let router = reloader.router();
     let proxy = Arc::new(Proxy::new(router.clone(), metrics.clone()));
     let stats = Arc::new(ListenerStats::default());
     let mut tasks = JoinSet::new();
@@ -135,7 +143,7 @@ pub fn start(
     let admin_handler = Arc::new(Admin::new(
         metrics.clone(),
         ready,
-        crate::admin::origin_status(router),
+        crate::reload::origin_status(router),
     ));
     tasks.spawn(admin_handler.serve(admin_listener, shutdown.clone()));
     tasks.spawn(export_listener_stats(stats, metrics, shutdown));
@@ -143,6 +151,7 @@ pub fn start(
         http,
         https,
         admin,
+        reloader,
         tasks,
     })
 }

@@ -1,5 +1,7 @@
 //! Active health checks: a loop per origin that asks `GET <path>` every interval and feeds
-//! the result to the balancer, whose state machine decides when the origin flips.
+//! the result to the balancer, whose state machine decides when the origin flips. The loops
+//! belong to one running Site: they stop at shutdown or when a reload retires that Site (its
+//! replacement, if any, starts its own), so a Site never has two sets probing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use crate::proxy::body::RequestBody;
 use crate::sites::SiteRuntime;
 
 /// Starts the checks of every origin of `site`, if it has checks configured; they stop when
-/// `shutdown` turns true.
+/// `shutdown` turns true or the Site is retired.
 pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
     let Some(check) = site.health_check.clone() else {
         return;
@@ -31,6 +33,7 @@ pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
         };
         let site = site.clone();
         let mut shutdown = shutdown.clone();
+        let retired = site.retirement().clone();
         let interval = check.interval.get();
         let timeout = check.timeout.get();
         tokio::spawn(async move {
@@ -44,8 +47,12 @@ pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     () = crate::shutdown::requested(&mut shutdown) => return,
+                    () = retired.cancelled() => return,
                 }
-                let passed = probe(&site, &uri, timeout).await;
+                let passed = tokio::select! {
+                    passed = probe(&site, &uri, timeout) => passed,
+                    () = retired.cancelled() => return,
+                };
                 site.balancer.record_check(index, passed);
             }
         });

@@ -230,8 +230,10 @@ async fn start_two_tier(
     let front = loop {
         let frontend_options = FrontendOptions {
             serve: options.clone(),
-            backends: Default::default(),
-            default_backends: vec![backend.link_address],
+            backends: frontend::BackendMap {
+                per_site: Default::default(),
+                default: vec![backend.link_address],
+            },
             link: LinkSettings {
                 name: "local-frontend".to_owned(),
                 ..LinkSettings::default()

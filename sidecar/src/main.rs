@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
 use causeway_sidecar::backend::{self, BackendOptions};
-use causeway_sidecar::frontend::{self, FrontendOptions};
+use causeway_sidecar::frontend::{self, BackendMap, FrontendOptions};
 use causeway_sidecar::gateway::{self, GatewayOptions};
 use causeway_sidecar::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
+use causeway_sidecar::reload::ReloadReport;
 use causeway_sidecar::server::{self, ConnectionLimits, ListenerStats};
 use causeway_sidecar::telemetry::{self, LogFormat};
 use causeway_sidecar::{local, shutdown};
 use causeway_tmp::{BlendSettings, LinkCredentials, LinkSettings};
 use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
 
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
@@ -43,7 +45,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Single-tier gateway: client HTTP balanced straight over each Site's origins.
+    /// Single-tier gateway: client HTTP balanced straight over each Site's origins. SIGHUP
+    /// reads the Site files again and applies them without dropping requests.
     Gateway {
         #[command(flatten)]
         serve: ServeArgs,
@@ -52,6 +55,7 @@ enum Command {
         sites: Vec<String>,
     },
     /// Front-end gateway: client HTTP forwarded over TMP links to the Sites' back-ends.
+    /// SIGHUP reads the Site files again and applies them (with the same --backend flags).
     Frontend {
         #[command(flatten)]
         serve: ServeArgs,
@@ -69,6 +73,7 @@ enum Command {
         sites: Vec<String>,
     },
     /// Back-end gateway: ends TMP links and balances their requests over the Sites' origins.
+    /// SIGHUP reads the Site files again and applies them without dropping requests.
     Backend {
         #[command(flatten)]
         link: LinkArgs,
@@ -314,6 +319,49 @@ fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
+/// Why a reload asked for by SIGHUP did not happen.
+type ReloadFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// On each SIGHUP, runs `reload` (read the files, apply them) and logs what it did; a
+/// refusal is logged by the reloader itself.
+fn reload_on_sighup(
+    shutdown: watch::Receiver<bool>,
+    mut reload: impl FnMut() -> Result<ReloadReport, ReloadFailure> + Send + 'static,
+) {
+    let Some(mut hangups) = shutdown::hangups(shutdown) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading the Site files again");
+            if let Ok(report) = reload() {
+                tracing::info!(
+                    generation = report.generation,
+                    added = ?report.added,
+                    changed = ?report.changed,
+                    removed = ?report.removed,
+                    unchanged = ?report.unchanged,
+                    links_added = ?report.links_added,
+                    links_removed = ?report.links_removed,
+                    "configuration reloaded"
+                );
+            }
+        }
+    });
+}
+
+/// Reads the Site files for a reload; a failure is a refused configuration, counted and
+/// logged by `refuse`.
+fn reread_sites(
+    paths: &[String],
+    refuse: impl FnOnce(&dyn std::fmt::Display),
+) -> Result<Vec<causeway_api::Site>, ReloadFailure> {
+    local::read_sites(paths).map_err(|error| {
+        refuse(&error);
+        error.into()
+    })
+}
+
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     match workers {
         // One worker: a current-thread runtime saves the cross-thread wake-ups.
@@ -353,13 +401,19 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = shutdown::on_signals();
     match command {
         Command::Gateway { serve, sites } => {
-            let sites = local::read_sites(&sites)?;
+            let paths = sites;
+            let sites = local::read_sites(&paths)?;
             let running = gateway::start(
                 &sites,
                 serve.options(SocketAddr::from(([0, 0, 0, 0], 8080))),
-                shutdown,
+                shutdown.clone(),
             )?;
             tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, sites = sites.len(), "gateway serving");
+            let reloader = running.reloader();
+            reload_on_sighup(shutdown, move || {
+                let sites = reread_sites(&paths, |e| reloader.refuse(e))?;
+                Ok(reloader.apply(&sites)?)
+            });
             running.wait().await;
         }
         Command::Local {
@@ -388,26 +442,28 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             tunnel_ip,
             sites,
         } => {
-            let sites = local::read_sites(&sites)?;
-            let mut options = FrontendOptions {
+            let paths = sites;
+            let sites = local::read_sites(&paths)?;
+            let mut map = BackendMap::default();
+            for backend in backends {
+                match backend.site {
+                    Some(site) => map.per_site.entry(site).or_default().push(backend.address),
+                    None => map.default.push(backend.address),
+                }
+            }
+            let options = FrontendOptions {
                 serve: serve.options(SocketAddr::from(([0, 0, 0, 0], 8080))),
-                backends: Default::default(),
-                default_backends: Vec::new(),
+                backends: map.clone(),
                 link: link.settings()?,
                 tunnel_ip,
             };
-            for backend in backends {
-                match backend.site {
-                    Some(site) => options
-                        .backends
-                        .entry(site)
-                        .or_default()
-                        .push(backend.address),
-                    None => options.default_backends.push(backend.address),
-                }
-            }
-            let running = frontend::start(&sites, options, &link.credentials()?, shutdown)?;
+            let running = frontend::start(&sites, options, &link.credentials()?, shutdown.clone())?;
             tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, tunnels = ?running.tunnels, "front-end serving");
+            let reloader = running.reloader();
+            reload_on_sighup(shutdown, move || {
+                let sites = reread_sites(&paths, |e| reloader.refuse(e))?;
+                Ok(reloader.apply(&sites, &map)?)
+            });
             running.wait().await;
         }
         Command::Backend {
@@ -416,14 +472,20 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             admin_listen,
             sites,
         } => {
-            let sites = local::read_sites(&sites)?;
+            let paths = sites;
+            let sites = local::read_sites(&paths)?;
             let options = BackendOptions {
                 link_listen,
                 admin_listen,
                 link: link.settings()?,
             };
-            let running = backend::start(&sites, options, &link.credentials()?, shutdown)?;
+            let running = backend::start(&sites, options, &link.credentials()?, shutdown.clone())?;
             tracing::info!(link = %running.link_address, admin = %running.admin, "back-end serving");
+            let reloader = running.reloader();
+            reload_on_sighup(shutdown, move || {
+                let sites = reread_sites(&paths, |e| reloader.refuse(e))?;
+                Ok(reloader.apply(&sites)?)
+            });
             running.wait().await;
         }
         Command::Operator(options) => causeway_operator::run(options).await?,

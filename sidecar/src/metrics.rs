@@ -28,6 +28,8 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejections: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_generation: IntGauge,
     /// Client connections open now.
     pub connections_open: IntGauge,
     /// Client connections accepted since start.
@@ -171,6 +173,23 @@ impl Metrics {
                     &["site", "reason"],
                 )?,
             )?,
+            config_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "causeway_config_reloads_total",
+                        "Configuration reloads, by result: applied, or refused (the running configuration stays).",
+                    ),
+                    &["result"],
+                )?,
+            )?,
+            config_generation: register(
+                &r,
+                IntGauge::new(
+                    "causeway_config_generation",
+                    "Generation of the configuration in force: 1 at start, one more per applied reload.",
+                )?,
+            )?,
             connections_open: register(
                 &r,
                 IntGauge::new("causeway_client_connections", "Client connections open.")?,
@@ -237,6 +256,47 @@ impl Metrics {
             requests: self.requests.clone(),
             site: site.to_owned(),
         }
+    }
+
+    /// Counts one reload: applied (and now in force as `generation`) or refused.
+    pub fn record_reload(&self, applied: Option<u64>) {
+        let result = if applied.is_some() {
+            "applied"
+        } else {
+            "refused"
+        };
+        self.config_reloads.with_label_values(&[result]).inc();
+        if let Some(generation) = applied {
+            self.record_generation(generation);
+        }
+    }
+
+    /// Shows `generation` as the configuration in force.
+    pub fn record_generation(&self, generation: u64) {
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Drops every series of an origin a reload removed, so no gauge goes on showing a
+    /// value nobody updates.
+    pub fn remove_origin(&self, site: &str, origin: &str) {
+        let labels = [site, origin];
+        // A series that was never written is not there to remove: not an error.
+        let _ = self.origin_in_flight.remove_label_values(&labels);
+        let _ = self.origin_latency.remove_label_values(&labels);
+        let _ = self.origin_healthy.remove_label_values(&labels);
+        let _ = self.origin_ejections.remove_label_values(&labels);
+        for result in ["success", "failure"] {
+            let _ = self
+                .origin_responses
+                .remove_label_values(&[site, origin, result]);
+        }
+    }
+
+    /// Drops the gauges of a Site a reload removed (its origins go by
+    /// [`Metrics::remove_origin`]); its counters stay, as counters of a finished past.
+    pub fn remove_site(&self, site: &str) {
+        let _ = self.queue_depth.remove_label_values(&[site]);
     }
 
     /// Counts a request that never reached a site (unknown host, malformed request).

@@ -1,6 +1,7 @@
-//! Turning SIGINT and SIGTERM into a shutdown signal every server watches.
+//! Process signals: SIGINT and SIGTERM become a shutdown signal every server watches;
+//! SIGHUP asks for the configuration to be read again ([`hangups`]).
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// A sender that flips to `true` on the first SIGINT or SIGTERM, and its receiver.
 pub fn on_signals() -> watch::Receiver<bool> {
@@ -41,4 +42,44 @@ async fn wait_for_signal() {
 pub async fn requested(signal: &mut watch::Receiver<bool>) {
     // Mapped to () so no borrow of the channel is held across an await by callers.
     let _ = signal.wait_for(|stop| *stop).await;
+}
+
+/// One message per SIGHUP, until shutdown; `None` where SIGHUP cannot be watched (the
+/// configuration then changes only by restart). Hang-ups that arrive while the previous one
+/// is being handled are merged: one more reload reads the files as they are by then.
+pub fn hangups(mut shutdown: watch::Receiver<bool>) -> Option<mpsc::Receiver<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGHUP; configuration reloads are off");
+                return None;
+            }
+        };
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = hangup.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                    }
+                    () = requested(&mut shutdown) => return,
+                }
+                // Full: a reload is already due, and will see these files too.
+                if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = &mut shutdown;
+        None
+    }
 }

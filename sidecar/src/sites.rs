@@ -1,18 +1,25 @@
 //! Sites as the data plane runs them: each Site manifest compiled into its classifier,
 //! balancer and origin connection pool, and a router from Host to Site.
+//!
+//! A Site goes live in two steps so that a reload can refuse a whole configuration without
+//! touching the running one: [`CompiledSite::new`] checks and compiles, with no side effect;
+//! [`CompiledSite::start`] makes the balancer (taking over a predecessor's state) and the
+//! metric handles. The router in force is a [`LiveRouter`], swapped whole by a reload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use causeway_api::Site;
-use causeway_api::site::HealthCheckSpec;
+use causeway_api::site::{HealthCheckSpec, SiteSpec};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
 
 use crate::balancer::health::{CheckThresholds, OutlierSettings};
-use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo};
+use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo, TypeNames};
 use crate::classify::{Classifier, ClassifyError};
 use crate::metrics::Metrics;
 use crate::proxy::body::RequestBody;
@@ -77,6 +84,9 @@ pub enum SiteError {
         /// Second claimant.
         second: String,
     },
+    /// Two Sites have one name: a reload could not tell which running Site each one is.
+    #[error("two sites are named {0}")]
+    DuplicateName(String),
 }
 
 /// One Site, ready to serve.
@@ -104,6 +114,26 @@ pub struct SiteRuntime {
     pub connect_timeout: Duration,
     /// TCP ports tunnelled through links: (the port front-ends listen on, the origins' port).
     pub tcp_ports: Vec<(u16, u16)>,
+    /// The spec it runs, to tell an unchanged Site on reload.
+    spec: SiteSpec,
+    /// Cancelled when a reload replaces or removes the Site: its background work stops.
+    retired: CancellationToken,
+}
+
+/// The router in force, replaced whole by a reload: a request is routed on one snapshot and
+/// keeps the Site it got until it ends, while later requests see the new one.
+pub type LiveRouter<S = SiteRuntime> = Arc<ArcSwap<Router<S>>>;
+
+/// A Site compiled and checked but not started: building one has no side effect (no
+/// balancer, metric series or task), so a whole configuration is compiled, and refused as a
+/// whole, before any of it goes live.
+#[derive(Debug)]
+pub struct CompiledSite {
+    name: String,
+    spec: SiteSpec,
+    classifier: Classifier,
+    origins: Vec<OriginInfo>,
+    config: BalancerConfig,
 }
 
 /// The name a Site runs under: namespace/name in a cluster, name alone from a file.
@@ -115,9 +145,9 @@ pub fn site_name(site: &Site) -> String {
     }
 }
 
-impl SiteRuntime {
+impl CompiledSite {
     /// Compiles a validated Site.
-    pub fn new(site: &Site, metrics: &Metrics) -> Result<Self, SiteError> {
+    pub fn new(site: &Site) -> Result<Self, SiteError> {
         let name = site_name(site);
         let spec = &site.spec;
         if spec.origins.len() > MAX_ORIGINS {
@@ -200,14 +230,59 @@ impl SiteRuntime {
             retry_ratio: spec.retries.budget_ratio,
             min_retries_per_second: spec.retries.min_retries_per_second,
         };
-        let names: Vec<String> = origins.iter().map(|o| o.name.clone()).collect();
-        let balancer = Balancer::new(
+        Ok(Self {
+            name,
+            spec: spec.clone(),
+            classifier,
             origins,
             config,
-            metrics.site(&name, &names),
-            fastrand::u64(..),
-        );
-        Ok(Self {
+        })
+    }
+
+    /// The Site's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `running` already runs exactly this Site, so a reload keeps it as it is.
+    pub fn is_running_as(&self, running: &SiteRuntime) -> bool {
+        self.name == running.name && self.spec == running.spec
+    }
+
+    /// Starts the Site: a balancer of its own, or, given the `predecessor` it replaces, one
+    /// that takes over the predecessor's origins and queue ([`Balancer::succeed`]).
+    pub fn start(self, metrics: &Metrics, predecessor: Option<&SiteRuntime>) -> SiteRuntime {
+        let Self {
+            name,
+            spec,
+            classifier,
+            origins,
+            config,
+        } = self;
+        let names: Vec<String> = origins.iter().map(|o| o.name.clone()).collect();
+        let site_metrics = metrics.site(&name, &names);
+        let balancer = match predecessor {
+            Some(old) => {
+                // A default type the spec does not define is refused by the classifier, so
+                // the lookup only falls back on a spec that skipped validation.
+                let new_default = classifier
+                    .type_index(&spec.request_types.default_type)
+                    .unwrap_or(0);
+                old.balancer.succeed(
+                    origins,
+                    config,
+                    site_metrics,
+                    fastrand::u64(..),
+                    TypeNames {
+                        old: old.classifier.type_names(),
+                        new: classifier.type_names(),
+                        new_default,
+                    },
+                )
+            }
+            None => Balancer::new(origins, config, site_metrics, fastrand::u64(..)),
+        };
+        SiteRuntime {
             classifier,
             balancer,
             client: origin_client(spec.limits.connect_timeout.get()),
@@ -223,7 +298,31 @@ impl SiteRuntime {
                 .map(|p| (p.port, p.target_port))
                 .collect(),
             name,
-        })
+            spec,
+            retired: CancellationToken::new(),
+        }
+    }
+}
+
+impl SiteRuntime {
+    /// Compiles and starts a validated Site.
+    pub fn new(site: &Site, metrics: &Metrics) -> Result<Self, SiteError> {
+        Ok(CompiledSite::new(site)?.start(metrics, None))
+    }
+
+    /// The spec the Site runs.
+    pub fn spec(&self) -> &SiteSpec {
+        &self.spec
+    }
+
+    /// Stops the Site's background work (health checks); requests it is serving finish.
+    pub fn retire(&self) {
+        self.retired.cancel();
+    }
+
+    /// Cancelled once the Site is retired by a reload.
+    pub fn retirement(&self) -> &CancellationToken {
+        &self.retired
     }
 }
 
@@ -253,39 +352,70 @@ pub struct Router<S = SiteRuntime> {
     sites: Vec<Arc<S>>,
 }
 
-impl Router<SiteRuntime> {
-    /// Compiles every Site and indexes its hostnames.
-    pub fn new(sites: &[Site], metrics: &Metrics) -> Result<Self, SiteError> {
-        Self::build(sites, |site| SiteRuntime::new(site, metrics), |s| &s.name)
-    }
-}
-
-impl<S> Router<S> {
-    /// Compiles every Site with `compile` and indexes its hostnames; `name` gives a compiled
-    /// Site's name for error messages.
-    pub fn build(
-        sites: &[Site],
-        mut compile: impl FnMut(&Site) -> Result<S, SiteError>,
-        name: impl Fn(&S) -> &str,
-    ) -> Result<Self, SiteError> {
-        let mut router = Self {
+impl<S> Default for Router<S> {
+    /// A router of no Site.
+    fn default() -> Self {
+        Self {
             exact: HashMap::new(),
             wildcard: Vec::new(),
             sites: Vec::new(),
-        };
-        let mut owner: HashMap<String, String> = HashMap::new();
+        }
+    }
+}
+
+impl Router<SiteRuntime> {
+    /// Compiles every Site and indexes its hostnames.
+    pub fn new(sites: &[Site], metrics: &Metrics) -> Result<Self, SiteError> {
+        Self::build(sites, |site| Ok(Arc::new(SiteRuntime::new(site, metrics)?)))
+    }
+}
+
+/// Checks that the Sites can run side by side: no two share a name or claim one hostname.
+/// Pure, so a reload checks a configuration before starting any of it.
+pub fn check_names(sites: &[Site]) -> Result<(), SiteError> {
+    let mut names = std::collections::HashSet::new();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for site in sites {
+        let name = site_name(site);
+        if !names.insert(name.clone()) {
+            return Err(SiteError::DuplicateName(name));
+        }
+        for host in &site.spec.hostnames {
+            let host = host.to_ascii_lowercase();
+            if let Some(first) = owner.insert(host.clone(), name.clone()) {
+                return Err(SiteError::DuplicateHost {
+                    host,
+                    first,
+                    second: name,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<S> Router<S> {
+    /// Checks the Sites with [`check_names`], then runs each through `compile` and indexes
+    /// its hostnames; `compile` is called only once the checks have passed.
+    pub fn build<E: From<SiteError>>(
+        sites: &[Site],
+        mut compile: impl FnMut(&Site) -> Result<Arc<S>, E>,
+    ) -> Result<Self, E> {
+        check_names(sites)?;
+        let mut entries = Vec::with_capacity(sites.len());
         for site in sites {
-            let runtime = Arc::new(compile(site)?);
-            let runtime_name = name(&runtime).to_owned();
+            entries.push((site, compile(site)?));
+        }
+        Ok(Self::index(entries))
+    }
+
+    /// Indexes running Sites by the hostnames of the Site each one runs. The Sites must have
+    /// passed [`check_names`]: a hostname claimed twice goes to the later Site.
+    pub fn index<'a>(entries: impl IntoIterator<Item = (&'a Site, Arc<S>)>) -> Self {
+        let mut router = Self::default();
+        for (site, runtime) in entries {
             for host in &site.spec.hostnames {
                 let host = host.to_ascii_lowercase();
-                if let Some(first) = owner.insert(host.clone(), runtime_name.clone()) {
-                    return Err(SiteError::DuplicateHost {
-                        host,
-                        first,
-                        second: runtime_name,
-                    });
-                }
                 match host.strip_prefix("*.") {
                     Some(suffix) => router
                         .wildcard
@@ -301,7 +431,7 @@ impl<S> Router<S> {
         router
             .wildcard
             .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        Ok(router)
+        router
     }
 
     /// The Site serving `host` (without port, any case).

@@ -2,19 +2,22 @@
 //! same routing, limits and classification as the single-tier gateway, and forwards each
 //! request over a TMP link to one of the Site's back-ends, chosen per request by link quality
 //! and back-end load ([`link_choice`]). Idempotent requests whose link fails before the answer
-//! are sent again over another link; [`tunnel`] carries the Site's plain TCP ports.
+//! are sent again over another link; [`tunnel`] carries the Site's plain TCP ports; [`reload`]
+//! applies new Sites and back-ends while it serves.
 
 pub mod body;
 pub mod link_choice;
+pub mod reload;
 pub mod tunnel;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use causeway_api::Site;
+use causeway_api::site::SiteSpec;
 use causeway_tmp::compress::Decompressor;
 use causeway_tmp::frame::ResponseHead;
 use causeway_tmp::{
@@ -30,6 +33,7 @@ use tokio::task::JoinSet;
 
 use self::body::{FrontBody, FrontCompletion};
 use self::link_choice::{LinkLimits, LinkState};
+use self::reload::FrontendReloader;
 use crate::admin::Admin;
 use crate::classify::{Classifier, RequestProfile};
 use crate::gateway::GatewayOptions;
@@ -38,25 +42,46 @@ use crate::proxy::body::{RequestBody, channel_stream};
 use crate::proxy::error::ProxyError;
 use crate::proxy::{self, headers};
 use crate::server::{self, ConnectionInfo, Handler, ListenerStats};
-use crate::sites::{Router, SiteError, site_name};
+use crate::sites::{LiveRouter, SiteError, site_name};
 use crate::tls::{self, TlsError};
+
+/// Which back-ends serve which Sites.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendMap {
+    /// Back-end link addresses per Site name (namespace/name, or the bare name).
+    pub per_site: HashMap<String, Vec<SocketAddr>>,
+    /// Back-ends of Sites not in `per_site`.
+    pub default: Vec<SocketAddr>,
+}
+
+impl BackendMap {
+    /// The back-ends of `site`: its own list by full or bare name, else the default one.
+    pub fn for_site(&self, site: &Site) -> &[SocketAddr] {
+        self.per_site
+            .get(&site_name(site))
+            .or_else(|| {
+                self.per_site
+                    .get(site.metadata.name.as_deref().unwrap_or(""))
+            })
+            .unwrap_or(&self.default)
+    }
+}
 
 /// Where the front-end listens and which back-ends serve which Sites.
 #[derive(Clone, Debug)]
 pub struct FrontendOptions {
-    /// Client listeners, admin and limits, as on the gateway.
+    /// Client listeners, admin and limits, as on the gateway; the drain timeout also bounds
+    /// how long a link to a back-end dropped by a reload may take to finish its channels.
     pub serve: GatewayOptions,
-    /// Back-end link addresses per Site name; a Site not listed uses `default_backends`.
-    pub backends: HashMap<String, Vec<SocketAddr>>,
-    /// Back-ends of Sites not in `backends`.
-    pub default_backends: Vec<SocketAddr>,
+    /// Back-end link addresses of the Sites.
+    pub backends: BackendMap,
     /// Link behaviour.
     pub link: LinkSettings,
     /// Address tunnelled TCP ports listen on (the port comes from the Site).
     pub tunnel_ip: std::net::IpAddr,
 }
 
-/// Why the front-end could not start.
+/// Why the front-end could not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
     /// A Site cannot be served.
@@ -65,6 +90,16 @@ pub enum FrontendError {
     /// A Site has no back-end to link to.
     #[error("site {0} has no back-end: give --backend {0}=HOST:PORT")]
     NoBackend(String),
+    /// Two Sites tunnel one TCP port.
+    #[error("TCP port {port} is tunnelled by both site {first} and site {second}")]
+    DuplicateTunnelPort {
+        /// The port.
+        port: u16,
+        /// First claimant.
+        first: String,
+        /// Second claimant.
+        second: String,
+    },
     /// TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -90,6 +125,10 @@ pub enum FrontendError {
     Metrics(#[from] MetricsError),
 }
 
+pub(crate) fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, FrontendError> {
+    server::bind(addr).map_err(|source| FrontendError::Bind { addr, source })
+}
+
 /// One Site as a front-end runs it.
 #[derive(Debug)]
 pub struct FrontSite {
@@ -112,6 +151,9 @@ pub struct FrontSite {
     /// The class tunnelled connections travel in.
     pub default_class: u8,
     metrics: SiteMetrics,
+    /// The spec it runs and its back-ends, to tell an unchanged Site on reload.
+    spec: SiteSpec,
+    backends: Vec<SocketAddr>,
 }
 
 impl FrontSite {
@@ -167,13 +209,90 @@ impl FrontSite {
     }
 }
 
+/// A Site compiled for a front-end and checked, with its back-ends, before any link is
+/// dialled: compiling has no side effect, so a reload can refuse a whole configuration.
+#[derive(Debug)]
+pub struct CompiledFrontSite {
+    name: String,
+    spec: SiteSpec,
+    classifier: Classifier,
+    backends: Vec<SocketAddr>,
+}
+
+impl CompiledFrontSite {
+    /// Compiles `site`'s rules and finds its back-ends in `backends`.
+    pub fn new(site: &Site, backends: &BackendMap) -> Result<Self, FrontendError> {
+        let name = site_name(site);
+        let addresses = backends.for_site(site);
+        if addresses.is_empty() {
+            return Err(FrontendError::NoBackend(name));
+        }
+        let classifier = Classifier::new(&site.spec).map_err(|source| SiteError::Rules {
+            site: name.clone(),
+            source,
+        })?;
+        Ok(Self {
+            name,
+            spec: site.spec.clone(),
+            classifier,
+            backends: addresses.to_vec(),
+        })
+    }
+
+    /// The back-ends the Site links to.
+    pub fn backends(&self) -> &[SocketAddr] {
+        &self.backends
+    }
+
+    /// Whether `running` already runs exactly this Site over the same back-ends.
+    pub fn is_running_as(&self, running: &FrontSite) -> bool {
+        self.name == running.name && self.spec == running.spec && self.backends == running.backends
+    }
+
+    /// Starts the Site over the links of its back-ends, taken from `links` (which must hold
+    /// one for each).
+    pub fn start(
+        self,
+        metrics: &Metrics,
+        links: &BTreeMap<SocketAddr, Arc<LinkHandle>>,
+    ) -> FrontSite {
+        let Self {
+            name,
+            spec,
+            classifier,
+            backends,
+        } = self;
+        FrontSite {
+            classifier,
+            retry_attempts: spec.retries.attempts,
+            max_body_bytes: spec.limits.max_request_body_bytes,
+            response_timeout: spec.limits.response_timeout.get(),
+            links: backends
+                .iter()
+                .filter_map(|address| links.get(address).cloned())
+                .collect(),
+            limits: LinkLimits {
+                max_rtt: spec.qos.max_link_rtt.map(|d| d.get()),
+                max_loss: spec.qos.max_loss,
+            },
+            tcp_ports: spec.tcp_ports.iter().map(|p| p.port).collect(),
+            default_class: spec.priority.default_class,
+            metrics: metrics.site(&name, &[]),
+            name,
+            spec,
+            backends,
+        }
+    }
+}
+
 /// The client-facing handler.
 struct FrontendProxy {
-    router: Arc<Router<FrontSite>>,
+    router: LiveRouter<FrontSite>,
     metrics: Metrics,
 }
 
-/// Starts the front-end: links to every back-end, client listeners, tunnels and admin.
+/// Starts the front-end: client listeners, admin, then the Sites — links to every back-end
+/// and the tunnels.
 pub fn start(
     sites: &[Site],
     options: FrontendOptions,
@@ -189,61 +308,6 @@ pub fn start(
         options.link.clone(),
         load_metrics,
     )?;
-    // One link per back-end, shared by every Site it serves.
-    let mut handles: HashMap<SocketAddr, Arc<LinkHandle>> = HashMap::new();
-    let mut missing = None;
-    let router = Router::build(
-        sites,
-        |site| {
-            let name = site_name(site);
-            let addresses = options
-                .backends
-                .get(&name)
-                .or_else(|| {
-                    options
-                        .backends
-                        .get(site.metadata.name.as_deref().unwrap_or(""))
-                })
-                .unwrap_or(&options.default_backends);
-            if addresses.is_empty() {
-                missing.get_or_insert_with(|| name.clone());
-            }
-            let links = addresses
-                .iter()
-                .map(|address| {
-                    handles
-                        .entry(*address)
-                        .or_insert_with(|| Arc::new(dialer.spawn(*address)))
-                        .clone()
-                })
-                .collect();
-            let spec = &site.spec;
-            let classifier = Classifier::new(spec).map_err(|source| SiteError::Rules {
-                site: name.clone(),
-                source,
-            })?;
-            Ok(FrontSite {
-                classifier,
-                retry_attempts: spec.retries.attempts,
-                max_body_bytes: spec.limits.max_request_body_bytes,
-                response_timeout: spec.limits.response_timeout.get(),
-                links,
-                limits: LinkLimits {
-                    max_rtt: spec.qos.max_link_rtt.map(|d| d.get()),
-                    max_loss: spec.qos.max_loss,
-                },
-                tcp_ports: spec.tcp_ports.iter().map(|p| p.port).collect(),
-                default_class: spec.priority.default_class,
-                metrics: metrics.site(&name, &[]),
-                name,
-            })
-        },
-        |site| &site.name,
-    )?;
-    if let Some(site) = missing {
-        return Err(FrontendError::NoBackend(site));
-    }
-    let router = Arc::new(router);
     let tls = match (&serve.tls_listen, &serve.tls_files) {
         (Some(_), Some((cert, key))) => Some(tls::acceptor(cert, key)?),
         (None, None) => None,
@@ -252,9 +316,6 @@ pub fn start(
     if serve.listen.is_none() && serve.tls_listen.is_none() {
         return Err(FrontendError::NoListener);
     }
-    let bind = |addr: SocketAddr| {
-        server::bind(addr).map_err(|source| FrontendError::Bind { addr, source })
-    };
     let plain = serve.listen.map(bind).transpose()?;
     let secure = serve.tls_listen.map(bind).transpose()?;
     let admin_listener = bind(serve.admin_listen)?;
@@ -263,23 +324,26 @@ pub fn start(
     let https = secure.as_ref().and_then(local);
     let admin = local(&admin_listener).unwrap_or(serve.admin_listen);
 
+    // Sites start last, once every client listener is bound: links are dialled and tunnels
+    // bound only for a front-end that runs.
+    let links = Arc::new(FrontLinks::default());
+    let reloader = FrontendReloader::start(
+        sites,
+        &options.backends,
+        reload::FrontendParts {
+            dialer,
+            links: links.clone(),
+            metrics: metrics.clone(),
+            tunnel_ip: options.tunnel_ip,
+            drain_timeout: serve.drain_timeout,
+            shutdown: shutdown.clone(),
+        },
+    )?;
+    let router = reloader.router();
+    let tunnels = reloader.tunnels();
     let mut tasks = JoinSet::new();
-    let mut tunnels = Vec::new();
-    for site in router.sites() {
-        for port in &site.tcp_ports {
-            let address = SocketAddr::new(options.tunnel_ip, *port);
-            let listener = bind(address)?;
-            tunnels.push(listener.local_addr().unwrap_or(address));
-            tasks.spawn(tunnel::serve(
-                listener,
-                site.clone(),
-                *port,
-                shutdown.clone(),
-            ));
-        }
-    }
     let proxy = Arc::new(FrontendProxy {
-        router: router.clone(),
+        router,
         metrics: metrics.clone(),
     });
     let stats = Arc::new(ListenerStats::default());
@@ -295,7 +359,6 @@ pub fn start(
             serve.drain_timeout,
         ));
     }
-    let links: Arc<FrontLinks> = Arc::new(FrontLinks(handles.into_values().collect()));
     let status_links = links.clone();
     let qos_links = links.clone();
     let admin_handler = Admin::new(
@@ -303,7 +366,7 @@ pub fn start(
         Arc::new(AtomicBool::new(true)),
         Arc::new(move || {
             let links: Vec<_> = status_links
-                .0
+                .handles()
                 .iter()
                 .map(|h| serde_json::json!({ "backend": h.address(), "up": h.current().is_some() }))
                 .collect();
@@ -312,7 +375,7 @@ pub fn start(
     )
     .with_qos(Arc::new(move || {
         let links: Vec<_> = qos_links
-            .0
+            .handles()
             .iter()
             .filter_map(|h| h.current())
             .map(|l| l.view())
@@ -331,18 +394,32 @@ pub fn start(
         admin,
         tunnels,
         links,
+        reloader,
         tasks,
     })
 }
 
-/// A front-end's link handles.
-#[derive(Debug)]
-pub struct FrontLinks(Vec<Arc<LinkHandle>>);
+/// A front-end's links, one per back-end of the configuration in force (shared by every
+/// Site that back-end serves).
+#[derive(Debug, Default)]
+pub struct FrontLinks(Mutex<BTreeMap<SocketAddr, Arc<LinkHandle>>>);
 
 impl FrontLinks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SocketAddr, Arc<LinkHandle>>> {
+        // The map stays whole through a panic elsewhere: keep serving with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The links now.
+    pub fn handles(&self) -> Vec<Arc<LinkHandle>> {
+        self.lock().values().cloned().collect()
+    }
+
     /// Waits until every link is up, at most `limit`; true when they all are.
     pub async fn wait_up(&self, limit: Duration) -> bool {
-        for handle in &self.0 {
+        for handle in self.handles() {
             if handle.wait_up(limit).await.is_none() {
                 return false;
             }
@@ -353,7 +430,7 @@ impl FrontLinks {
 
 impl crate::link_metrics::LinkSource for FrontLinks {
     fn live_links(&self) -> Vec<Arc<Link>> {
-        self.0.iter().filter_map(|h| h.current()).collect()
+        self.handles().iter().filter_map(|h| h.current()).collect()
     }
 }
 
@@ -365,14 +442,20 @@ pub struct RunningFrontend {
     pub https: Option<SocketAddr>,
     /// The admin address.
     pub admin: SocketAddr,
-    /// Tunnelled TCP listeners.
+    /// Tunnelled TCP listeners at start.
     pub tunnels: Vec<SocketAddr>,
     /// The links to back-ends.
     pub links: Arc<FrontLinks>,
+    reloader: FrontendReloader,
     tasks: JoinSet<()>,
 }
 
 impl RunningFrontend {
+    /// Applies new Sites and back-ends to this front-end while it serves.
+    pub fn reloader(&self) -> FrontendReloader {
+        self.reloader.clone()
+    }
+
     /// Waits until every listener has drained after shutdown.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
@@ -399,7 +482,8 @@ impl FrontendProxy {
     ) -> Response<FrontBody> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
-        let site = match proxy::route(&self.router, &parts) {
+        // The request keeps the Site it is routed to until it ends, whatever a reload does.
+        let site = match proxy::route(&**self.router.load(), &parts) {
             Ok(site) => site.clone(),
             Err(error) => {
                 self.metrics.record_unrouted(error.status().as_u16());

@@ -1,32 +1,50 @@
 //! Tunnelled TCP on a front-end: each connection to one of a Site's TCP ports becomes a
 //! channel over a link; the back-end joins it to an origin on that port. Any protocol rides
 //! through (SMTP, a database, …) with the same link choice and origin balancing as HTTP.
-
-use std::sync::Arc;
+//!
+//! A listener belongs to a port, not to a Site: each connection goes to the Site that
+//! tunnels the port in the configuration in force, so a reload that changes the Site leaves
+//! the listener alone, and one that drops the port stops it (connections already carried go
+//! on).
 
 use bytes::Bytes;
 use causeway_tmp::{Channel, ChannelHead, ChannelKind, ChannelReset, LinkError, TcpTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::FrontSite;
+use crate::sites::LiveRouter;
 
-/// Accepts connections on one tunnelled port until shutdown.
+/// Accepts connections on one tunnelled port until shutdown or `stop`.
 pub async fn serve(
     listener: TcpListener,
-    site: Arc<FrontSite>,
+    router: LiveRouter<FrontSite>,
     port: u16,
     mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = crate::shutdown::requested(&mut shutdown) => return,
+            () = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let site = site.clone();
+                let owner = router
+                    .load()
+                    .sites()
+                    .iter()
+                    .find(|site| site.tcp_ports.contains(&port))
+                    .cloned();
+                let Some(site) = owner else {
+                    // Only between a reload's swap and the listener's stop: nobody to carry
+                    // the connection to.
+                    drop(stream);
+                    continue;
+                };
                 tokio::spawn(async move {
                     if let Err(error) = carry(stream, &site, port).await {
                         tracing::debug!(site = %site.name, %peer, port, %error, "tunnel ended with an error");

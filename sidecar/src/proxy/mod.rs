@@ -27,12 +27,12 @@ use crate::classify::RequestProfile;
 use crate::framing_guard::AmbiguousLength;
 use crate::metrics::Metrics;
 use crate::server::{ConnectionInfo, Handler};
-use crate::sites::{Router, SiteRuntime};
+use crate::sites::{LiveRouter, Router, SiteRuntime};
 
 /// The proxy shared by every client connection.
 #[derive(Debug)]
 pub struct Proxy {
-    router: Arc<Router>,
+    router: LiveRouter,
     metrics: Metrics,
 }
 
@@ -53,8 +53,8 @@ fn is_gateway_error(status: StatusCode) -> bool {
 }
 
 impl Proxy {
-    /// A proxy over the routed sites.
-    pub fn new(router: Arc<Router>, metrics: Metrics) -> Self {
+    /// A proxy over the routed sites; a reload swaps the router under it.
+    pub fn new(router: LiveRouter, metrics: Metrics) -> Self {
         Self { router, metrics }
     }
 
@@ -65,7 +65,8 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
-        let site = match route(&self.router, &parts) {
+        // The request keeps the Site it is routed to until it ends, whatever a reload does.
+        let site = match route(&**self.router.load(), &parts) {
             Ok(site) => site.clone(),
             Err(error) => {
                 let status = error.status().as_u16();
@@ -217,13 +218,17 @@ pub(crate) async fn forward(
     let mut body = Some(body);
     let mut tried = OriginSet::default();
     let mut attempts_left = site.retry_attempts;
-    site.balancer.record_request();
+    // A reload may hand the Site's balancer over while the request waits: each lease comes
+    // from the balancer in force, and a retry goes on from that one.
+    let mut balancer = site.balancer.clone();
+    balancer.record_request();
     loop {
-        let lease = site
-            .balancer
+        let lease = balancer
             .acquire(profile, tried)
             .await
             .map_err(|e| ProxyError::from_acquire(e, site.queue_timeout))?;
+        balancer = lease.balancer();
+        tried = lease.tried();
         let attempt_body = body
             .take()
             .or_else(|| replay.as_ref().and_then(RequestBody::replay))
@@ -231,7 +236,7 @@ pub(crate) async fn forward(
         let request = attempt_request(&parts, &lease, attempt_body)?;
         // The name is only wanted on the error paths; look it up there, not per request.
         let origin_index = lease.origin();
-        let origin = || site.balancer.origins()[origin_index].name.clone();
+        let origin = || balancer.origins()[origin_index].name.clone();
         let mut attempt = Attempt::send(site, request, lease);
         let Some((result, lease)) = attempt.answer().await else {
             return Err(ProxyError::Upstream {
@@ -247,11 +252,10 @@ pub(crate) async fn forward(
             }
             Ok(Ok(response)) => {
                 lease.record(elapsed, false);
-                if !(replayable && idempotent && attempts_left > 0 && site.balancer.try_retry()) {
+                if !(replayable && idempotent && attempts_left > 0 && balancer.try_retry()) {
                     return Ok((response, lease));
                 }
                 tracing::debug!(site = %site.name, origin = %origin(), status = %response.status(), "retrying on another origin");
-                tried.insert(lease.origin());
                 attempts_left -= 1;
                 continue;
             }
@@ -297,11 +301,10 @@ pub(crate) async fn forward(
                 )
             }
         };
-        if !(may_retry && attempts_left > 0 && site.balancer.try_retry()) {
+        if !(may_retry && attempts_left > 0 && balancer.try_retry()) {
             return Err(error);
         }
         tracing::debug!(site = %site.name, %error, "retrying on another origin");
-        tried.insert(lease.origin());
         attempts_left -= 1;
     }
 }

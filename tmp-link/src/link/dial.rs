@@ -1,8 +1,10 @@
 //! The front-end side: keeps one link to one back-end up for as long as the gateway runs,
-//! redialling with exponential backoff and jitter when it drops.
+//! redialling with exponential backoff and jitter when it drops — or until the back-end is
+//! dropped from the configuration, when [`LinkHandle::drain`] lets its channels finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -21,6 +23,7 @@ pub struct LinkHandle {
     address: SocketAddr,
     current: watch::Receiver<Option<Arc<Link>>>,
     task: tokio::task::JoinHandle<()>,
+    draining: AtomicBool,
 }
 
 impl Drop for LinkHandle {
@@ -32,19 +35,58 @@ impl Drop for LinkHandle {
     }
 }
 
+/// How often a draining link looks at its open channels.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 impl LinkHandle {
     /// The back-end's address.
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// The link, when it is up.
+    /// The link, when it is up and not draining: the link to open a new channel on.
     pub fn current(&self) -> Option<Arc<Link>> {
+        if self.draining.load(Ordering::Acquire) {
+            return None;
+        }
         self.current
             .borrow()
             .as_ref()
             .filter(|link| !link.is_closed())
             .cloned()
+    }
+
+    /// Whether [`LinkHandle::drain`] has been called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Retires the link gracefully: from now on it takes no new channel ([`LinkHandle::current`]
+    /// says it is down) and is not redialled; the channels open on it go on until they finish,
+    /// for at most `limit`, then the link closes. Returns once it is closed.
+    ///
+    /// A channel being opened at the very moment the drain starts (on a link fetched just
+    /// before) is counted only once its stream is open, so the link is closed only after it
+    /// has been seen idle twice, a poll apart.
+    pub async fn drain(&self, limit: Duration) {
+        self.draining.store(true, Ordering::Release);
+        self.task.abort();
+        let link = self.current.borrow().clone();
+        let Some(link) = link else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut idle_polls = 0;
+        while idle_polls < 2 && !link.is_closed() && tokio::time::Instant::now() < deadline {
+            idle_polls = if link.channels_open() == 0 {
+                idle_polls + 1
+            } else {
+                0
+            };
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if link.channels_open() > 0 {
+            tracing::warn!(address = %self.address, channels = link.channels_open(), "drain time over; closing the link with channels open");
+        }
+        link.close("back-end removed from the configuration");
     }
 
     /// Waits until the link is up, at most `limit`.
@@ -100,6 +142,7 @@ impl Dialer {
             address,
             current,
             task,
+            draining: AtomicBool::new(false),
         }
     }
 
