@@ -1160,6 +1160,23 @@ mod tests {
         list.iter().map(|&(n, c)| (n.to_owned(), c)).collect()
     }
 
+    async fn slot(b: &Balancer) -> Lease {
+        b.acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot")
+    }
+
+    /// A request that waits in `b`'s queue (once this returns).
+    async fn queued(b: &Balancer) -> tokio::task::JoinHandle<Result<Lease, AcquireError>> {
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire(profile(2), OriginSet::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "every origin is at its mark");
+        waiting
+    }
+
     #[tokio::test]
     async fn a_handover_carries_in_flight_counts_of_kept_origins_only() {
         let old = named(&[("a", 4), ("b", 4)]);
@@ -1186,17 +1203,10 @@ mod tests {
     #[tokio::test]
     async fn an_old_lease_frees_its_slot_on_the_successor_and_releases_its_waiters() {
         let old = named(&[("a", 1)]);
-        let busy = old
-            .acquire(profile(2), OriginSet::default())
-            .await
-            .expect("slot");
+        let busy = slot(&old).await;
         let new = succeed(&old, &[("a", 1)]);
-        let waiting = tokio::spawn({
-            let new = new.clone();
-            async move { new.acquire(profile(2), OriginSet::default()).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "the carried request holds the mark");
+        // The carried request holds the mark.
+        let waiting = queued(&new).await;
         drop(busy);
         let lease = waiting.await.expect("task").expect("released");
         assert_eq!(lease.info().name, "a");
@@ -1206,10 +1216,7 @@ mod tests {
     #[tokio::test]
     async fn waiters_move_to_the_successor_in_their_order() {
         let old = named(&[("a", 1)]);
-        let busy = old
-            .acquire(profile(2), OriginSet::default())
-            .await
-            .expect("slot");
+        let busy = slot(&old).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for class in [3u8, 1] {
             let (old, tx) = (old.clone(), tx.clone());
@@ -1239,15 +1246,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_moved_to_a_successor_with_room_is_released_at_once() {
         let old = named(&[("a", 1)]);
-        let _busy = old
-            .acquire(profile(2), OriginSet::default())
-            .await
-            .expect("slot");
-        let waiting = tokio::spawn({
-            let old = old.clone();
-            async move { old.acquire(profile(2), OriginSet::default()).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _busy = slot(&old).await;
+        let waiting = queued(&old).await;
         let new = succeed(&old, &[("a", 1), ("b", 1)]);
         let lease = waiting.await.expect("task").expect("released");
         assert_eq!(lease.info().name, "b");

@@ -856,12 +856,38 @@ impl Gateway {
 
     /// Sends SIGTERM (through `kill(1)`, to keep the tests free of unsafe code).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGHUP: read the Site files again.
+    pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.pid().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.pid());
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Replaces the Site file the process was started with (read again on SIGHUP).
+    pub fn rewrite_sites(&self, manifest: &str) {
+        // Written aside and renamed, as a config map update is, so a reload never reads a
+        // half-written file.
+        let aside = self.site_file.with_extension("next");
+        std::fs::write(&aside, manifest).expect("write the new Site file");
+        std::fs::rename(&aside, &self.site_file).expect("replace the Site file");
+    }
+
+    /// Waits up to `limit` for `causeway_config_generation` to reach `generation`.
+    pub async fn wait_generation(&self, generation: u64, limit: Duration) -> bool {
+        eventually(limit, || async {
+            metric(&self.metrics().await, "causeway_config_generation", &[]) >= generation as f64
+        })
+        .await
     }
 
     /// Waits up to `limit` for the process to exit; its exit code if it did.
@@ -917,6 +943,17 @@ impl LinkPki {
         }
         std::fs::write(dir.join("ca.pem"), authority.ca_pem()).expect("write CA");
         Self { dir }
+    }
+
+    /// The link credentials of one role (`backend` or `frontend`), for a tier run in the
+    /// test process.
+    pub fn credentials(&self, role: &str) -> causeway_tmp::LinkCredentials {
+        causeway_tmp::LinkCredentials::from_pem_files(
+            &self.dir.join("ca.pem"),
+            &self.dir.join(format!("{role}.pem")),
+            &self.dir.join(format!("{role}.key")),
+        )
+        .expect("link credentials")
     }
 
     /// The `--link-*` arguments for one role (`backend` or `frontend`).
