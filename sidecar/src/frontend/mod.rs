@@ -125,6 +125,7 @@ pub enum FrontendError {
     Metrics(#[from] MetricsError),
 }
 
+/// Binds a client or tunnel listener, naming the address when it fails.
 pub(crate) fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, FrontendError> {
     server::bind(addr).map_err(|source| FrontendError::Bind { addr, source })
 }
