@@ -1,34 +1,28 @@
-//! TMP link credentials: one CA, kept in a Secret in the operator's namespace (made on first
-//! start, loaded afterwards, so every operator replica and restart issues under the same CA),
-//! and one certificate Secret per Site (back-ends, DNS name `causeway-backend`, which the
-//! front-ends verify) and per Frontend (front-ends, client certificates). Both ends verify the
-//! other against the CA: links are always mutually authenticated.
-//!
-//! A certificate Secret is issued once and kept while it carries the current CA; the
-//! operator never re-issues one that is current, so restarts change nothing. The CA key stays
-//! in the operator's namespace: gateway pods get only `ca.crt`, `tls.crt` and `tls.key`.
+//! The TMP link CA: one CA, kept in a Secret in the operator's namespace (made on first
+//! start, loaded afterwards, so every operator replica and restart signs under the same CA).
+//! Gateways never see its key: each gateway pod makes its own key and asks for a certificate
+//! through a CertificateSigningRequest, which [`crate::reconcile::signer`] signs here; the
+//! CA certificate reaches the pods in their ConfigMap. Both ends of a link verify the other
+//! against the CA: links are always mutually authenticated.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use causeway_tmp::LinkAuthority;
-use causeway_tmp::tls::IssuedPem;
+use causeway_tmp::tls::RequestedCertificate;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 
 use crate::error::{Error, Result};
-use crate::names::{self, FIELD_MANAGER, Tier};
+use crate::names::{self, FIELD_MANAGER};
 
 /// Secret key of the CA certificate.
 pub const CA_CERT_KEY: &str = "ca.crt";
 /// Secret key of the CA private key (CA Secret only).
 pub const CA_KEY_KEY: &str = "ca.key";
-/// Secret key of a gateway certificate.
-pub const CERT_KEY: &str = "tls.crt";
-/// Secret key of a gateway private key.
-pub const KEY_KEY: &str = "tls.key";
 
 /// The CA common name of generated authorities.
 const CA_COMMON_NAME: &str = "causeway TMP link CA";
@@ -72,18 +66,12 @@ impl Authority {
         &self.ca_pem
     }
 
-    /// A certificate for gateways of `tier`, carrying the stored CA text.
+    /// Signs a gateway's request, valid for `lifetime`.
     ///
     /// # Errors
     /// When signing fails.
-    pub fn issue(&self, tier: Tier) -> Result<IssuedPem> {
-        let name = match tier {
-            Tier::Backend => names::BACKEND_CERT_NAME,
-            Tier::Frontend => names::FRONTEND_CERT_NAME,
-        };
-        let mut issued = self.authority.issue_pem(&[name])?;
-        issued.ca = self.ca_pem.clone();
-        Ok(issued)
+    pub fn sign(&self, request: &RequestedCertificate, lifetime: Duration) -> Result<String> {
+        Ok(self.authority.sign(request, lifetime)?)
     }
 
     /// The CA Secret's data.
@@ -102,48 +90,6 @@ fn bytes(text: &str) -> ByteString {
 fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
     let data = secret.data.as_ref()?.get(key)?;
     std::str::from_utf8(&data.0).ok().filter(|t| !t.is_empty())
-}
-
-/// Whether `secret` holds a certificate and key issued under the CA `ca_pem`.
-pub fn is_current(secret: &Secret, ca_pem: &str) -> bool {
-    text(secret, CA_CERT_KEY) == Some(ca_pem)
-        && text(secret, CERT_KEY).is_some()
-        && text(secret, KEY_KEY).is_some()
-}
-
-/// A fingerprint of a certificate Secret's contents, for the pod-template hash.
-pub fn fingerprint(secret: &Secret) -> String {
-    names::content_hash(
-        [CA_CERT_KEY, CERT_KEY, KEY_KEY]
-            .iter()
-            .map(|key| text(secret, key).unwrap_or_default().as_bytes()),
-    )
-}
-
-/// The certificate Secret `name` in `namespace`, owned by `owner`.
-pub fn link_secret(
-    name: &str,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    owner: &OwnerReference,
-    issued: &IssuedPem,
-) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner.clone()]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([
-            (CA_CERT_KEY.to_owned(), bytes(&issued.ca)),
-            (CERT_KEY.to_owned(), bytes(&issued.cert)),
-            (KEY_KEY.to_owned(), bytes(&issued.key)),
-        ])),
-        ..Secret::default()
-    }
 }
 
 /// Loads the CA from Secret `name` in `namespace`, or makes one and stores it there. When
@@ -199,63 +145,14 @@ fn from_secret(secret: &Secret, namespace: &str, name: &str) -> Result<Authority
     Authority::from_pem(cert, key)
 }
 
-/// Makes sure the certificate Secret of `owner_name`'s gateways in `tier` exists and carries
-/// the current CA, issuing one only when it does not. Returns its fingerprint and whether a
-/// certificate was issued.
-///
-/// # Errors
-/// When the API or signing fails.
-pub async fn ensure_link_secret(
-    client: &kube::Client,
-    authority: &Authority,
-    namespace: &str,
-    owner_name: &str,
-    tier: Tier,
-    owner: &OwnerReference,
-) -> Result<(String, bool)> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = names::link_secret(owner_name, tier);
-    if let Some(existing) = secrets.get_opt(&name).await?
-        && is_current(&existing, authority.ca_pem())
-    {
-        return Ok((fingerprint(&existing), false));
-    }
-    let issued = authority.issue(tier)?;
-    let secret = link_secret(
-        &name,
-        namespace,
-        names::labels(owner_name, tier),
-        owner,
-        &issued,
-    );
-    let applied = secrets
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    Ok((fingerprint(&applied), true))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn owner() -> OwnerReference {
-        OwnerReference {
-            api_version: "causeway.dev/v1alpha1".into(),
-            kind: "Site".into(),
-            name: "shop".into(),
-            uid: "u".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
-    }
-
     #[test]
-    fn a_reloaded_ca_issues_certificates_the_stored_ca_verifies()
+    fn a_reloaded_ca_signs_requests_the_stored_ca_verifies()
     -> std::result::Result<(), Box<dyn std::error::Error>> {
+        use causeway_tmp::tls::certificate_request;
         use rustls::client::WebPkiServerVerifier;
         use rustls::client::danger::ServerCertVerifier;
         use rustls_pki_types::pem::PemObject;
@@ -267,8 +164,9 @@ mod tests {
         let reloaded = Authority::from_pem(&pem(CA_CERT_KEY), &pem(CA_KEY_KEY))?;
         assert_eq!(reloaded.ca_pem(), original.ca_pem());
 
-        let issued = reloaded.issue(Tier::Backend)?;
-        assert_eq!(issued.ca, original.ca_pem());
+        let made = certificate_request("web/p", &[names::BACKEND_CERT_NAME.to_owned()])?;
+        let request = RequestedCertificate::parse(&made.request_pem)?;
+        let signed = reloaded.sign(&request, Duration::from_secs(3600))?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(original.ca_pem().as_bytes()).flatten() {
             roots.add(ca)?;
@@ -277,30 +175,9 @@ mod tests {
         let verifier =
             WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
                 .build()?;
-        let leaf = CertificateDer::from_pem_slice(issued.cert.as_bytes())?;
+        let leaf = CertificateDer::from_pem_slice(signed.as_bytes())?;
         let name = ServerName::try_from(names::BACKEND_CERT_NAME)?;
         verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())?;
-        Ok(())
-    }
-
-    #[test]
-    fn a_secret_is_current_only_under_the_same_ca() -> Result<()> {
-        let authority = Authority::generate()?;
-        let issued = authority.issue(Tier::Frontend)?;
-        let secret = link_secret(
-            "edge-frontend-link",
-            "web",
-            BTreeMap::new(),
-            &owner(),
-            &issued,
-        );
-        assert!(is_current(&secret, authority.ca_pem()));
-        let other = Authority::generate()?;
-        assert!(!is_current(&secret, other.ca_pem()));
-        assert_eq!(fingerprint(&secret), fingerprint(&secret.clone()));
-        let mut empty = secret;
-        empty.data = None;
-        assert!(!is_current(&empty, authority.ca_pem()));
         Ok(())
     }
 }

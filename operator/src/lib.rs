@@ -27,6 +27,7 @@ use causeway_api::{Frontend, Site};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::Controller;
@@ -73,6 +74,11 @@ pub struct OperatorOptions {
     /// The ServiceAccount gateway pods run as (made in each namespace when missing).
     #[arg(long, default_value = "causeway-sidecar")]
     pub sidecar_service_account: String,
+    /// The ClusterRole letting gateways ask for their link certificates (create and read
+    /// CertificateSigningRequests); the operator binds it to the gateways' ServiceAccount
+    /// of each namespace it serves.
+    #[arg(long, default_value = "causeway-gateway-csr")]
+    pub gateway_csr_role: String,
 }
 
 /// An API for `K` in `namespace`, or in every namespace.
@@ -174,6 +180,7 @@ async fn lead(
         PodSettings {
             image: options.image.clone(),
             service_account: options.sidecar_service_account.clone(),
+            csr_cluster_role: options.gateway_csr_role.clone(),
         },
     ));
     let namespace = options.watch_namespace.as_deref();
@@ -268,6 +275,25 @@ async fn lead(
             }
         });
 
+    // Gateways' certificate requests: only those under our signer (a field selector the API
+    // server supports for CSRs), so other signers' requests never reach the operator.
+    let signer = Controller::new(
+        Api::<CertificateSigningRequest>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.signerName={}", names::LINK_SIGNER)),
+    )
+    .run(
+        reconcile::signer::reconcile,
+        |request, error, ctx| {
+            reconcile::error_policy(request, error, ctx, metrics::Controller::Signer)
+        },
+        ctx.clone(),
+    )
+    .for_each(|outcome| async move {
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "signer controller");
+        }
+    });
+
     let gauges = {
         let metrics = metrics.clone();
         async move {
@@ -282,6 +308,7 @@ async fn lead(
     tokio::select! {
         () = sites => Ok(()),
         () = frontends => Ok(()),
+        () = signer => Ok(()),
         () = gauges => Ok(()),
         lost = elector.hold() => Err(lost),
         () = terminated() => {

@@ -18,6 +18,8 @@ pub enum Controller {
     Site,
     /// The Frontend controller.
     Frontend,
+    /// The signer of gateways' certificate signing requests.
+    Signer,
 }
 
 impl Controller {
@@ -26,6 +28,7 @@ impl Controller {
         match self {
             Self::Site => "site",
             Self::Frontend => "frontend",
+            Self::Signer => "signer",
         }
     }
 }

@@ -24,9 +24,17 @@ pub const SITE_LABEL: &str = "causeway.dev/site";
 /// Label key: the Frontend a front-end object belongs to.
 pub const FRONTEND_LABEL: &str = "causeway.dev/frontend";
 
-/// Pod-template annotation: the hash of the configuration the pods were started with.
-/// A change rolls the pods, which is how a new configuration reaches them in v1.
+/// Deployment annotation: the hash of the configuration published in the gateways'
+/// ConfigMap. The pods watch the ConfigMap and apply a change live; the operator compares
+/// hashes only to tell, in an event, that the configuration changed.
 pub const CONFIG_HASH_ANNOTATION: &str = "causeway.dev/config-hash";
+
+/// Pod-template annotation: the hash of what a gateway reads only at start (its link
+/// certificate, the client TLS Secret). A change rolls the pods, new before old.
+pub const RESTART_HASH_ANNOTATION: &str = "causeway.dev/restart-hash";
+
+/// The Role (and RoleBinding) letting gateway pods read their ConfigMaps in a namespace.
+pub const GATEWAY_CONFIG_ROLE: &str = "causeway-gateway-config";
 
 /// The UDP port back-ends take TMP links on.
 pub const LINK_PORT: u16 = 4433;
@@ -49,6 +57,13 @@ pub const BACKEND_CERT_NAME: &str = causeway_tmp::settings::DEFAULT_SERVER_NAME;
 
 /// The DNS name in front-end (client) certificates.
 pub const FRONTEND_CERT_NAME: &str = "causeway-frontend";
+
+/// The signer name of gateways' CertificateSigningRequests: the operator approves and signs
+/// those, and only those, with the TMP link CA.
+pub const LINK_SIGNER: &str = "causeway.dev/tmp-link";
+
+/// The ConfigMap key holding the TMP link CA certificate (PEM) gateways verify peers with.
+pub const LINK_CA_KEY: &str = "link-ca.crt";
 
 /// The longest DNS label.
 const MAX_LABEL: usize = 63;
@@ -107,11 +122,6 @@ pub fn workload(owner: &str, tier: Tier) -> String {
     bounded(owner, tier.as_str())
 }
 
-/// The name of the Secret holding the TMP certificate of `owner`'s gateways in `tier`.
-pub fn link_secret(owner: &str, tier: Tier) -> String {
-    bounded(owner, &format!("{}-link", tier.as_str()))
-}
-
 /// The value of the owner label: the owner's name, bounded like a DNS label.
 pub fn label_value(owner: &str) -> String {
     bounded(owner, "")
@@ -168,7 +178,6 @@ mod tests {
     #[test]
     fn short_names_keep_their_suffix() {
         assert_eq!(workload("shop", Tier::Backend), "shop-backend");
-        assert_eq!(link_secret("edge", Tier::Frontend), "edge-frontend-link");
         assert_eq!(label_value("shop"), "shop");
     }
 

@@ -2,7 +2,9 @@
 //! running every pod as a real `causeway` process: `helm install` the chart; apply three
 //! origins, a Site and a Frontend; the Site and Frontend become Ready and a front-end pod
 //! answers through front-end → TMP → back-end → origin; `kubectl scale frontend` to three;
-//! the origins' endpoints change and the back-end configuration follows; an invalid Site is
+//! the origins' endpoints change and the gateways apply the new configuration live (same
+//! pods, no failed request); each gateway pod holds its own link certificate and a forged
+//! certificate request is denied; an invalid Site is
 //! refused with the CEL message; an operator restart changes nothing; deleting the Site
 //! removes what it made; the gateways' ServiceAccount cannot read Secrets elsewhere.
 //!
@@ -175,6 +177,10 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         can_i(&ns, &account, "get", "configmaps", ns.name()).await,
         "its own ConfigMaps"
     );
+    assert!(
+        !can_i(&ns, &account, "get", "configmaps", other.name()).await,
+        "no ConfigMaps of other namespaces"
+    );
 
     // An invalid Site is refused by the API server with the CEL message.
     let invalid = SITE.replace(
@@ -281,7 +287,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         )
         .await
         .expect("kubectl get events");
-    for reason in ["CertificateIssued", "ConfigurationApplied"] {
+    for reason in ["LinkCertificateIssued", "ConfigurationApplied"] {
         assert!(
             events.lines().any(|l| l == reason),
             "a {reason} event in:\n{events}"
@@ -308,28 +314,36 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     // The origins' endpoints change: the back-end configuration follows, requests go on.
     let before = backend_origin_urls(&ns).await;
     let old_backends = support::ready_names(&ns, BACKEND_PODS).await;
+    let old_frontends = support::ready_names(&ns, FRONTEND_PODS).await;
     ns.kubectl(&["scale", "deployment/shop-origin", "--replicas=2"], None)
         .await
         .expect("kubectl scale origins");
-    let failures = AtomicU32::new(0);
-    let failure_kinds = std::sync::Mutex::new(Vec::<String>::new());
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
     let attempts = AtomicU32::new(0);
+    let send = |ip: std::net::IpAddr| {
+        let (failures, attempts) = (&failures, &attempts);
+        async move {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            let outcome = get(SocketAddr::new(ip, 8080), HOST, "/during-change").await;
+            if !matches!(&outcome, Ok(a) if a.status == 200) {
+                let what = match outcome {
+                    Ok(answer) => format!("{ip}: HTTP {} {}", answer.status, answer.body.trim()),
+                    Err(error) => format!("{ip}: {error}"),
+                };
+                if let Ok(mut failures) = failures.lock() {
+                    failures.push(what);
+                }
+            }
+        }
+    };
     let followed = wait_for(
         "the back-end Site file to list the two remaining origins",
         TIMEOUT,
         || {
             let ns = &ns;
-            let (failures, attempts) = (&failures, &attempts);
             async move {
-                // Traffic through whichever front-ends are ready while the pods roll.
                 for ip in support::ready_ips(ns, FRONTEND_PODS).await {
-                    attempts.fetch_add(1, Ordering::Relaxed);
-                    match get(SocketAddr::new(ip, 8080), HOST, "/during-roll").await {
-                        Ok(a) if a.status == 200 => {}
-                        _ => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    send(ip).await;
                 }
                 let now = backend_origin_urls(ns).await;
                 let live = origin_urls(ns).await;
@@ -340,56 +354,106 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .await
     .expect("the back-end configuration follows the endpoints");
     assert_ne!(before, followed);
-    step("back-end config follows the endpoints");
+    // The gateways apply the new ConfigMap live: requests keep flowing for a while after,
+    // through the very same pods (no roll).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        for ip in support::ready_ips(&ns, FRONTEND_PODS).await {
+            send(ip).await;
+        }
+    }
+    let failed = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    step(&format!(
+        "back-end config follows the endpoints live ({} requests during the change)",
+        attempts.load(Ordering::Relaxed)
+    ));
+    assert!(
+        failed.is_empty(),
+        "no request fails during the change: {failed:?}"
+    );
+    assert_eq!(
+        support::ready_names(&ns, BACKEND_PODS).await,
+        old_backends,
+        "the back-ends applied the change live, without a roll"
+    );
+    assert_eq!(
+        support::ready_names(&ns, FRONTEND_PODS).await,
+        old_frontends,
+        "the front-ends were not rolled either"
+    );
     let deployments: Api<Deployment> = ns.api();
-    let rolled = wait_for(
-        "two new back-end pods, the old ones gone",
-        TIMEOUT,
-        || async {
-            // Traffic goes on through whichever front-ends are ready while both tiers roll.
-            for ip in support::ready_ips(&ns, FRONTEND_PODS).await {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                match get(SocketAddr::new(ip, 8080), HOST, "/during-roll").await {
-                    Ok(a) if a.status == 200 => {}
-                    outcome => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        let what = match outcome {
-                            Ok(answer) => {
-                                format!("{ip}: HTTP {} {}", answer.status, answer.body.trim())
-                            }
-                            Err(error) => format!("{ip}: {error}"),
-                        };
-                        if let Ok(mut kinds) = failure_kinds.lock() {
-                            kinds.push(what);
-                        }
-                    }
-                }
-            }
-            let now = support::ready_names(&ns, BACKEND_PODS).await;
-            (now.len() == 2 && now.iter().all(|name| !old_backends.contains(name))).then_some(())
-        },
+
+    // Each gateway pod holds its own link certificate, signed through a
+    // CertificateSigningRequest; a request naming a pod that is no gateway is denied.
+    let requests: serde_json::Value = serde_json::from_str(
+        &ns.kubectl(&["get", "csr", "-o", "json"], None)
+            .await
+            .expect("kubectl get csr"),
     )
-    .await;
-    if let Err(error) = rolled {
-        let pods = ns
+    .expect("JSON");
+    let ours: Vec<&serde_json::Value> = requests["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["spec"]["signerName"] == "causeway.dev/tmp-link")
+        .filter(|r| {
+            r["spec"]["username"]
+                .as_str()
+                .is_some_and(|u| u.contains(&format!(":{}:", ns.name())))
+        })
+        .collect();
+    let gateways = old_backends.len() + old_frontends.len();
+    assert!(
+        ours.len() >= gateways,
+        "one request per gateway pod ({gateways}): {ours:?}"
+    );
+    assert!(
+        ours.iter().all(|r| !r["status"]["certificate"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()),
+        "every one signed: {ours:?}"
+    );
+    let forged = causeway_tmp::tls::certificate_request(
+        &format!("{}/not-a-gateway", ns.name()),
+        &["causeway-backend".to_owned()],
+    )
+    .expect("a request");
+    let manifest = serde_json::json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": { "name": format!("forged-{}", ns.name()) },
+        "spec": {
+            "request": base64_encode(forged.request_pem.as_bytes()),
+            "signerName": "causeway.dev/tmp-link",
+            "usages": ["digital signature", "server auth", "client auth"],
+        },
+    });
+    ns.kubectl(
+        &["create", "-f", "-", "--as", &account],
+        Some(&manifest.to_string()),
+    )
+    .await
+    .expect("the gateways' account may ask");
+    let denial = wait_for("the forged request to be denied", TIMEOUT, || async {
+        let text = ns
             .kubectl(
-                &["get", "pods,rs,deployments", "-o", "wide", "--show-labels"],
+                &[
+                    "get",
+                    "csr",
+                    &format!("forged-{}", ns.name()),
+                    "-o",
+                    "jsonpath={.status.conditions[0].type}:{.status.conditions[0].message}",
+                ],
                 None,
             )
             .await
-            .unwrap_or_default();
-        panic!("the back-ends roll onto the new configuration: {error}\n{pods}");
-    }
-    support::frontends_serving(&ns, 3, TIMEOUT).await;
-    step(&format!(
-        "served again after the roll ({} of {} requests to ready front-end pod IPs failed during it)",
-        failures.load(Ordering::Relaxed),
-        attempts.load(Ordering::Relaxed)
-    ));
-    eprintln!(
-        "e2e: failed requests during the roll: {:?}",
-        failure_kinds.lock().map(|k| k.clone()).unwrap_or_default()
-    );
+            .ok()?;
+        text.starts_with("Denied:").then_some(text)
+    })
+    .await
+    .expect("the operator denies a request for a pod that is no gateway");
+    assert!(denial.contains("no pod"), "{denial}");
+    step("per-pod link certificates; a forged request denied");
 
     // Operator restart: nothing is re-made, nothing flaps.
     ns.kubectl(
@@ -710,4 +774,24 @@ async fn front_ends_serve_https_with_the_sites_tls_secret() {
         .map(|p| p.port)
         .collect();
     assert_eq!(ports, [80, 443]);
+}
+
+/// Standard base64 with padding (what `[]byte` fields take in JSON).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

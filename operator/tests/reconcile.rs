@@ -1,6 +1,7 @@
 //! The reconcilers against an in-process fake API server (a tower service keeping objects in
-//! memory; no network, no processes): a Site makes its back-end ConfigMap, Service,
-//! Deployment and certificate Secret, owned by it, and writes its status once — a second
+//! memory; no network, no processes): a Site makes its back-end ConfigMap (with the link CA),
+//! Service and Deployment, owned by it, lets the gateways read their ConfigMaps and ask for
+//! certificates, and writes its status once — a second
 //! reconciliation of the same state writes no status; a Frontend lists the ready back-ends
 //! of its Site and reports the scale selector.
 
@@ -81,13 +82,16 @@ async fn serve(
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     state.requests.push((method.clone(), path.clone()));
     let segments: Vec<&str> = path.split('/').collect();
-    let Some(at) = segments.iter().position(|s| *s == "namespaces") else {
-        return Ok(not_found());
+    // The index of RESOURCE in namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]], or, for
+    // cluster-scoped objects, in /api/v1/RESOURCE… and /apis/GROUP/VERSION/RESOURCE….
+    let resource = match segments.iter().position(|s| *s == "namespaces") {
+        Some(at) => at + 2,
+        None if segments.get(1) == Some(&"api") => 3,
+        None => 4,
     };
-    // namespaces/NS/RESOURCE[/NAME[/SUBRESOURCE]]
-    let collection = segments[..(at + 3).min(segments.len())].join("/");
-    let name = segments.get(at + 3).copied();
-    let status = segments.get(at + 4) == Some(&"status");
+    let collection = segments[..(resource + 1).min(segments.len())].join("/");
+    let name = segments.get(resource + 1).copied();
+    let status = segments.get(resource + 2) == Some(&"status");
     let key = name.map(|n| format!("{collection}/{n}"));
     state.version += 1;
     let version = state.version.to_string();
@@ -167,6 +171,7 @@ fn context() -> (Arc<Context>, Shared) {
         PodSettings {
             image: "causeway:dev".into(),
             service_account: "causeway-sidecar".into(),
+            csr_cluster_role: "causeway-gateway-csr".into(),
         },
     );
     (Arc::new(ctx), state)
@@ -241,10 +246,35 @@ async fn a_site_makes_owned_backends_and_writes_status_only_on_change() {
         true
     );
     assert!(stored(&state, &format!("{base}/services/shop-backend")).is_some());
-    let secret =
-        stored(&state, &format!("{base}/secrets/shop-backend-link")).expect("the certificate");
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Site");
+    assert!(
+        config["data"]["link-ca.crt"]
+            .as_str()
+            .is_some_and(|ca| ca.contains("BEGIN CERTIFICATE")),
+        "the ConfigMap carries the link CA"
+    );
     assert!(stored(&state, &format!("{base}/serviceaccounts/causeway-sidecar")).is_some());
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let role = stored(
+        &state,
+        &format!("{rbac}/namespaces/web/roles/causeway-gateway-config"),
+    )
+    .expect("the gateways' Role");
+    assert_eq!(role["rules"][0]["resources"][0], "configmaps");
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+    assert!(
+        stored(
+            &state,
+            &format!("{rbac}/namespaces/web/rolebindings/causeway-gateway-config")
+        )
+        .is_some()
+    );
+    let csr_binding = stored(
+        &state,
+        &format!("{rbac}/clusterrolebindings/causeway-gateway-csr:web"),
+    )
+    .expect("the gateways' CSR binding");
+    assert_eq!(csr_binding["subjects"][0]["name"], "causeway-sidecar");
+    assert_eq!(csr_binding["subjects"][0]["namespace"], "web");
 
     let written = stored(
         &state,
@@ -265,13 +295,9 @@ async fn a_site_makes_owned_backends_and_writes_status_only_on_change() {
     );
     assert_eq!(count(&state, &Method::PATCH, "/sites/shop/status"), 1);
     let events = count(&state, &Method::POST, "/events");
-    assert!(
-        events >= 2,
-        "certificate and configuration events: {events}"
-    );
+    assert!(events >= 1, "a configuration event: {events}");
 
-    // The same state again: the status would not change, so it is not written; the
-    // certificate is not issued again.
+    // The same state again: the status would not change, so it is not written.
     let mut again = site();
     again.status = serde_json::from_value(written["status"].clone()).ok();
     reconcile::site::reconcile(Arc::new(again), ctx)
@@ -281,11 +307,6 @@ async fn a_site_makes_owned_backends_and_writes_status_only_on_change() {
         count(&state, &Method::PATCH, "/sites/shop/status"),
         1,
         "no status write"
-    );
-    assert_eq!(
-        count(&state, &Method::PATCH, "/secrets/shop-backend-link"),
-        1,
-        "no new certificate"
     );
 }
 
@@ -348,12 +369,11 @@ async fn a_frontend_lists_the_ready_backends_of_its_site() {
         deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
     )
     .unwrap_or_default();
-    let backends: Vec<&str> = args
-        .windows(2)
-        .filter(|w| w[0] == "--backend")
-        .map(|w| w[1].as_str())
-        .collect();
-    assert_eq!(backends, ["shop=127.64.1.9:4433", "shop=127.64.2.9:4433"]);
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--config-map".to_owned(), "edge-frontend".to_owned()],
+        "the front-ends watch their ConfigMap"
+    );
     let config =
         stored(&state, "/api/v1/namespaces/web/configmaps/edge-frontend").expect("the ConfigMap");
     assert_eq!(

@@ -86,6 +86,11 @@ impl RunningBackend {
         self.reloader.clone()
     }
 
+    /// The link listener, for presenting a renewed certificate to new links.
+    pub fn link_listener(&self) -> Arc<Listener> {
+        self.listener.clone()
+    }
+
     /// Waits until shutdown, then closes every link.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}

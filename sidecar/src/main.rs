@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
+use causeway_operator::names::FRONTEND_CERT_NAME;
 use causeway_sidecar::backend::{self, BackendOptions};
+use causeway_sidecar::cluster_config::{self, ClusterConfig};
 use causeway_sidecar::frontend::{self, BackendMap, FrontendOptions};
 use causeway_sidecar::gateway::{self, GatewayOptions};
+use causeway_sidecar::link_identity::{self, PodIdentity};
 use causeway_sidecar::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
 use causeway_sidecar::reload::ReloadReport;
 use causeway_sidecar::server::{self, ConnectionLimits, ListenerStats};
@@ -55,7 +58,8 @@ enum Command {
         sites: Vec<String>,
     },
     /// Front-end gateway: client HTTP forwarded over TMP links to the Sites' back-ends.
-    /// SIGHUP reads the Site files again and applies them (with the same --backend flags).
+    /// SIGHUP reads the Site files again and applies them (with the same --backend flags);
+    /// with --config-map, each new version of the ConfigMap is applied as it comes.
     Frontend {
         #[command(flatten)]
         serve: ServeArgs,
@@ -63,17 +67,27 @@ enum Command {
         link: LinkArgs,
         /// A back-end's TMP address, as `HOST:PORT` (serves every Site) or `SITE=HOST:PORT`;
         /// repeat for each back-end.
-        #[arg(long = "backend", value_name = "[SITE=]HOST:PORT", required = true)]
+        #[arg(
+            long = "backend",
+            value_name = "[SITE=]HOST:PORT",
+            required_unless_present = "config_map",
+            conflicts_with = "config_map"
+        )]
         backends: Vec<BackendArg>,
         /// Address tunnelled TCP ports listen on.
         #[arg(long, default_value = "0.0.0.0")]
         tunnel_ip: std::net::IpAddr,
         /// Site manifests.
-        #[arg(required = true, value_name = "SITE_FILE")]
+        #[arg(
+            value_name = "SITE_FILE",
+            required_unless_present = "config_map",
+            conflicts_with = "config_map"
+        )]
         sites: Vec<String>,
     },
     /// Back-end gateway: ends TMP links and balances their requests over the Sites' origins.
-    /// SIGHUP reads the Site files again and applies them without dropping requests.
+    /// SIGHUP reads the Site files again and applies them without dropping requests; with
+    /// --config-map, each new version of the ConfigMap is applied as it comes.
     Backend {
         #[command(flatten)]
         link: LinkArgs,
@@ -84,7 +98,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9902")]
         admin_listen: SocketAddr,
         /// Site manifests.
-        #[arg(required = true, value_name = "SITE_FILE")]
+        #[arg(
+            value_name = "SITE_FILE",
+            required_unless_present = "config_map",
+            conflicts_with = "config_map"
+        )]
         sites: Vec<String>,
     },
     /// Run a whole Site on this machine: the embedded demo, or the Sites in the files given.
@@ -172,15 +190,24 @@ struct LinkArgs {
     /// This gateway's name in link reports [default: the host name].
     #[arg(long, env = "CAUSEWAY_NAME")]
     name: Option<String>,
-    /// PEM CA bundle both link ends trust.
-    #[arg(long, env = "CAUSEWAY_LINK_CA")]
-    link_ca: PathBuf,
+    /// PEM CA bundle both link ends trust. With --config-map and no link files, the CA comes
+    /// from the ConfigMap and the operator signs this pod's own certificate.
+    #[arg(long, env = "CAUSEWAY_LINK_CA", requires_all = ["link_cert", "link_key"])]
+    link_ca: Option<PathBuf>,
     /// PEM certificate chain of this gateway.
-    #[arg(long, env = "CAUSEWAY_LINK_CERT")]
-    link_cert: PathBuf,
+    #[arg(long, env = "CAUSEWAY_LINK_CERT", requires_all = ["link_ca", "link_key"])]
+    link_cert: Option<PathBuf>,
     /// PEM private key of this gateway.
-    #[arg(long, env = "CAUSEWAY_LINK_KEY")]
-    link_key: PathBuf,
+    #[arg(long, env = "CAUSEWAY_LINK_KEY", requires_all = ["link_ca", "link_cert"])]
+    link_key: Option<PathBuf>,
+    /// Read the Sites (and a front-end's back-ends) from this ConfigMap of the pod's
+    /// namespace (`POD_NAMESPACE`) instead of files, and apply each new version live.
+    #[arg(long, env = "CAUSEWAY_CONFIG_MAP")]
+    config_map: Option<String>,
+    /// Lifetime asked for the link certificate the operator signs (10m to 24h); it is
+    /// renewed at two thirds of it.
+    #[arg(long, default_value = "24h")]
+    link_cert_lifetime: TextDuration,
     /// DNS name back-end certificates carry.
     #[arg(long, default_value = causeway_tmp::settings::DEFAULT_SERVER_NAME)]
     link_server_name: String,
@@ -236,8 +263,21 @@ impl LinkArgs {
         })
     }
 
-    fn credentials(&self) -> Result<LinkCredentials, causeway_tmp::tls::TlsError> {
-        LinkCredentials::from_pem_files(&self.link_ca, &self.link_cert, &self.link_key)
+    /// Credentials from the link files, when given.
+    fn file_credentials(&self) -> Result<Option<LinkCredentials>, causeway_tmp::tls::TlsError> {
+        match (&self.link_ca, &self.link_cert, &self.link_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                LinkCredentials::from_pem_files(ca, cert, key).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Credentials from the link files, which file mode needs.
+    fn credentials(&self) -> Result<LinkCredentials, Box<dyn std::error::Error>> {
+        self.file_credentials()?.ok_or_else(|| {
+            "give --link-ca, --link-cert and --link-key (or run in a pod with --config-map)".into()
+        })
     }
 }
 
@@ -335,16 +375,98 @@ fn reload_on_sighup(
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reading the Site files again");
             if let Ok(report) = reload() {
-                tracing::info!(
-                    generation = report.generation,
-                    added = ?report.added,
-                    changed = ?report.changed,
-                    removed = ?report.removed,
-                    unchanged = ?report.unchanged,
-                    links_added = ?report.links_added,
-                    links_removed = ?report.links_removed,
-                    "configuration reloaded"
-                );
+                log_reload(&report);
+            }
+        }
+    });
+}
+
+/// Logs what a reload did.
+fn log_reload(report: &ReloadReport) {
+    tracing::info!(
+        generation = report.generation,
+        added = ?report.added,
+        changed = ?report.changed,
+        removed = ?report.removed,
+        unchanged = ?report.unchanged,
+        links_added = ?report.links_added,
+        links_removed = ?report.links_removed,
+        "configuration reloaded"
+    );
+}
+
+/// A gateway in a pod: its ConfigMap, watched, and its link credentials — from files when
+/// given, else a certificate the operator signed for this pod's own key.
+struct InCluster {
+    updates: watch::Receiver<Arc<ClusterConfig>>,
+    credentials: LinkCredentials,
+    /// What renewing the signed certificate needs (none with link files).
+    renewal: Option<(kube::Client, PodIdentity, String)>,
+}
+
+/// Waits for the first valid version of `config_map` and for the link credentials.
+async fn in_cluster(
+    config_map: &str,
+    link: &LinkArgs,
+    server_name: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<InCluster, Box<dyn std::error::Error>> {
+    let namespace = cluster_config::pod_namespace()?;
+    let client = cluster_config::client().await?;
+    let updates =
+        cluster_config::watch(client.clone(), &namespace, config_map, shutdown.clone()).await?;
+    if let Some(credentials) = link.file_credentials()? {
+        return Ok(InCluster {
+            updates,
+            credentials,
+            renewal: None,
+        });
+    }
+    let ca = updates
+        .borrow()
+        .link_ca
+        .clone()
+        .ok_or(link_identity::IdentityError::NoCa)?;
+    let pod = std::env::var("POD_NAME")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .or_else(|| link.name.clone())
+        .ok_or(
+            "the link certificate names the pod: set POD_NAME (the downward API's metadata.name)",
+        )?;
+    let identity = PodIdentity {
+        namespace,
+        pod,
+        server_name: server_name.to_owned(),
+        lifetime: link.link_cert_lifetime.get(),
+    };
+    let credentials = link_identity::obtain(&client, &identity, &ca).await?;
+    Ok(InCluster {
+        updates,
+        credentials,
+        renewal: Some((client, identity, ca)),
+    })
+}
+
+/// A front-end's back-ends from its ConfigMap.
+fn backend_map(config: &ClusterConfig) -> BackendMap {
+    BackendMap {
+        per_site: config.backends.clone(),
+        default: Vec::new(),
+    }
+}
+
+/// Applies each new version of the configuration with `apply` (which counts and logs a
+/// refusal itself) and logs what it did.
+fn follow_config(
+    mut updates: watch::Receiver<Arc<ClusterConfig>>,
+    mut apply: impl FnMut(&ClusterConfig) -> Result<ReloadReport, ReloadFailure> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while updates.changed().await.is_ok() {
+            let config = updates.borrow_and_update().clone();
+            if let Ok(report) = apply(&config) {
+                log_reload(&report);
             }
         }
     });
@@ -442,6 +564,45 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             tunnel_ip,
             sites,
         } => {
+            let serve = serve.options(SocketAddr::from(([0, 0, 0, 0], 8080)));
+            let settings = link.settings()?;
+            if let Some(config_map) = &link.config_map {
+                let cluster = in_cluster(config_map, &link, FRONTEND_CERT_NAME, &shutdown).await?;
+                let first = cluster.updates.borrow().clone();
+                let options = FrontendOptions {
+                    serve,
+                    backends: backend_map(&first),
+                    link: settings,
+                    tunnel_ip,
+                };
+                let running = frontend::start(
+                    &first.sites,
+                    options,
+                    &cluster.credentials,
+                    shutdown.clone(),
+                )?;
+                tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, %config_map, "front-end serving");
+                let reloader = running.reloader();
+                if let Some((client, identity, ca)) = cluster.renewal {
+                    let renewed = reloader.clone();
+                    link_identity::keep_renewed(
+                        client,
+                        identity,
+                        ca,
+                        move |credentials| {
+                            renewed
+                                .set_link_credentials(credentials)
+                                .map_err(|e| e.to_string())
+                        },
+                        shutdown.clone(),
+                    );
+                }
+                follow_config(cluster.updates, move |config| {
+                    Ok(reloader.apply(&config.sites, &backend_map(config))?)
+                });
+                running.wait().await;
+                return Ok(());
+            }
             let paths = sites;
             let sites = local::read_sites(&paths)?;
             let mut map = BackendMap::default();
@@ -452,9 +613,9 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let options = FrontendOptions {
-                serve: serve.options(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                serve,
                 backends: map.clone(),
-                link: link.settings()?,
+                link: settings,
                 tunnel_ip,
             };
             let running = frontend::start(&sites, options, &link.credentials()?, shutdown.clone())?;
@@ -472,13 +633,45 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             admin_listen,
             sites,
         } => {
-            let paths = sites;
-            let sites = local::read_sites(&paths)?;
             let options = BackendOptions {
                 link_listen,
                 admin_listen,
                 link: link.settings()?,
             };
+            if let Some(config_map) = &link.config_map {
+                let server_name = link.link_server_name.clone();
+                let cluster = in_cluster(config_map, &link, &server_name, &shutdown).await?;
+                let first = cluster.updates.borrow().clone();
+                let running = backend::start(
+                    &first.sites,
+                    options,
+                    &cluster.credentials,
+                    shutdown.clone(),
+                )?;
+                tracing::info!(link = %running.link_address, admin = %running.admin, %config_map, "back-end serving");
+                if let Some((client, identity, ca)) = cluster.renewal {
+                    let listener = running.link_listener();
+                    link_identity::keep_renewed(
+                        client,
+                        identity,
+                        ca,
+                        move |credentials| {
+                            listener
+                                .set_credentials(credentials)
+                                .map_err(|e| e.to_string())
+                        },
+                        shutdown.clone(),
+                    );
+                }
+                let reloader = running.reloader();
+                follow_config(cluster.updates, move |config| {
+                    Ok(reloader.apply(&config.sites)?)
+                });
+                running.wait().await;
+                return Ok(());
+            }
+            let paths = sites;
+            let sites = local::read_sites(&paths)?;
             let running = backend::start(&sites, options, &link.credentials()?, shutdown.clone())?;
             tracing::info!(link = %running.link_address, admin = %running.admin, "back-end serving");
             let reloader = running.reloader();

@@ -4,6 +4,10 @@
 {{- printf "%s-causeway" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "causeway.gatewayCsrRole" -}}
+{{- printf "%s-gateway-csr" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "causeway.operatorName" -}}
 {{- printf "%s-operator" (include "causeway.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

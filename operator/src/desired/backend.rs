@@ -1,6 +1,6 @@
 //! A Site's back-end gateways: a ConfigMap with the Site file (origins resolved to endpoint
 //! URLs), a headless Service for the TMP port (UDP), and a Deployment running
-//! `causeway backend` with the file and the link certificate mounted.
+//! `causeway backend`, which watches the ConfigMap and has the link certificate mounted.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +11,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 
-use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_context, typed};
+use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
 use crate::error::{Error, Result};
-use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
+use crate::names::{
+    self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_CA_KEY, LINK_PORT,
+    RESTART_HASH_ANNOTATION, Tier,
+};
 
 /// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
 /// for the front-ends, whose back-end list the new pod changed, to roll onto it first.
@@ -33,8 +36,9 @@ pub struct BackendInputs<'a> {
     pub owner: OwnerReference,
     /// Image and ServiceAccount.
     pub pod: &'a PodSettings,
-    /// A fingerprint of the link certificate Secret: a new certificate rolls the pods.
-    pub link_fingerprint: &'a str,
+    /// The TMP link CA certificate (PEM): published in the ConfigMap; a new CA rolls the pods,
+    /// which then ask for certificates under it.
+    pub link_ca: &'a str,
 }
 
 /// The back-end objects of one Site.
@@ -46,7 +50,7 @@ pub struct BackendObjects {
     pub service: Service,
     /// The gateways.
     pub deployment: Deployment,
-    /// The configuration hash on the pod template.
+    /// The hash of the published configuration (the ConfigMap's data).
     pub config_hash: String,
 }
 
@@ -76,11 +80,15 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
     let workload = names::workload(name, Tier::Backend);
     let labels = names::labels(name, Tier::Backend);
     let selector = names::selector(name, Tier::Backend);
-    let config_hash = names::content_hash([file.as_bytes(), inputs.link_fingerprint.as_bytes()]);
+    let config_hash = names::content_hash([file.as_bytes()]);
+    let restart_hash = names::content_hash([inputs.link_ca.as_bytes()]);
 
     let config_map = ConfigMap {
         metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
-        data: Some(BTreeMap::from([(SITE_KEY.to_owned(), file)])),
+        data: Some(BTreeMap::from([
+            (SITE_KEY.to_owned(), file),
+            (LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned()),
+        ])),
         ..ConfigMap::default()
     };
 
@@ -104,7 +112,7 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
         format!("$(POD_IP):{BACKEND_ADMIN_PORT}"),
     ];
     args.extend(link_args());
-    args.push(format!("{SITE_DIR}/{SITE_KEY}"));
+    args.extend(["--config-map".to_owned(), workload.clone()]);
 
     let mut deployment: Deployment = typed(
         "the back-end Deployment",
@@ -119,11 +127,12 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
                 "template": {
                     "metadata": {
                         "labels": labels,
-                        "annotations": { CONFIG_HASH_ANNOTATION: config_hash },
+                        "annotations": { RESTART_HASH_ANNOTATION: restart_hash },
                     },
                     "spec": {
                         "serviceAccountName": inputs.pod.service_account,
-                        "automountServiceAccountToken": false,
+                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                        "automountServiceAccountToken": true,
                         "terminationGracePeriodSeconds": 10,
                         "containers": [{
                             "name": "backend",
@@ -145,21 +154,17 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
                                 "failureThreshold": 3,
                             },
                             "securityContext": security_context(),
-                            "volumeMounts": [
-                                { "name": "sites", "mountPath": SITE_DIR, "readOnly": true },
-                                { "name": "link", "mountPath": LINK_DIR, "readOnly": true },
-                            ],
                         }],
-                        "volumes": [
-                            { "name": "sites", "configMap": { "name": workload } },
-                            { "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Backend) } },
-                        ],
                     },
                 },
             },
         }),
     )?;
     deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
+    deployment.metadata.annotations = Some(BTreeMap::from([(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        config_hash.clone(),
+    )]));
     Ok(BackendObjects {
         config_map,
         service,
@@ -195,6 +200,7 @@ pub(crate) mod tests {
         PodSettings {
             image: "ghcr.io/causeway-dev/causeway:0.1.0".into(),
             service_account: "causeway-sidecar".into(),
+            csr_cluster_role: "causeway-gateway-csr".into(),
         }
     }
 
@@ -206,7 +212,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn renders_a_deployment_that_mounts_its_file_and_certificate() -> Result<()> {
+    fn renders_a_deployment_that_watches_its_config_map() -> Result<()> {
         let site = site("shop");
         let pod = pod();
         let objects = objects(&BackendInputs {
@@ -214,7 +220,7 @@ pub(crate) mod tests {
             origins: origins(),
             owner: owner(),
             pod: &pod,
-            link_fingerprint: "f1",
+            link_ca: "ca-1",
         })?;
         let deployment = serde_json::to_value(&objects.deployment).map_err(|e| Error::Render {
             what: "test".into(),
@@ -231,14 +237,24 @@ pub(crate) mod tests {
         assert_eq!(args[0], "backend");
         assert!(args.contains(&"$(POD_IP):4433".to_owned()));
         assert_eq!(
-            args.last().map(String::as_str),
-            Some("/etc/causeway/sites/site.yaml")
+            args[args.len() - 2..],
+            ["--config-map".to_owned(), "shop-backend".to_owned()]
+        );
+        assert!(
+            template["spec"]["volumes"].is_null(),
+            "no certificate Secret is mounted: the pod asks for its own"
         );
         assert_eq!(
-            template["spec"]["volumes"][1]["secret"]["secretName"],
-            "shop-backend-link"
+            objects
+                .config_map
+                .data
+                .as_ref()
+                .map(|d| d[LINK_CA_KEY].as_str()),
+            Some("ca-1")
         );
-        assert_eq!(template["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(template["spec"]["automountServiceAccountToken"], true);
+        let env = template["spec"]["containers"][0]["env"].to_string();
+        assert!(env.contains("POD_NAMESPACE"), "{env}");
 
         let file = &objects
             .config_map
@@ -259,8 +275,21 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    fn restart_hash(objects: &BackendObjects) -> Option<String> {
+        objects
+            .deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(RESTART_HASH_ANNOTATION)
+            .cloned()
+    }
+
     #[test]
-    fn the_config_hash_follows_the_file_and_the_certificate() -> Result<()> {
+    fn new_origins_are_published_live_and_only_a_new_ca_rolls_the_pods() -> Result<()> {
         let site = site("shop");
         let pod = pod();
         let inputs = BackendInputs {
@@ -268,22 +297,33 @@ pub(crate) mod tests {
             origins: origins(),
             owner: owner(),
             pod: &pod,
-            link_fingerprint: "f1",
+            link_ca: "ca-1",
         };
-        let first = objects(&inputs)?.config_hash;
-        assert_eq!(first, objects(&inputs)?.config_hash, "stable");
-        let new_cert = BackendInputs {
-            link_fingerprint: "f2",
-            ..inputs.clone()
-        };
-        assert_ne!(first, objects(&new_cert)?.config_hash);
+        let first = objects(&inputs)?;
+        let again = objects(&inputs)?;
+        assert_eq!(first.config_hash, again.config_hash, "stable");
+        assert_eq!(restart_hash(&first), restart_hash(&again), "stable");
+
         let mut moved = origins();
         moved[0].url = Some("http://10.0.0.2:8080".into());
-        let new_origins = BackendInputs {
+        let new_origins = objects(&BackendInputs {
             origins: moved,
+            ..inputs.clone()
+        })?;
+        assert_ne!(first.config_hash, new_origins.config_hash);
+        assert_eq!(
+            restart_hash(&first),
+            restart_hash(&new_origins),
+            "the pods apply new origins live: the template must not change"
+        );
+
+        let new_cert = objects(&BackendInputs {
+            link_ca: "ca-2",
             ..inputs
-        };
-        assert_ne!(first, objects(&new_origins)?.config_hash);
+        })?;
+        assert_eq!(first.config_hash, new_cert.config_hash);
+        assert!(restart_hash(&first).is_some());
+        assert_ne!(restart_hash(&first), restart_hash(&new_cert));
         Ok(())
     }
 

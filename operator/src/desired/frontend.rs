@@ -2,10 +2,10 @@
 //! list of back-ends, a Service for clients, and a Deployment running `causeway frontend`
 //! placed in the Frontend's region.
 //!
-//! Front-ends reach back-ends by pod IP (`--backend SITE=IP:4433`, one per ready back-end
-//! pod): the test bed has no kube-proxy, and a front-end keeps one TMP link per back-end
-//! anyway, which a headless Service gives in a real cluster too. The back-end list is in the
-//! pod arguments, so a change rolls the front-ends (live reload is the next step).
+//! Front-ends reach back-ends by pod IP (one `SITE=IP:4433` line per ready back-end pod in
+//! the ConfigMap's `backends.txt`): the test bed has no kube-proxy, and a front-end keeps one
+//! TMP link per back-end anyway, which a headless Service gives in a real cluster too. The
+//! front-ends watch the ConfigMap, so a back-end coming or going reaches them live.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,11 +18,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::json;
 
-use super::{LINK_DIR, PodSettings, SITE_DIR, link_args, meta, pod_env, security_context, typed};
+use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
 use crate::error::{Error, Result};
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
-    Tier,
+    LINK_CA_KEY, RESTART_HASH_ANNOTATION, Tier,
 };
 
 /// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
@@ -53,8 +53,9 @@ pub struct FrontendInputs<'a> {
     pub owner: OwnerReference,
     /// Image and ServiceAccount.
     pub pod: &'a PodSettings,
-    /// A fingerprint of the link certificate Secret.
-    pub link_fingerprint: &'a str,
+    /// The TMP link CA certificate (PEM): published in the ConfigMap; a new CA rolls the pods,
+    /// which then ask for certificates under it.
+    pub link_ca: &'a str,
 }
 
 /// The front-end objects of one Frontend.
@@ -66,7 +67,7 @@ pub struct FrontendObjects {
     pub service: Service,
     /// The gateways; `None` while no served Site has a ready back-end (a front-end needs one).
     pub deployment: Option<Deployment>,
-    /// The configuration hash on the pod template.
+    /// The hash of the published configuration (the ConfigMap's data).
     pub config_hash: String,
     /// What could not be done as the spec asks (for a Warning event).
     pub warnings: Vec<String>,
@@ -157,26 +158,30 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
 
     let mut sites: Vec<&ServedSite> = inputs.sites.iter().collect();
     sites.sort_by(|a, b| a.name.cmp(&b.name));
+    // Only Sites with a ready back-end are published: a front-end cannot serve the others.
+    let serving: Vec<&ServedSite> = sites
+        .iter()
+        .copied()
+        .filter(|s| !s.backends.is_empty())
+        .collect();
     let mut data = BTreeMap::new();
-    for site in &sites {
+    for site in &serving {
         let origins = super::site_file::frontend_origins(namespace, &site.spec);
         data.insert(
             site_key(&site.name),
             super::site_file::render(&site.name, namespace, &site.spec, origins)?,
         );
     }
-    let backends = backend_lines(inputs.sites);
-    data.insert(BACKENDS_KEY.to_owned(), backends.clone());
+    data.insert(BACKENDS_KEY.to_owned(), backend_lines(inputs.sites));
+    data.insert(LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned());
     let https_port = frontend.spec.service.https_port;
     let (tls_secret, warnings) = client_tls(&sites, https_port);
-    let config_hash = names::content_hash(
-        data.iter()
-            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()])
-            .chain([
-                inputs.link_fingerprint.as_bytes(),
-                tls_secret.as_deref().unwrap_or_default().as_bytes(),
-            ]),
-    );
+    let config_hash =
+        names::content_hash(data.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]));
+    let restart_hash = names::content_hash([
+        inputs.link_ca.as_bytes(),
+        tls_secret.as_deref().unwrap_or_default().as_bytes(),
+    ]);
     let config_map = ConfigMap {
         metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
         data: Some(data),
@@ -210,7 +215,6 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
     )?;
     service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
 
-    let serving: Vec<&&ServedSite> = sites.iter().filter(|s| !s.backends.is_empty()).collect();
     let deployment = if serving.is_empty() {
         None
     } else {
@@ -250,17 +254,7 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             ]);
         }
         args.extend(link_args());
-        for site in &serving {
-            for address in &site.backends {
-                args.push("--backend".to_owned());
-                args.push(format!("{}={address}", site.name));
-            }
-        }
-        args.extend(
-            serving
-                .iter()
-                .map(|site| format!("{SITE_DIR}/{}", site_key(&site.name))),
-        );
+        args.extend(["--config-map".to_owned(), workload.clone()]);
         let mut container = json!({
             "name": "frontend",
             "image": inputs.pod.image,
@@ -281,15 +275,9 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
                 "failureThreshold": 3,
             },
             "securityContext": security_context(),
-            "volumeMounts": [
-                { "name": "sites", "mountPath": SITE_DIR, "readOnly": true },
-                { "name": "link", "mountPath": LINK_DIR, "readOnly": true },
-            ],
+            "volumeMounts": [],
         });
-        let mut volumes = vec![
-            json!({ "name": "sites", "configMap": { "name": workload } }),
-            json!({ "name": "link", "secret": { "secretName": names::link_secret(name, Tier::Frontend) } }),
-        ];
+        let mut volumes = Vec::new();
         if let Some(secret) = &tls_secret {
             volumes.push(json!({ "name": "tls", "secret": { "secretName": secret } }));
             container["volumeMounts"]
@@ -320,11 +308,12 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
                     "template": {
                         "metadata": {
                             "labels": labels,
-                            "annotations": { CONFIG_HASH_ANNOTATION: config_hash },
+                            "annotations": { RESTART_HASH_ANNOTATION: restart_hash },
                         },
                         "spec": {
                             "serviceAccountName": inputs.pod.service_account,
-                            "automountServiceAccountToken": false,
+                            // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                            "automountServiceAccountToken": true,
                             "terminationGracePeriodSeconds": 10,
                             "nodeSelector": { REGION_LABEL: spec.region },
                             "containers": [container],
@@ -335,6 +324,10 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             }),
         )?;
         deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
+        deployment.metadata.annotations = Some(BTreeMap::from([(
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            config_hash.clone(),
+        )]));
         Some(deployment)
     };
     Ok(FrontendObjects {
@@ -379,6 +372,7 @@ mod tests {
         PodSettings {
             image: "causeway:dev".into(),
             service_account: "causeway-sidecar".into(),
+            csr_cluster_role: "causeway-gateway-csr".into(),
         }
     }
 
@@ -398,7 +392,7 @@ mod tests {
             sites,
             owner: owner(),
             pod: &pod,
-            link_fingerprint: "f",
+            link_ca: "ca",
         })
     }
 
@@ -412,12 +406,6 @@ mod tests {
         assert_eq!(pod["nodeSelector"][REGION_LABEL], "eu-west");
         let args: Vec<String> =
             serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap_or_default();
-        let backends: Vec<&str> = args
-            .windows(2)
-            .filter(|w| w[0] == "--backend")
-            .map(|w| w[1].as_str())
-            .collect();
-        assert_eq!(backends, ["shop=127.64.1.7:4433", "shop=127.64.2.3:4433"]);
         assert!(args.contains(&"4096".to_owned()));
         let weights = args
             .iter()
@@ -425,9 +413,10 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(args[weights + 1..weights + 6], ["16", "8", "4", "2", "1"]);
         assert_eq!(
-            args.last().map(String::as_str),
-            Some("/etc/causeway/sites/site-shop.yaml")
+            args[args.len() - 2..],
+            ["--config-map".to_owned(), "edge-frontend".to_owned()]
         );
+        assert_eq!(pod["automountServiceAccountToken"], true);
         let data = objects.config_map.data.unwrap_or_default();
         assert_eq!(
             data[BACKENDS_KEY],
@@ -464,12 +453,12 @@ mod tests {
             sites: &sites,
             owner: owner(),
             pod: &pod,
-            link_fingerprint: "f",
+            link_ca: "ca",
         })?;
         let value = serde_json::to_value(objects.deployment.as_ref()).unwrap_or_default();
         let pod_spec = &value["spec"]["template"]["spec"];
         // "blog" sorts first, so its Secret serves; "shop" gets a warning.
-        assert_eq!(pod_spec["volumes"][2]["secret"]["secretName"], "blog-tls");
+        assert_eq!(pod_spec["volumes"][0]["secret"]["secretName"], "blog-tls");
         let args: Vec<String> =
             serde_json::from_value(pod_spec["containers"][0]["args"].clone()).unwrap_or_default();
         assert!(args.contains(&"$(POD_IP):8443".to_owned()), "{args:?}");
@@ -490,7 +479,7 @@ mod tests {
         assert!(
             value["spec"]["template"]["spec"]["volumes"]
                 .as_array()
-                .is_some_and(|v| v.len() == 2)
+                .is_some_and(Vec::is_empty)
         );
         Ok(())
     }
@@ -502,7 +491,7 @@ mod tests {
             sites,
             owner: owner(),
             pod: &pod,
-            link_fingerprint: "f",
+            link_ca: "ca",
         })
     }
 
@@ -512,11 +501,37 @@ mod tests {
         Ok(())
     }
 
+    fn restart_hash(objects: &FrontendObjects) -> Option<String> {
+        let template = objects.deployment.as_ref()?.spec.template.clone();
+        template
+            .metadata?
+            .annotations?
+            .get(RESTART_HASH_ANNOTATION)
+            .cloned()
+    }
+
     #[test]
-    fn the_hash_follows_the_backends_only() -> Result<()> {
-        let one = render(&served(&["127.64.1.7:4433"]))?.config_hash;
-        assert_eq!(one, render(&served(&["127.64.1.7:4433"]))?.config_hash);
-        assert_ne!(one, render(&served(&["127.64.1.8:4433"]))?.config_hash);
+    fn new_backends_are_published_live_without_rolling_the_pods() -> Result<()> {
+        let one = render(&served(&["127.64.1.7:4433"]))?;
+        let same = render(&served(&["127.64.1.7:4433"]))?;
+        let moved = render(&served(&["127.64.1.8:4433"]))?;
+        assert_eq!(one.config_hash, same.config_hash);
+        assert_ne!(one.config_hash, moved.config_hash);
+        assert!(restart_hash(&one).is_some());
+        assert_eq!(restart_hash(&one), restart_hash(&moved));
+        Ok(())
+    }
+
+    #[test]
+    fn sites_without_a_ready_backend_are_not_published() -> Result<()> {
+        let mut sites = served(&["127.64.1.7:4433"]);
+        let mut blog = sites[0].clone();
+        blog.name = "blog".into();
+        blog.backends.clear();
+        sites.push(blog);
+        let data = render(&sites)?.config_map.data.unwrap_or_default();
+        assert!(data.contains_key(&site_key("shop")));
+        assert!(!data.contains_key(&site_key("blog")));
         Ok(())
     }
 }

@@ -3,10 +3,12 @@
 //! it serves and their ready back-ends give the front-end ConfigMap, Service and Deployment.
 //! Nothing here talks to the API server, so every rule is unit-tested.
 //!
-//! Configuration reaches the pods through mounted volumes (the ConfigMap holds the Site files,
-//! a Secret the TMP certificate), and the pod template carries a hash of both: a change rolls
-//! the pods, new ones before old ones go (`maxUnavailable: 0`). Live reload through the API is
-//! the next step (the sidecar would watch its own ConfigMap).
+//! Configuration reaches the pods through the API: each gateway watches its own ConfigMap
+//! (`--config-map`) and applies a new version live, without dropping a connection. The
+//! ConfigMap also carries the TMP link CA; each pod gets its own link certificate through a
+//! CertificateSigningRequest. What a gateway reads only at start (the CA, the client TLS
+//! Secret) is hashed into the pod template, so a change there rolls the pods, new before old
+//! (`maxUnavailable: 0`).
 
 pub mod backend;
 pub mod frontend;
@@ -15,16 +17,14 @@ pub mod site_file;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-
-/// Where the Site files are mounted in gateway pods.
-pub const SITE_DIR: &str = "/etc/causeway/sites";
-
-/// Where the TMP certificate Secret is mounted in gateway pods.
-pub const LINK_DIR: &str = "/etc/causeway/link";
+use crate::names::GATEWAY_CONFIG_ROLE;
 
 /// What every gateway pod needs besides its own spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct PodSettings {
     pub image: String,
     /// The ServiceAccount gateway pods run as.
     pub service_account: String,
+    /// The ClusterRole letting gateways ask for link certificates.
+    pub csr_cluster_role: String,
 }
 
 /// Metadata of an object the operator makes in `namespace`, owned by `owner`.
@@ -52,27 +54,100 @@ pub fn meta(
 }
 
 /// The ServiceAccount gateway pods run as, in `namespace`. It has no owner: every Site and
-/// Frontend of the namespace shares it. Gateways get no API token in v1 (they read their
-/// configuration from volumes), so the account grants nothing.
+/// Frontend of the namespace shares it. Its token lets a gateway read ConfigMaps of its
+/// namespace ([`config_role`]) and nothing else.
 pub fn service_account(name: &str, namespace: &str) -> ServiceAccount {
     ServiceAccount {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([
-                (
-                    crate::names::MANAGED_BY_LABEL.to_owned(),
-                    crate::names::FIELD_MANAGER.to_owned(),
-                ),
-                (
-                    "app.kubernetes.io/name".to_owned(),
-                    crate::names::APP_NAME.to_owned(),
-                ),
-            ])),
+            labels: Some(gateway_labels()),
             ..ObjectMeta::default()
         },
-        automount_service_account_token: Some(false),
         ..ServiceAccount::default()
+    }
+}
+
+/// Labels of the namespace-wide objects the operator makes for gateways.
+fn gateway_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            crate::names::MANAGED_BY_LABEL.to_owned(),
+            crate::names::FIELD_MANAGER.to_owned(),
+        ),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            crate::names::APP_NAME.to_owned(),
+        ),
+    ])
+}
+
+/// The Role letting gateways of `namespace` read (get, list, watch) its ConfigMaps: each
+/// gateway watches its own. ConfigMaps the operator writes hold Site files and back-end
+/// addresses, no secrets; Secrets stay out of reach.
+pub fn config_role(namespace: &str) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(GATEWAY_CONFIG_ROLE.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(gateway_labels()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".to_owned()]),
+            verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// A reference to the RBAC role `name` of `kind` (`Role` or `ClusterRole`).
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".to_owned()),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The gateways' ServiceAccount `account` in `namespace`, as a binding's only subject.
+fn gateway_subjects(account: &str, namespace: &str) -> Option<Vec<Subject>> {
+    Some(vec![Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: account.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        ..Subject::default()
+    }])
+}
+
+/// Binds the ClusterRole `cluster_role` (create and read CertificateSigningRequests, which
+/// are cluster-scoped) to the gateways' ServiceAccount `account` in `namespace`, so its pods
+/// can ask for their link certificates. Only the operator's signer acts on those requests,
+/// and only for gateway pods.
+pub fn csr_role_binding(cluster_role: &str, account: &str, namespace: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{cluster_role}:{namespace}")),
+            labels: Some(gateway_labels()),
+            ..ObjectMeta::default()
+        },
+        role_ref: role_ref("ClusterRole", cluster_role),
+        subjects: gateway_subjects(account, namespace),
+    }
+}
+
+/// Binds [`config_role`] to the gateways' ServiceAccount `account` in `namespace`.
+pub fn config_role_binding(account: &str, namespace: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(GATEWAY_CONFIG_ROLE.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(gateway_labels()),
+            ..ObjectMeta::default()
+        },
+        role_ref: role_ref("Role", GATEWAY_CONFIG_ROLE),
+        subjects: gateway_subjects(account, namespace),
     }
 }
 
@@ -96,25 +171,19 @@ fn security_context() -> serde_json::Value {
     })
 }
 
-/// The environment every gateway container gets: its pod IP and name (the downward API).
+/// The environment every gateway container gets: its pod IP, name and namespace (the
+/// downward API).
 fn pod_env() -> serde_json::Value {
     serde_json::json!([
         { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
         { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+        { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
         { "name": "CAUSEWAY_LOG_FORMAT", "value": "json" },
     ])
 }
 
-/// The TMP link flags, reading the mounted certificate Secret.
+/// The TMP link flags: the pod's name names its link. The link certificate needs no flag: a
+/// gateway with `--config-map` and no `--link-cert` asks the operator for one.
 fn link_args() -> Vec<String> {
-    vec![
-        "--name".to_owned(),
-        "$(POD_NAME)".to_owned(),
-        "--link-ca".to_owned(),
-        format!("{LINK_DIR}/ca.crt"),
-        "--link-cert".to_owned(),
-        format!("{LINK_DIR}/tls.crt"),
-        "--link-key".to_owned(),
-        format!("{LINK_DIR}/tls.key"),
-    ]
+    vec!["--name".to_owned(), "$(POD_NAME)".to_owned()]
 }

@@ -20,9 +20,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
-use super::site::template_hash;
+use super::site::published_hash;
 use super::{Context, apply, instrumented};
-use crate::certificates;
 use crate::desired::frontend::{self, FrontendInputs, ServedSite};
 use crate::error::{Error, Result};
 use crate::metrics::Controller;
@@ -137,11 +136,10 @@ pub fn backend_rollouts(
 }
 
 /// The back-ends a front-end should list for one Site: `listed` is what it lists now,
-/// `ready` the ready back-end pods. Each change of the list rolls the front-ends, so the list
-/// only grows while the back-ends roll or scale (a back-end that becomes ready is added, one
-/// that goes away stays listed — the front-ends' link to it just fails over), and shrinks to
-/// the ready set once the rollout settles. Old front-ends thus always keep a live link while
-/// new ones start. A new Site's front-ends wait for its first rollout to settle, up to
+/// `ready` the ready back-end pods. The list only grows while the back-ends roll or scale (a
+/// back-end that becomes ready is added, one that goes away stays listed — the front-ends'
+/// link to it just fails over), and shrinks to the ready set once the rollout settles, so a
+/// front-end never loses its last live link in the middle of a roll. A new Site's front-ends wait for its first rollout to settle, up to
 /// [`FIRST_ROLLOUT_GRACE`].
 pub fn choose_backends(
     listed: &[SocketAddr],
@@ -190,7 +188,7 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
             field: "metadata.uid",
         })?;
     let reference = frontend.object_ref(&());
-    ctx.ensure_service_account(&namespace).await?;
+    ctx.ensure_gateway_access(&namespace).await?;
 
     let sites: Api<Site> = Api::namespaced(ctx.client.clone(), &namespace);
     let all_sites = sites.list(&ListParams::default()).await?.items;
@@ -237,35 +235,12 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
         })
         .collect();
 
-    let (fingerprint, issued) = certificates::ensure_link_secret(
-        &ctx.client,
-        &ctx.authority,
-        &namespace,
-        &name,
-        Tier::Frontend,
-        &owner,
-    )
-    .await?;
-    if issued {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "CertificateIssued",
-            "IssueCertificate",
-            format!(
-                "issued the front-ends' TMP link certificate ({})",
-                names::link_secret(&name, Tier::Frontend)
-            ),
-        )
-        .await;
-    }
-
     let objects = frontend::objects(&FrontendInputs {
         frontend: &frontend,
         sites: &served,
         owner,
         pod: &ctx.pod,
-        link_fingerprint: &fingerprint,
+        link_ca: ctx.authority.ca_pem(),
     })?;
     apply(&ctx.client, &namespace, &objects.config_map).await?;
     apply(&ctx.client, &namespace, &objects.service).await?;
@@ -274,7 +249,7 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
     let deployment = match &objects.deployment {
         Some(wanted) => {
             let applied = apply(&ctx.client, &namespace, wanted).await?;
-            let before = previous.as_ref().and_then(template_hash);
+            let before = previous.as_ref().and_then(published_hash);
             if before.as_deref() != Some(objects.config_hash.as_str()) {
                 let count: usize = served.iter().map(|s| s.backends.len()).sum();
                 let note = match before {
@@ -283,7 +258,7 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
                         frontend.spec.replicas
                     ),
                     Some(_) => format!(
-                        "front-end configuration changed ({count} back-ends): pods roll, new before old"
+                        "front-end configuration changed ({count} back-ends): published, the front-ends apply it live"
                     ),
                 };
                 ctx.event(

@@ -3,6 +3,7 @@
 //! exponential backoff).
 
 pub mod frontend;
+pub mod signer;
 pub mod site;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -110,19 +112,44 @@ impl Context {
         backoff(count)
     }
 
-    /// Makes sure gateway pods' ServiceAccount exists in `namespace`. An existing one (such
-    /// as the chart's, in the release namespace) is left as it is, so that the operator and
-    /// Helm do not take its fields from each other.
+    /// Makes sure gateway pods can run in `namespace`: their ServiceAccount exists, may read
+    /// the namespace's ConfigMaps and may ask for link certificates. An existing account (such as the chart's, in the
+    /// release namespace) is left as it is, so that the operator and Helm do not take its
+    /// fields from each other; the Role and RoleBinding are the operator's own.
     ///
     /// # Errors
-    /// When the API refuses it.
-    pub async fn ensure_service_account(&self, namespace: &str) -> Result<()> {
+    /// When the API refuses them.
+    pub async fn ensure_gateway_access(&self, namespace: &str) -> Result<()> {
+        let account = &self.pod.service_account;
+        let binding = desired::csr_role_binding(&self.pod.csr_cluster_role, account, namespace);
+        if let Some(name) = &binding.metadata.name {
+            let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+            bindings
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&binding),
+                )
+                .await?;
+        }
+        apply(&self.client, namespace, &desired::config_role(namespace)).await?;
+        apply(
+            &self.client,
+            namespace,
+            &desired::config_role_binding(account, namespace),
+        )
+        .await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        if accounts.get_opt(&self.pod.service_account).await?.is_some() {
+        if accounts.get_opt(account).await?.is_some() {
             return Ok(());
         }
-        let account = desired::service_account(&self.pod.service_account, namespace);
-        match accounts.create(&PostParams::default(), &account).await {
+        match accounts
+            .create(
+                &PostParams::default(),
+                &desired::service_account(account, namespace),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             Err(error) => Err(error.into()),

@@ -15,7 +15,6 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, apply, instrumented};
-use crate::certificates;
 use crate::desired::backend::{self, BackendInputs};
 use crate::endpoints;
 use crate::error::{Error, Result};
@@ -48,7 +47,7 @@ async fn apply_site(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
         field: "metadata.uid",
     })?;
     let reference = site.object_ref(&());
-    ctx.ensure_service_account(&namespace).await?;
+    ctx.ensure_gateway_access(&namespace).await?;
 
     let services = endpoints::fetch(&ctx.client, &namespace, &site.spec).await?;
     let resolved = endpoints::resolve(&site.spec, &services);
@@ -56,43 +55,20 @@ async fn apply_site(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
     let workload = names::workload(&name, Tier::Backend);
     let previous = deployments.get_opt(&workload).await?;
 
-    let (fingerprint, issued) = certificates::ensure_link_secret(
-        &ctx.client,
-        &ctx.authority,
-        &namespace,
-        &name,
-        Tier::Backend,
-        &owner,
-    )
-    .await?;
-    if issued {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "CertificateIssued",
-            "IssueCertificate",
-            format!(
-                "issued the back-ends' TMP link certificate ({})",
-                names::link_secret(&name, Tier::Backend)
-            ),
-        )
-        .await;
-    }
-
     let desired = backend::desired_replicas(&site);
     let built = backend::objects(&BackendInputs {
         site: &site,
         origins: resolved.origins.clone(),
         owner,
         pod: &ctx.pod,
-        link_fingerprint: &fingerprint,
+        link_ca: ctx.authority.ca_pem(),
     });
     let (config_error, deployment) = match built {
         Ok(objects) => {
             apply(&ctx.client, &namespace, &objects.config_map).await?;
             apply(&ctx.client, &namespace, &objects.service).await?;
             let applied = apply(&ctx.client, &namespace, &objects.deployment).await?;
-            let before = previous.as_ref().and_then(template_hash);
+            let before = previous.as_ref().and_then(published_hash);
             if before.as_deref() != Some(objects.config_hash.as_str()) {
                 let note = match &before {
                     None => format!(
@@ -100,7 +76,7 @@ async fn apply_site(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
                         resolved.origins.len()
                     ),
                     Some(old) => format!(
-                        "back-end configuration changed ({old} → {}, {} origins): pods roll, new before old",
+                        "back-end configuration changed ({old} → {}, {} origins): published, the back-ends apply it live",
                         objects.config_hash,
                         resolved.origins.len()
                     ),
@@ -170,13 +146,10 @@ async fn apply_site(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
-/// The configuration hash on a Deployment's pod template.
-pub fn template_hash(deployment: &Deployment) -> Option<String> {
+/// The hash of the configuration a Deployment's gateways were last given.
+pub fn published_hash(deployment: &Deployment) -> Option<String> {
     deployment
-        .spec
-        .template
         .metadata
-        .as_ref()?
         .annotations
         .as_ref()?
         .get(CONFIG_HASH_ANNOTATION)

@@ -67,6 +67,17 @@ struct Tunnel {
 }
 
 impl FrontendReloader {
+    /// Presents `credentials` on links dialled from now on (a renewed certificate).
+    ///
+    /// # Errors
+    /// When they do not make a TLS configuration.
+    pub fn set_link_credentials(
+        &self,
+        credentials: &causeway_tmp::LinkCredentials,
+    ) -> Result<(), causeway_tmp::LinkError> {
+        self.inner.parts.dialer.set_credentials(credentials)
+    }
+
     /// Starts `sites` over `backends` as generation 1: dials the links, binds the tunnels.
     /// Must run inside a Tokio runtime.
     pub(crate) fn start(

@@ -3,8 +3,8 @@
 //! dropped from the configuration, when [`LinkHandle::drain`] lets its channels finish.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -104,7 +104,8 @@ impl LinkHandle {
 #[derive(Clone)]
 pub struct Dialer {
     endpoint: quinn::Endpoint,
-    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    /// Shared by every clone, so a renewed certificate reaches every later handshake.
+    crypto: Arc<RwLock<Arc<quinn::crypto::rustls::QuicClientConfig>>>,
     settings: Arc<LinkSettings>,
     load: LoadProbe,
 }
@@ -127,10 +128,24 @@ impl Dialer {
     ) -> Result<Self, LinkError> {
         Ok(Self {
             endpoint: quinn::Endpoint::client(bind)?,
-            crypto: Arc::new(credentials.client_config()?),
+            crypto: Arc::new(RwLock::new(Arc::new(credentials.client_config()?))),
             settings: Arc::new(settings),
             load,
         })
+    }
+
+    /// Presents `credentials` from the next handshake on (a renewed certificate); links up
+    /// now keep the one they were opened with.
+    ///
+    /// # Errors
+    /// When the credentials do not make a TLS configuration.
+    pub fn set_credentials(&self, credentials: &LinkCredentials) -> Result<(), LinkError> {
+        let crypto = Arc::new(credentials.client_config()?);
+        *self
+            .crypto
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = crypto;
+        Ok(())
     }
 
     /// Starts keeping a link to `address` up.
@@ -149,7 +164,12 @@ impl Dialer {
     /// Dials once: handshake, hello exchange, control stream started.
     pub async fn connect(&self, address: SocketAddr) -> Result<Arc<Link>, LinkError> {
         let channels = ChannelCount::new();
-        let mut config = quinn::ClientConfig::new(self.crypto.clone());
+        let crypto = self
+            .crypto
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut config = quinn::ClientConfig::new(crypto);
         config.transport_config(Arc::new(self.settings.transport(channels.clone())));
         let connection = self
             .endpoint

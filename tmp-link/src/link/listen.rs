@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::{Link, LinkView, LoadProbe, control};
 use crate::blender::Blender;
@@ -52,7 +52,8 @@ impl LinkRegistry {
 /// A back-end's QUIC endpoint accepting links.
 pub struct Listener {
     endpoint: quinn::Endpoint,
-    crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    /// Swapped whole when the certificate is renewed; each accepted link takes the current one.
+    crypto: RwLock<Arc<quinn::crypto::rustls::QuicServerConfig>>,
     settings: Arc<LinkSettings>,
     load: LoadProbe,
     registry: Arc<LinkRegistry>,
@@ -79,11 +80,25 @@ impl Listener {
         let endpoint = quinn::Endpoint::server(default, address)?;
         Ok(Self {
             endpoint,
-            crypto,
+            crypto: RwLock::new(crypto),
             settings: Arc::new(settings),
             load,
             registry: Arc::default(),
         })
+    }
+
+    /// Presents `credentials` to links accepted from now on (a renewed certificate); links up
+    /// now keep the one they were opened with.
+    ///
+    /// # Errors
+    /// When the credentials do not make a TLS configuration.
+    pub fn set_credentials(&self, credentials: &LinkCredentials) -> Result<(), LinkError> {
+        let crypto = Arc::new(credentials.server_config()?);
+        *self
+            .crypto
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = crypto;
+        Ok(())
     }
 
     /// The bound address.
@@ -108,7 +123,12 @@ impl Listener {
             // Each link gets its own transport, so its congestion controller counts only its
             // own channels.
             let channels = ChannelCount::new();
-            let mut config = quinn::ServerConfig::with_crypto(self.crypto.clone());
+            let crypto = self
+                .crypto
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let mut config = quinn::ServerConfig::with_crypto(crypto);
             config.transport_config(Arc::new(self.settings.transport(channels.clone())));
             let remote = incoming.remote_address();
             let connecting = match incoming.accept_with(Arc::new(config)) {
