@@ -17,10 +17,14 @@ use crate::sites::Router;
 /// Produces a JSON document on demand (`/status`, `/qos`).
 pub type JsonSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// Says why the process cannot take traffic yet, or `None` when it can.
+pub type ReadinessCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// The admin request handler.
 pub struct Admin {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    readiness: Option<ReadinessCheck>,
     status: JsonSource,
     qos: Option<JsonSource>,
 }
@@ -37,9 +41,24 @@ impl Admin {
         Self {
             metrics,
             ready,
+            readiness: None,
             status,
             qos: None,
         }
+    }
+
+    /// Makes `/readyz` also wait for `check` (a front-end waits for a TMP link).
+    pub fn with_readiness(mut self, check: ReadinessCheck) -> Self {
+        self.readiness = Some(check);
+        self
+    }
+
+    /// Why `/readyz` says no, if it does.
+    fn not_ready(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Some("stopping".to_owned());
+        }
+        self.readiness.as_ref().and_then(|check| check())
     }
 
     /// Adds `/qos`.
@@ -109,10 +128,14 @@ impl Handler for Admin {
                 self.metrics.render(),
             ),
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" if self.ready.load(Ordering::Relaxed) => {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            }
-            "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
+            "/readyz" => match self.not_ready() {
+                None => reply(StatusCode::OK, "text/plain", "ready\n"),
+                Some(reason) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
+                ),
+            },
             "/status" => reply(
                 StatusCode::OK,
                 "application/json",

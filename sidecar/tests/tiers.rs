@@ -239,3 +239,53 @@ async fn a_tunnelled_tcp_port_carries_any_bytes() {
         sent.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_without_a_live_link_says_it_is_not_ready() {
+    let origins = Origin::start_many("ready", 1).await;
+    let mut tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("ready", "ready.test").origins(&origins, "")]),
+        1,
+        &[],
+    )
+    .await;
+    let admin = client();
+    let readyz = |admin: &support::TestClient, addr| {
+        let request = get_request(addr, "admin", "/readyz");
+        let admin = admin.clone();
+        async move { send(&admin, request).await }
+    };
+    let ready = readyz(&admin, tiers.frontend.admin).await.expect("/readyz");
+    assert_eq!(ready.status, StatusCode::OK, "ready with its link up");
+
+    // The only back-end goes away: once the link is declared dead the front-end could only
+    // answer 503, so it asks to be taken out of rotation, saying why.
+    tiers.backends[0].terminate();
+    assert!(
+        tiers.backends[0]
+            .wait_exit(Duration::from_secs(10))
+            .is_some()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        let answer = readyz(&admin, tiers.frontend.admin).await.expect("/readyz");
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            break answer.text();
+        }
+        assert!(Instant::now() < deadline, "still ready without a link");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("no TMP link up"), "{reason}");
+
+    // The back-end returns: the link is redialled and the front-end is ready again.
+    tiers.backends[0].restart().await;
+    tiers.wait_links(1, Duration::from_secs(15)).await;
+    let ready = readyz(&admin, tiers.frontend.admin).await.expect("/readyz");
+    assert_eq!(ready.status, StatusCode::OK, "ready again");
+    assert_eq!(
+        get(&client(), tiers.frontend.addr, "ready.test", "/")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -374,6 +374,16 @@ pub fn start(
             serde_json::json!({ "links": links })
         }),
     )
+    .with_readiness({
+        // A front-end takes clients only once it can reach a back-end: before its first link
+        // is up (or when every link is down) it would answer each request 503.
+        let links = links.clone();
+        Arc::new(move || {
+            let handles = links.handles();
+            let up = handles.iter().any(|h| h.current().is_some());
+            (!up).then(|| format!("no TMP link up (of {})", handles.len()))
+        })
+    })
     .with_qos(Arc::new(move || {
         let links: Vec<_> = qos_links
             .handles()
