@@ -172,17 +172,20 @@ async fn lead(
             instance: Some(elector.identity().to_owned()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        recorder,
-        authority,
-        PodSettings {
-            image: options.image.clone(),
-            service_account: options.sidecar_service_account.clone(),
-            csr_cluster_role: options.gateway_csr_role.clone(),
-        },
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            recorder,
+            authority,
+            PodSettings {
+                image: options.image.clone(),
+                service_account: options.sidecar_service_account.clone(),
+                csr_cluster_role: options.gateway_csr_role.clone(),
+            },
+        )
+        .watching(options.watch_namespace.clone()),
+    );
     let namespace = options.watch_namespace.as_deref();
     let backend_labels = format!("{COMPONENT_LABEL}={}", Tier::Backend.as_str());
     let frontend_labels = format!("{COMPONENT_LABEL}={}", Tier::Frontend.as_str());

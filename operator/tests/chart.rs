@@ -1,7 +1,7 @@
 //! The Helm chart without a cluster: `helm lint --strict` passes, and `helm template`
 //! renders the operator Deployment running `causeway operator` with the gateway image, the
-//! least-privilege RBAC (Secrets never listed or watched, the gateway account reading only
-//! ConfigMaps) and both ServiceAccounts. Needs the test bed's helm
+//! least-privilege RBAC (no cluster-wide Secret access, the signer limited to its signer
+//! name, the gateways' CSR role only creating and reading CSRs) and both ServiceAccounts. Needs the test bed's helm
 //! (`CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir)`).
 
 use std::path::PathBuf;
@@ -113,18 +113,48 @@ fn the_chart_lints_and_renders_least_privilege() {
             !verbs.contains(&"*") && !resources.contains(&"*"),
             "no wildcards: {rule}"
         );
-        if resources.contains(&"secrets") {
-            assert!(
-                !verbs.contains(&"list") && !verbs.contains(&"watch"),
-                "Secrets by name only: {rule}"
+        assert!(
+            !resources.contains(&"secrets"),
+            "no Secret access outside the operator's namespace: {rule}"
+        );
+        if resources.contains(&"signers") {
+            assert_eq!(
+                rule["resourceNames"],
+                serde_json::json!(["causeway.dev/tmp-link"]),
+                "approve and sign only our signer: {rule}"
             );
         }
     }
-    let gateway = find(&docs, "Role", "gateway");
-    assert_eq!(gateway["rules"].as_array().map(Vec::len), Some(1));
-    assert_eq!(gateway["rules"][0]["resources"][0], "configmaps");
+    let leader = find(&docs, "Role", "operator-leader");
+    let secret_rules: Vec<&Value> = leader["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["resources"][0] == "secrets")
+        .collect();
+    assert!(
+        secret_rules
+            .iter()
+            .all(|r| r["verbs"] == serde_json::json!(["create"]) || r["resourceNames"].is_array()),
+        "the CA Secret: create, and get by name: {secret_rules:?}"
+    );
+    let csr = find(&docs, "ClusterRole", "gateway-csr");
+    assert_eq!(csr["rules"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        csr["rules"][0]["resources"][0],
+        "certificatesigningrequests"
+    );
+    assert_eq!(
+        csr["rules"][0]["verbs"],
+        serde_json::json!(["create", "get", "list", "watch"])
+    );
+    assert!(
+        args.contains(&"--gateway-csr-role=cw-causeway-gateway-csr"),
+        "{args:?}"
+    );
     assert_eq!(
         find(&docs, "ServiceAccount", "causeway-sidecar")["automountServiceAccountToken"],
-        false
+        false,
+        "only gateway pods mount a token of this account"
     );
 }

@@ -159,7 +159,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .expect("one operator replica takes the Lease");
     step(&format!("leader is {leader}"));
 
-    // The gateways' account reads ConfigMaps here and Secrets nowhere else.
+    // The gateways' account reads no Secrets, here or elsewhere.
     let other = bed
         .namespace("operator-e2e-other")
         .await
@@ -172,14 +172,6 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     assert!(
         !can_i(&ns, &account, "get", "secrets", ns.name()).await,
         "no Secrets here either"
-    );
-    assert!(
-        can_i(&ns, &account, "get", "configmaps", ns.name()).await,
-        "its own ConfigMaps"
-    );
-    assert!(
-        !can_i(&ns, &account, "get", "configmaps", other.name()).await,
-        "no ConfigMaps of other namespaces"
     );
 
     // An invalid Site is refused by the API server with the CEL message.
@@ -215,6 +207,26 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .await
     .expect("the Site and the Frontend become Ready");
     step("Site and Frontend Ready");
+    // The operator let the gateways read their ConfigMaps here, and nothing elsewhere.
+    assert!(
+        can_i(&ns, &account, "get", "configmaps", ns.name()).await,
+        "its own ConfigMaps"
+    );
+    assert!(
+        !can_i(&ns, &account, "get", "configmaps", other.name()).await,
+        "no ConfigMaps of other namespaces"
+    );
+    assert!(
+        can_i(
+            &ns,
+            &account,
+            "create",
+            "certificatesigningrequests",
+            ns.name()
+        )
+        .await,
+        "it may ask for its link certificate"
+    );
     let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;
     let answer = get(SocketAddr::new(frontends[0], 8080), HOST, "/hello")
         .await
@@ -257,6 +269,43 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         );
     }
     step("three front-ends serving");
+
+    // A HorizontalPodAutoscaler can drive the Frontend through its scale subresource: the
+    // controller-manager's HPA controller reads the scale (AbleToScale). With no metrics
+    // server here it cannot compute a recommendation, so it changes nothing.
+    ns.kubectl(
+        &[
+            "autoscale",
+            "frontend/edge",
+            "--min=1",
+            "--max=4",
+            "--cpu-percent=80",
+        ],
+        None,
+    )
+    .await
+    .expect("kubectl autoscale frontend");
+    wait_for("the HPA to read the Frontend's scale", TIMEOUT, || async {
+        let able = ns
+            .kubectl(
+                &[
+                    "get",
+                    "hpa/edge",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"AbleToScale\")].status}",
+                ],
+                None,
+            )
+            .await
+            .ok()?;
+        (able.trim() == "True").then_some(())
+    })
+    .await
+    .expect("the HPA controller reads the scale subresource");
+    ns.kubectl(&["delete", "hpa/edge"], None)
+        .await
+        .expect("kubectl delete hpa");
+    step("an HPA reads the Frontend's scale subresource");
 
     // What a person sees: printer columns and the operator's events.
     let listed = ns

@@ -44,6 +44,9 @@ pub struct Context {
     pub authority: Authority,
     /// Image and ServiceAccount of gateway pods.
     pub pod: PodSettings,
+    /// The one namespace this operator serves, when it is restricted to one: certificate
+    /// requests of gateways elsewhere are left to the operator serving them.
+    pub watch_namespace: Option<String>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -70,8 +73,16 @@ impl Context {
             recorder,
             authority,
             pod,
+            watch_namespace: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Restricts the operator to `namespace` (`None`: every namespace).
+    #[must_use]
+    pub fn watching(mut self, namespace: Option<String>) -> Self {
+        self.watch_namespace = namespace;
+        self
     }
 
     /// Publishes an event on `object`; a failure is logged, never fatal.

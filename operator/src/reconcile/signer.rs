@@ -120,6 +120,20 @@ pub fn claimed_pod(
     ))
 }
 
+/// Whether a request from `username` is this operator's to decide: always, unless the
+/// operator serves only `watched` and the requester's namespace is another (then another
+/// operator, with its own CA, serves it — answering would hand out the wrong CA's
+/// certificate or a wrong denial).
+pub fn in_scope(username: &str, watched: Option<&str>) -> bool {
+    let Some(watched) = watched else {
+        return true;
+    };
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|account| account.split_once(':'))
+        .is_some_and(|(namespace, _)| namespace == watched)
+}
+
 /// Decides one request; `gateway_account` is the ServiceAccount gateway pods run as, `pod`
 /// the pod the request names (`None` when there is none).
 pub fn decide(facts: &RequestFacts<'_>, gateway_account: &str, pod: Option<&PodFacts>) -> Verdict {
@@ -249,6 +263,9 @@ async fn sign_request(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) ->
     }
     let name = csr.name_any();
     let username = spec.username.clone().unwrap_or_default();
+    if !in_scope(&username, ctx.watch_namespace.as_deref()) {
+        return Ok(Action::await_change());
+    }
     let bound_pod = spec
         .extra
         .as_ref()
@@ -392,6 +409,18 @@ mod tests {
                 lifetime: Duration::from_secs(7200),
                 pod: ("web".into(), "shop-backend-1".into()),
             }
+        );
+    }
+
+    #[test]
+    fn an_operator_of_one_namespace_leaves_other_namespaces_requests_alone() {
+        assert!(in_scope(ACCOUNT, None));
+        assert!(in_scope(ACCOUNT, Some("web")));
+        assert!(!in_scope(ACCOUNT, Some("shop")));
+        assert!(!in_scope("alice", Some("web")));
+        assert!(
+            in_scope("alice", None),
+            "denied, not ignored, by a cluster-wide operator"
         );
     }
 
