@@ -442,3 +442,304 @@ fn same_origin_key(target: &PrimaryKey, value: &str) -> Option<PrimaryKey> {
     let key = PrimaryKey::from_uri(&absolute.parse().ok()?)?;
     (key.origin() == target.origin()).then_some(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collapse::FlightOutcome;
+    use http::{Request, Response, StatusCode};
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn cache(settings: CacheSettings) -> Cache {
+        Cache::new(settings, SiteMetrics::detached("shop").expect("metrics"))
+    }
+
+    fn req(builder: http::request::Builder) -> request::Parts {
+        builder
+            .header("host", "shop.example")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    fn resp(builder: http::response::Builder) -> response::Parts {
+        builder.body(()).expect("response").into_parts().0
+    }
+
+    fn times(secs: u64) -> ExchangeTimes {
+        ExchangeTimes {
+            request_time: at(secs),
+            response_time: at(secs),
+        }
+    }
+
+    /// Stores `body` for `path` as an origin answering with `cache_control` at `secs`.
+    fn fill(cache: &Cache, path: &str, cache_control: &str, secs: u64) -> Arc<StoredEntry> {
+        let request = req(Request::get(path));
+        let response = resp(
+            Response::builder()
+                .header("cache-control", cache_control)
+                .header("etag", "\"v1\""),
+        );
+        let Admission::Store(mut pending) = cache.admit(&request, &response, times(secs)) else {
+            panic!("not admitted");
+        };
+        pending.push(&Bytes::from_static(b"hello")).expect("fits");
+        cache.commit(*pending, at(secs)).expect("stored")
+    }
+
+    #[test]
+    fn miss_leads_then_hits_and_head_uses_the_get_entry() {
+        let cache = cache(CacheSettings::default());
+        let Lookup::Miss {
+            collapse: Collapse::Leader(leader),
+            other_variant: false,
+        } = cache.lookup(&req(Request::get("/a")), at(0))
+        else {
+            panic!("expected a leading miss");
+        };
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/a")), at(0)),
+            Lookup::Miss {
+                collapse: Collapse::Follower(_),
+                ..
+            }
+        ));
+        let entry = fill(&cache, "/a", "max-age=60", 0);
+        leader.publish(FlightOutcome::Stored(entry));
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/a")), at(10)),
+            Lookup::Hit { refresh: None, .. }
+        ));
+        assert!(matches!(
+            cache.lookup(&req(Request::head("/a")), at(10)),
+            Lookup::Hit { .. }
+        ));
+        assert_eq!(cache.metrics.hits.get(), 2);
+        assert_eq!(cache.metrics.misses.get(), 2);
+        assert_eq!(cache.metrics.collapsed.get(), 1);
+    }
+
+    #[test]
+    fn head_and_no_store_requests_do_not_lead() {
+        let cache = cache(CacheSettings::default());
+        assert!(matches!(
+            cache.lookup(&req(Request::head("/a")), at(0)),
+            Lookup::Miss {
+                collapse: Collapse::Alone,
+                ..
+            }
+        ));
+        let no_store = req(Request::get("/a").header("cache-control", "no-store"));
+        assert!(matches!(
+            cache.lookup(&no_store, at(0)),
+            Lookup::Miss {
+                collapse: Collapse::Alone,
+                ..
+            }
+        ));
+        assert!(matches!(
+            cache.lookup(&req(Request::post("/a")), at(0)),
+            Lookup::Bypass(Bypass::Method)
+        ));
+    }
+
+    #[test]
+    fn stale_while_revalidate_serves_and_revalidates_once() {
+        let cache = cache(CacheSettings::default());
+        fill(&cache, "/a", "max-age=10, stale-while-revalidate=30", 0);
+        let Lookup::Stale {
+            revalidation: Some(_leader),
+            ..
+        } = cache.lookup(&req(Request::get("/a")), at(15))
+        else {
+            panic!("expected stale with revalidation");
+        };
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/a")), at(16)),
+            Lookup::Stale {
+                revalidation: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/a")), at(50)),
+            Lookup::Revalidate { .. }
+        ));
+        assert_eq!(cache.metrics.stale_served.get(), 2);
+    }
+
+    #[test]
+    fn revalidation_with_304_freshens_and_stale_if_error_serves() {
+        let cache = cache(CacheSettings::default());
+        fill(&cache, "/a", "max-age=10, stale-if-error=100", 0);
+        let request = req(Request::get("/a"));
+        let Lookup::Revalidate {
+            entry,
+            collapse: Collapse::Leader(_leader),
+        } = cache.lookup(&request, at(20))
+        else {
+            panic!("expected a revalidation");
+        };
+        let mut upstream = request.headers.clone();
+        cache.prepare_upstream(&mut upstream, Some(&entry));
+        assert_eq!(upstream["if-none-match"], "\"v1\"");
+        assert!(cache.stale_if_error(&request, &entry, at(20)));
+        assert!(!cache.stale_if_error(&request, &entry, at(200)));
+        let not_modified = resp(
+            Response::builder()
+                .status(304)
+                .header("cache-control", "max-age=60"),
+        );
+        cache
+            .revalidated(&entry, &request, &not_modified, times(20))
+            .expect("merged");
+        assert!(matches!(cache.lookup(&request, at(30)), Lookup::Hit { .. }));
+        assert_eq!(cache.metrics.not_modified.get(), 1);
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_not_stored() {
+        let policy = StorePolicy {
+            max_object_bytes: 8,
+            ..StorePolicy::default()
+        };
+        let cache = cache(CacheSettings {
+            policy,
+            ..CacheSettings::default()
+        });
+        let request = req(Request::get("/big"));
+        let response = resp(Response::builder().header("cache-control", "max-age=60"));
+        let Admission::Store(mut pending) = cache.admit(&request, &response, times(0)) else {
+            panic!("admitted before the body is seen");
+        };
+        assert!(pending.push(&Bytes::from_static(b"12345")).is_ok());
+        assert_eq!(
+            pending.push(&Bytes::from_static(b"67890")),
+            Err(NotStorable::TooLarge)
+        );
+        assert_eq!(
+            pending.push(&Bytes::from_static(b"1")),
+            Err(NotStorable::TooLarge)
+        );
+        assert!(cache.commit(*pending, at(0)).is_none());
+        let declared = resp(
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .header("content-length", "9"),
+        );
+        assert!(matches!(
+            cache.admit(&request, &declared, times(0)),
+            Admission::Skip(NotStorable::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn unsafe_methods_invalidate_target_and_same_origin_locations() {
+        let cache = cache(CacheSettings::default());
+        for path in ["/cart", "/cart/1", "/other"] {
+            fill(&cache, path, "max-age=60", 0);
+        }
+        let post = req(Request::post("/cart"));
+        let created = resp(
+            Response::builder()
+                .status(201)
+                .header("location", "/cart/1")
+                .header("content-location", "http://elsewhere.example/other"),
+        );
+        assert_eq!(cache.invalidate(&post, &created), 2);
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/other")), at(1)),
+            Lookup::Hit { .. }
+        ));
+        let failed = resp(Response::builder().status(500));
+        fill(&cache, "/cart", "max-age=60", 0);
+        assert_eq!(cache.invalidate(&post, &failed), 0);
+    }
+
+    #[test]
+    fn purge_url_and_prefix() {
+        let cache = cache(CacheSettings::default());
+        for path in ["/img/a", "/img/b", "/index"] {
+            fill(&cache, path, "max-age=60", 0);
+        }
+        assert!(
+            cache
+                .purge_url("http://SHOP.example:80/index")
+                .expect("valid")
+        );
+        assert_eq!(
+            cache
+                .purge_prefix("http://shop.example/img/")
+                .expect("valid"),
+            2
+        );
+        assert!(cache.purge_url("/relative").is_err());
+    }
+
+    #[test]
+    fn authorization_and_only_if_cached() {
+        let cache = cache(CacheSettings::default());
+        fill(&cache, "/a", "max-age=60", 0);
+        let authed = req(Request::get("/a").header("authorization", "Bearer x"));
+        assert!(matches!(
+            cache.lookup(&authed, at(1)),
+            Lookup::Bypass(Bypass::Authorization)
+        ));
+        let only = req(Request::get("/none").header("cache-control", "only-if-cached"));
+        assert!(matches!(
+            cache.lookup(&only, at(1)),
+            Lookup::OnlyIfCachedMiss
+        ));
+    }
+
+    #[test]
+    fn hot_entries_near_expiry_are_refreshed_ahead_once() {
+        let refresh_ahead = Some(RefreshAhead {
+            min_hits: 3,
+            before_expiry: 0.2,
+        });
+        let cache = cache(CacheSettings {
+            refresh_ahead,
+            ..CacheSettings::default()
+        });
+        fill(&cache, "/a", "max-age=100", 0);
+        for _ in 0..3 {
+            assert!(matches!(
+                cache.lookup(&req(Request::get("/a")), at(10)),
+                Lookup::Hit { refresh: None, .. }
+            ));
+        }
+        let Lookup::Hit {
+            refresh: Some(_refresh),
+            ..
+        } = cache.lookup(&req(Request::get("/a")), at(85))
+        else {
+            panic!("expected a refresh-ahead");
+        };
+        assert!(matches!(
+            cache.lookup(&req(Request::get("/a")), at(86)),
+            Lookup::Hit { refresh: None, .. }
+        ));
+    }
+
+    #[test]
+    fn set_cookie_responses_are_not_shared_by_default() {
+        let cache = cache(CacheSettings::default());
+        let response = resp(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("cache-control", "max-age=60")
+                .header("set-cookie", "s=1"),
+        );
+        assert!(matches!(
+            cache.admit(&req(Request::get("/a")), &response, times(0)),
+            Admission::Skip(NotStorable::SetCookie)
+        ));
+    }
+}
