@@ -43,6 +43,9 @@ pub struct BackendOptions {
     pub admin_listen: SocketAddr,
     /// Link behaviour.
     pub link: LinkSettings,
+    /// On shutdown, how long links may take to finish their channels after the front-ends
+    /// are told this back-end is draining.
+    pub drain_timeout: Duration,
 }
 
 /// Why the back-end could not start.
@@ -98,6 +101,30 @@ impl RunningBackend {
     }
 }
 
+/// Drains every link on shutdown: tells each front-end (at once, in a QoS report) to open
+/// no new channel here, then waits until the channels already open have finished, or
+/// `limit`; the links are closed after. Front-ends move new requests to their other links,
+/// so a back-end stopping for a roll costs no request.
+async fn drain(links: &LinkRegistry, limit: Duration) {
+    let links = links.links();
+    for link in &links {
+        link.start_draining();
+    }
+    let open = || links.iter().map(|l| l.channels_open()).sum::<usize>();
+    tracing::info!(links = links.len(), channels = open(), "draining links");
+    let deadline = tokio::time::Instant::now() + limit;
+    while open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match open() {
+        0 => tracing::info!("links drained"),
+        left => tracing::warn!(
+            channels = left,
+            "drain timeout: closing links with channels open"
+        ),
+    }
+}
+
 /// Serves each channel of every link.
 #[derive(Clone)]
 struct BackendService {
@@ -146,11 +173,13 @@ pub fn start(
     };
     let serving = listener.clone();
     let mut stop = shutdown.clone();
+    let drain_timeout = options.drain_timeout;
     tasks.spawn(async move {
         tokio::select! {
-            () = serving.serve(service) => {}
+            () = serving.serve(service) => return,
             () = crate::shutdown::requested(&mut stop) => {}
         }
+        drain(&serving.registry(), drain_timeout).await;
     });
     let qos_links = links.clone();
     let admin_handler = Admin::new(

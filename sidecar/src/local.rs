@@ -221,6 +221,7 @@ async fn start_two_tier(
                 name: "local-backend".to_owned(),
                 ..LinkSettings::default()
             },
+            drain_timeout: options.drain_timeout,
         },
         &backend_credentials,
         shutdown.clone(),

@@ -97,6 +97,10 @@ enum Command {
         /// Admin address: /metrics, /healthz, /readyz, /status, /qos.
         #[arg(long, default_value = "127.0.0.1:9902")]
         admin_listen: SocketAddr,
+        /// On SIGTERM, how long the links may take to finish their channels once the
+        /// front-ends are told this back-end is draining.
+        #[arg(long, default_value = "8s")]
+        drain_timeout: TextDuration,
         /// Site manifests.
         #[arg(
             value_name = "SITE_FILE",
@@ -631,12 +635,14 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             link,
             link_listen,
             admin_listen,
+            drain_timeout,
             sites,
         } => {
             let options = BackendOptions {
                 link_listen,
                 admin_listen,
                 link: link.settings()?,
+                drain_timeout: drain_timeout.get(),
             };
             if let Some(config_map) = &link.config_map {
                 let server_name = link.link_server_name.clone();

@@ -289,3 +289,83 @@ async fn a_front_end_without_a_live_link_says_it_is_not_ready() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_end_stopping_finishes_its_requests_and_front_ends_move_on() {
+    let origins = Origin::start_many("drain", 1).await;
+    let mut tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("drain", "drain.test").origins(&origins, "")]),
+        2,
+        &[],
+    )
+    .await;
+    let addr = tiers.frontend.addr;
+
+    // Slow POSTs in flight on both back-ends: not idempotent, so a front-end may not send
+    // them again elsewhere — only a drain that lets them finish saves them.
+    let before = origins[0].state.requests();
+    origins[0].state.set_delay(Duration::from_millis(1500));
+    let slow: Vec<_> = (0..6)
+        .map(|i| {
+            let client = client();
+            let request = Request::post(format!("http://{addr}/slow/{i}"))
+                .header("host", "drain.test")
+                .body(full("order"))
+                .expect("a request");
+            tokio::spawn(async move { send(&client, request).await })
+        })
+        .collect();
+    assert!(
+        origins[0]
+            .state
+            .wait_in_flight(6, Duration::from_secs(5))
+            .await,
+        "six slow requests reach the origin"
+    );
+    origins[0].state.set_delay(Duration::ZERO);
+
+    // Back-end 0 is told to stop: it tells the front-end it is draining, finishes what it
+    // has, and only then closes its links.
+    let stopping = Instant::now();
+    tiers.backends[0].terminate();
+    let client = client();
+    for i in 0..20 {
+        let answer = send(
+            &client,
+            get_request(addr, "drain.test", &format!("/during/{i}")),
+        )
+        .await
+        .expect("an answer while a back-end drains");
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "request {i} during the drain"
+        );
+    }
+    for request in slow {
+        let answer = request.await.expect("task").expect("an answer");
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "a request in flight on the draining back-end completes: {}",
+            answer.text()
+        );
+    }
+    let exit = tiers.backends[0].wait_exit(Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "back-end exits cleanly: {exit:?}"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(6),
+        "it stops once its channels are done, not at the drain timeout: {:?}",
+        stopping.elapsed()
+    );
+    let log = tiers.backends[0].log_text();
+    assert!(log.contains("links drained"), "{log}");
+    assert_eq!(
+        origins[0].state.requests(),
+        before + 26,
+        "every request reached the origin exactly once"
+    );
+}

@@ -57,6 +57,10 @@ pub struct QosReport {
     pub in_flight: u64,
     /// Requests waiting in this gateway's release queues.
     pub queued_requests: u64,
+    /// The sender is shutting down: it finishes the channels it has and wants no new ones,
+    /// which its peer then opens on other links.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// The whole link as one end knows it: its own latest report and its peer's.
@@ -191,6 +195,7 @@ impl ReportBuilder {
             queued_bytes,
             in_flight: load.in_flight,
             queued_requests: load.queued,
+            draining: false,
         }
     }
 }

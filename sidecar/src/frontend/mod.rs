@@ -199,10 +199,17 @@ impl FrontSite {
     pub fn choose_link(&self, excluded: u64) -> Option<(usize, Arc<Link>)> {
         let states = self.link_states();
         let plain: Vec<LinkState> = states.iter().map(|(s, _)| *s).collect();
+        // A back-end that is shutting down finishes what it has and still takes a request,
+        // but only when no other link can: `choose` avoids excluded links while others are up.
+        let draining = states
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, link))| link.as_ref().is_some_and(|l| l.peer_draining()))
+            .fold(0u64, |mask, (i, _)| mask | (1u64 << (i % 64)));
         let index = link_choice::choose(
             &plain,
             &self.limits,
-            excluded,
+            excluded | draining,
             [fastrand::u64(..), fastrand::u64(..)],
         )?;
         let link = states.into_iter().nth(index)?.1?;

@@ -109,22 +109,27 @@ pub(crate) async fn run(
     let send_loop = async {
         loop {
             tokio::select! {
-                _ = fit.tick() => link.fit_send_window(),
-                _ = report.tick() => {
-                    let queued: usize = link.blender().queued_bytes().iter().sum();
-                    let report = builder.report(
-                        link.sample(),
-                        started.elapsed(),
-                        link.channels_open() as u64,
-                        queued as u64,
-                        load(),
-                    );
-                    link.store_report(report.clone());
-                    let json = serde_json::to_vec(&ControlMessage::Qos(report))
-                        .map_err(|e| LinkError::Control(e.to_string()))?;
-                    sender.send_frame(frame::encode_control(&json)).await?;
+                _ = fit.tick() => {
+                    link.fit_send_window();
+                    continue;
                 }
+                _ = report.tick() => {}
+                // The peer learns of a drain at once, not at the next interval.
+                () = link.drain_started() => {}
             }
+            let queued: usize = link.blender().queued_bytes().iter().sum();
+            let mut report = builder.report(
+                link.sample(),
+                started.elapsed(),
+                link.channels_open() as u64,
+                queued as u64,
+                load(),
+            );
+            report.draining = link.is_draining();
+            link.store_report(report.clone());
+            let json = serde_json::to_vec(&ControlMessage::Qos(report))
+                .map_err(|e| LinkError::Control(e.to_string()))?;
+            sender.send_frame(frame::encode_control(&json)).await?;
         }
     };
     let result: Result<(), LinkError> = tokio::select! {

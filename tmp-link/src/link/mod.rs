@@ -9,6 +9,7 @@ pub mod dial;
 pub mod listen;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -32,6 +33,10 @@ pub struct Link {
     channels: ChannelCount,
     qos: Mutex<LinkQos>,
     peer_name: Mutex<String>,
+    /// Set once this end starts shutting down; told to the peer in the next QoS report.
+    draining: AtomicBool,
+    /// Wakes the control stream to send that report at once.
+    drain_started: tokio::sync::Notify,
 }
 
 /// A link as `/qos` shows it.
@@ -66,7 +71,34 @@ impl Link {
             channels,
             qos: Mutex::new(LinkQos::default()),
             peer_name: Mutex::new(String::new()),
+            draining: AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Starts draining: the peer is told at once (in a QoS report) to open no new channels
+    /// here; channels already open carry on until they finish.
+    pub fn start_draining(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            self.drain_started.notify_one();
+        }
+    }
+
+    /// Whether this end is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer said it is draining.
+    pub fn peer_draining(&self) -> bool {
+        lock(&self.qos)
+            .of(self.role.peer())
+            .is_some_and(|report| report.draining)
+    }
+
+    /// Resolves when draining starts (once).
+    pub(crate) async fn drain_started(&self) {
+        self.drain_started.notified().await;
     }
 
     /// This end's role.
