@@ -46,7 +46,7 @@ log "cargo build (binaries the tests start)"
 cargo build --workspace --all-targets --locked
 # The test bed runs this binary in its pods; naming it spares the harness a second build
 # with another feature set.
-CAUSEWAY_BIN="$PWD/target/debug/causeway"
+CAUSEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/causeway"
 export CAUSEWAY_BIN
 
 log "waiting for the test bed's binaries"
