@@ -504,6 +504,58 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     assert!(denial.contains("no pod"), "{denial}");
     step("per-pod link certificates; a forged request denied");
 
+    // A broken ConfigMap (edited by hand) is refused by the gateways, counted, and changes
+    // nothing they serve; the operator puts its own version back.
+    ns.kubectl(
+        &[
+            "patch",
+            "configmap/shop-backend",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"site.yaml":"spec: [not a Site"}}"#,
+        ],
+        None,
+    )
+    .await
+    .expect("kubectl patch configmap");
+    let refused = wait_for(
+        "the back-ends to refuse the broken version",
+        TIMEOUT,
+        || async {
+            let mut counted = 0;
+            for ip in support::ready_ips(&ns, BACKEND_PODS).await {
+                let metrics = get(SocketAddr::new(ip, 9902), "admin", "/metrics")
+                    .await
+                    .ok()?;
+                if metrics.body.lines().any(|l| {
+                    l.starts_with("causeway_config_reloads_total{result=\"refused\"} ")
+                        && !l.ends_with(" 0")
+                }) {
+                    counted += 1;
+                }
+            }
+            (counted == old_backends.len()).then_some(counted)
+        },
+    )
+    .await
+    .expect("every back-end counts the refused version");
+    for ip in support::ready_ips(&ns, FRONTEND_PODS).await {
+        let answer = get(SocketAddr::new(ip, 8080), HOST, "/after-refusal")
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status, 200, "still serving: {answer:?}");
+    }
+    wait_for("the operator to restore the ConfigMap", TIMEOUT, || async {
+        let file = backend_origin_urls(&ns).await;
+        (file.len() == 2).then_some(())
+    })
+    .await
+    .expect("the operator re-applies its ConfigMap");
+    step(&format!(
+        "a broken ConfigMap refused by {refused} back-ends, serving went on, the operator restored it"
+    ));
+
     // Operator restart: nothing is re-made, nothing flaps.
     ns.kubectl(
         &[

@@ -36,6 +36,16 @@ pub struct ClusterConfig {
     pub link_ca: Option<String>,
 }
 
+/// One version of the ConfigMap as the gateway received it: usable, or refused with the
+/// reason (which the gateway counts as a refused reload and logs).
+#[derive(Clone, Debug)]
+pub enum Version {
+    /// A configuration that parsed.
+    Valid(ClusterConfig),
+    /// Why this version was refused.
+    Refused(String),
+}
+
 /// Why a configuration cannot be read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -142,8 +152,9 @@ pub async fn client() -> Result<kube::Client, ConfigError> {
         .map_err(ConfigError::Client)
 }
 
-/// Watches ConfigMap `name` in `namespace`: waits for its first valid version, then keeps
-/// the returned receiver current until `shutdown`.
+/// Watches ConfigMap `name` in `namespace`: waits for its first valid version and returns it
+/// with a receiver that then gets every later version — valid or refused — until `shutdown`.
+/// A refused first version is logged and the watch waits for a valid one.
 ///
 /// # Errors
 /// When the watch ends before a valid version.
@@ -152,7 +163,7 @@ pub async fn watch(
     namespace: &str,
     name: &str,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<watch::Receiver<Arc<ClusterConfig>>, ConfigError> {
+) -> Result<(ClusterConfig, watch::Receiver<Arc<Version>>), ConfigError> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     // A field selector on the name: the gateway's Role may name only its own ConfigMap.
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -181,11 +192,15 @@ pub async fn watch(
         let Some(config_map) = next else {
             return Err(ConfigError::Ended(source));
         };
-        if let Some(config) = accept(&source, config_map, &mut last_data) {
-            break config;
+        match accept(&source, config_map, &mut last_data) {
+            Some(Version::Valid(config)) => break config,
+            Some(Version::Refused(reason)) => {
+                tracing::error!(configmap = %source, %reason, "configuration refused; waiting for a valid one");
+            }
+            None => {}
         }
     };
-    let (sender, receiver) = watch::channel(Arc::new(first));
+    let (sender, receiver) = watch::channel(Arc::new(Version::Valid(first.clone())));
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
@@ -193,30 +208,31 @@ pub async fn watch(
                 () = crate::shutdown::requested(&mut shutdown) => return,
             };
             let Some(config_map) = next else { return };
-            if let Some(config) = accept(&source, config_map, &mut last_data)
-                && sender.send(Arc::new(config)).is_err()
+            if let Some(version) = accept(&source, config_map, &mut last_data)
+                && sender.send(Arc::new(version)).is_err()
             {
                 return;
             }
         }
     });
-    Ok(receiver)
+    Ok((first, receiver))
 }
 
-/// The configuration in `config_map` when it is new and valid; a refused version is logged
-/// and the gateway keeps the previous one.
+/// The version in `config_map`, unless its data is what was seen last (a resync or a
+/// metadata-only change). A refused version is remembered too, so it is reported once.
 fn accept(
     source: &str,
     config_map: ConfigMap,
     last_data: &mut Option<BTreeMap<String, String>>,
-) -> Option<ClusterConfig> {
+) -> Option<Version> {
     let data = config_map.data.unwrap_or_default();
     if last_data.as_ref() == Some(&data) {
-        // A resync or a metadata-only change.
         return None;
     }
     let version = config_map.metadata.resource_version.unwrap_or_default();
-    match parse(&data) {
+    let parsed = parse(&data);
+    *last_data = Some(data);
+    Some(match parsed {
         Ok(config) => {
             tracing::info!(
                 configmap = source,
@@ -224,14 +240,10 @@ fn accept(
                 sites = config.sites.len(),
                 "configuration received"
             );
-            *last_data = Some(data);
-            Some(config)
+            Version::Valid(config)
         }
-        Err(error) => {
-            tracing::error!(configmap = source, version, %error, "configuration refused; keeping the running one");
-            None
-        }
-    }
+        Err(error) => Version::Refused(format!("ConfigMap {source} version {version}: {error}")),
+    })
 }
 
 #[cfg(test)]

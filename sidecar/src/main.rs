@@ -9,7 +9,7 @@ use std::time::Duration;
 use causeway_api::Duration as TextDuration;
 use causeway_operator::names::FRONTEND_CERT_NAME;
 use causeway_sidecar::backend::{self, BackendOptions};
-use causeway_sidecar::cluster_config::{self, ClusterConfig};
+use causeway_sidecar::cluster_config::{self, ClusterConfig, Version};
 use causeway_sidecar::frontend::{self, BackendMap, FrontendOptions};
 use causeway_sidecar::gateway::{self, GatewayOptions};
 use causeway_sidecar::link_identity::{self, PodIdentity};
@@ -402,7 +402,8 @@ fn log_reload(report: &ReloadReport) {
 /// A gateway in a pod: its ConfigMap, watched, and its link credentials — from files when
 /// given, else a certificate the operator signed for this pod's own key.
 struct InCluster {
-    updates: watch::Receiver<Arc<ClusterConfig>>,
+    first: ClusterConfig,
+    updates: watch::Receiver<Arc<Version>>,
     credentials: LinkCredentials,
     /// What renewing the signed certificate needs (none with link files).
     renewal: Option<(kube::Client, PodIdentity, String)>,
@@ -417,17 +418,17 @@ async fn in_cluster(
 ) -> Result<InCluster, Box<dyn std::error::Error>> {
     let namespace = cluster_config::pod_namespace()?;
     let client = cluster_config::client().await?;
-    let updates =
+    let (first, updates) =
         cluster_config::watch(client.clone(), &namespace, config_map, shutdown.clone()).await?;
     if let Some(credentials) = link.file_credentials()? {
         return Ok(InCluster {
+            first,
             updates,
             credentials,
             renewal: None,
         });
     }
-    let ca = updates
-        .borrow()
+    let ca = first
         .link_ca
         .clone()
         .ok_or(link_identity::IdentityError::NoCa)?;
@@ -446,6 +447,7 @@ async fn in_cluster(
     };
     let credentials = link_identity::obtain(&client, &identity, &ca).await?;
     Ok(InCluster {
+        first,
         updates,
         credentials,
         renewal: Some((client, identity, ca)),
@@ -461,16 +463,23 @@ fn backend_map(config: &ClusterConfig) -> BackendMap {
 }
 
 /// Applies each new version of the configuration with `apply` (which counts and logs a
-/// refusal itself) and logs what it did.
+/// refusal itself), or counts and logs it with `refuse` when it did not even parse, and logs
+/// what was done.
 fn follow_config(
-    mut updates: watch::Receiver<Arc<ClusterConfig>>,
+    mut updates: watch::Receiver<Arc<Version>>,
     mut apply: impl FnMut(&ClusterConfig) -> Result<ReloadReport, ReloadFailure> + Send + 'static,
+    refuse: impl Fn(&dyn std::fmt::Display) + Send + 'static,
 ) {
     tokio::spawn(async move {
         while updates.changed().await.is_ok() {
-            let config = updates.borrow_and_update().clone();
-            if let Ok(report) = apply(&config) {
-                log_reload(&report);
+            let version = updates.borrow_and_update().clone();
+            match version.as_ref() {
+                Version::Valid(config) => {
+                    if let Ok(report) = apply(config) {
+                        log_reload(&report);
+                    }
+                }
+                Version::Refused(reason) => refuse(reason),
             }
         }
     });
@@ -572,10 +581,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let settings = link.settings()?;
             if let Some(config_map) = &link.config_map {
                 let cluster = in_cluster(config_map, &link, FRONTEND_CERT_NAME, &shutdown).await?;
-                let first = cluster.updates.borrow().clone();
+                let first = &cluster.first;
                 let options = FrontendOptions {
                     serve,
-                    backends: backend_map(&first),
+                    backends: backend_map(first),
                     link: settings,
                     tunnel_ip,
                 };
@@ -601,9 +610,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                         shutdown.clone(),
                     );
                 }
-                follow_config(cluster.updates, move |config| {
-                    Ok(reloader.apply(&config.sites, &backend_map(config))?)
-                });
+                let refuser = reloader.clone();
+                follow_config(
+                    cluster.updates,
+                    move |config| Ok(reloader.apply(&config.sites, &backend_map(config))?),
+                    move |reason| refuser.refuse(reason),
+                );
                 running.wait().await;
                 return Ok(());
             }
@@ -647,7 +659,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(config_map) = &link.config_map {
                 let server_name = link.link_server_name.clone();
                 let cluster = in_cluster(config_map, &link, &server_name, &shutdown).await?;
-                let first = cluster.updates.borrow().clone();
+                let first = &cluster.first;
                 let running = backend::start(
                     &first.sites,
                     options,
@@ -670,9 +682,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     );
                 }
                 let reloader = running.reloader();
-                follow_config(cluster.updates, move |config| {
-                    Ok(reloader.apply(&config.sites)?)
-                });
+                let refuser = reloader.clone();
+                follow_config(
+                    cluster.updates,
+                    move |config| Ok(reloader.apply(&config.sites)?),
+                    move |reason| refuser.refuse(reason),
+                );
                 running.wait().await;
                 return Ok(());
             }
