@@ -14,8 +14,9 @@ use support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_under_load_costs_no_failed_get() {
     let mut origins = Origin::start_many("dead", 3).await;
+    // Slow enough that every client has a request at an origin most of the time.
     for origin in &origins {
-        origin.state.set_delay(Duration::from_millis(5));
+        origin.state.set_delay(Duration::from_millis(20));
     }
     let gateway = Gateway::start(&manifest(&[SiteYaml::new("dead", "dead.test")
         .origins(&origins, "")
@@ -77,12 +78,14 @@ async fn a_dead_origin_under_load_costs_no_failed_get() {
         "a POST that never reached an origin failed: {:?}",
         posts.refusals
     );
-    // Requests in flight on the victim, or sent to it before the balancer learnt, were
-    // retried; none would mean the kill hit an idle origin and proved nothing.
+    // The kill must have hit traffic, or the test proved nothing: a GET in flight on the
+    // victim (or sent to it before the balancer learnt) was retried, or a POST in flight on
+    // it was lost. Which of the two happens depends on timing, so either counts.
     let metrics = gateway.metrics().await;
+    let retries = metric(&metrics, "causeway_retries_total", &[("site", "dead")]);
     assert!(
-        metric(&metrics, "causeway_retries_total", &[("site", "dead")]) >= 1.0,
-        "no retry happened"
+        retries >= 1.0 || posts.failures() >= 1,
+        "the kill hit no request in flight (no retry, no lost POST)"
     );
     drop(victim);
 }
