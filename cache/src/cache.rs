@@ -447,12 +447,8 @@ fn same_origin_key(target: &PrimaryKey, value: &str) -> Option<PrimaryKey> {
 mod tests {
     use super::*;
     use crate::collapse::FlightOutcome;
+    use crate::test_support::at;
     use http::{Request, Response, StatusCode};
-    use std::time::Duration;
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
 
     fn cache(settings: CacheSettings) -> Cache {
         Cache::new(settings, SiteMetrics::detached("shop").expect("metrics"))

@@ -190,6 +190,7 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::header_map as headers;
     use http::{HeaderValue, Request};
 
     fn parts(builder: http::request::Builder) -> request::Parts {
@@ -250,13 +251,6 @@ mod tests {
     fn origin_part() {
         let key = PrimaryKey::from_uri(&Uri::from_static("https://h.example/a/b?c")).expect("key");
         assert_eq!(key.origin(), "https://h.example");
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
-            .collect()
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod respond;
 pub mod revalidate;
 pub mod storable;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 mod cache;
 

@@ -108,6 +108,7 @@ fn if_range_holds(request_headers: &HeaderMap, entry: &StoredEntry) -> bool {
 mod tests {
     use super::*;
     use crate::store::ExchangeTimes;
+    use crate::test_support::header_map as request;
     use bytes::Bytes;
     use http::{HeaderName, HeaderValue};
     use std::time::{Duration, SystemTime};
@@ -173,18 +174,6 @@ mod tests {
             times,
             None,
         )
-    }
-
-    fn request(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| {
-                (
-                    HeaderName::from_static(n),
-                    HeaderValue::from_str(v).expect("value"),
-                )
-            })
-            .collect()
     }
 
     #[test]

@@ -209,10 +209,7 @@ pub fn serve(
 mod tests {
     use super::*;
     use crate::store::ExchangeTimes;
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
+    use crate::test_support::{at, header_map as request};
 
     fn entry() -> StoredEntry {
         let headers: HeaderMap = [
@@ -240,13 +237,6 @@ mod tests {
             times,
             None,
         )
-    }
-
-    fn request(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
-            .collect()
     }
 
     #[test]

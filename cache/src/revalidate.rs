@@ -135,25 +135,10 @@ pub fn client_not_modified(request_headers: &HeaderMap, entry: &StoredEntry) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{at, header_map as headers};
     use bytes::Bytes;
-    use http::{HeaderName, Response, StatusCode};
-    use std::time::{Duration, SystemTime};
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(n, v)| {
-                (
-                    HeaderName::from_static(n),
-                    HeaderValue::from_str(v).expect("value"),
-                )
-            })
-            .collect()
-    }
+    use http::{Response, StatusCode};
+    use std::time::Duration;
 
     fn entry(pairs: &[(&'static str, &str)]) -> Arc<StoredEntry> {
         let times = ExchangeTimes {

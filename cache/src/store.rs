@@ -414,11 +414,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::at;
     use http::HeaderName;
-
-    pub(crate) fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
 
     fn entry(
         cc: &str,
