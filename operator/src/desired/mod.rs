@@ -58,28 +58,29 @@ pub fn meta(
 /// namespace ([`config_role`]) and nothing else.
 pub fn service_account(name: &str, namespace: &str) -> ServiceAccount {
     ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(gateway_labels()),
-            ..ObjectMeta::default()
-        },
+        metadata: gateway_meta(name.to_owned(), Some(namespace)),
         ..ServiceAccount::default()
     }
 }
 
-/// Labels of the namespace-wide objects the operator makes for gateways.
-fn gateway_labels() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            crate::names::MANAGED_BY_LABEL.to_owned(),
-            crate::names::FIELD_MANAGER.to_owned(),
-        ),
-        (
-            "app.kubernetes.io/name".to_owned(),
-            crate::names::APP_NAME.to_owned(),
-        ),
-    ])
+/// Metadata of the objects the operator makes for every gateway of a namespace (shared, so
+/// without an owner): the name, the namespace for namespaced ones, the operator's labels.
+fn gateway_meta(name: String, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(BTreeMap::from([
+            (
+                crate::names::MANAGED_BY_LABEL.to_owned(),
+                crate::names::FIELD_MANAGER.to_owned(),
+            ),
+            (
+                "app.kubernetes.io/name".to_owned(),
+                crate::names::APP_NAME.to_owned(),
+            ),
+        ])),
+        ..ObjectMeta::default()
+    }
 }
 
 /// The Role letting gateways of `namespace` read (get, list, watch) its ConfigMaps: each
@@ -87,12 +88,7 @@ fn gateway_labels() -> BTreeMap<String, String> {
 /// addresses, no secrets; Secrets stay out of reach.
 pub fn config_role(namespace: &str) -> Role {
     Role {
-        metadata: ObjectMeta {
-            name: Some(GATEWAY_CONFIG_ROLE.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(gateway_labels()),
-            ..ObjectMeta::default()
-        },
+        metadata: gateway_meta(GATEWAY_CONFIG_ROLE.to_owned(), Some(namespace)),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".to_owned()]),
@@ -127,11 +123,7 @@ fn gateway_subjects(account: &str, namespace: &str) -> Option<Vec<Subject>> {
 /// and only for gateway pods.
 pub fn csr_role_binding(cluster_role: &str, account: &str, namespace: &str) -> ClusterRoleBinding {
     ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(format!("{cluster_role}:{namespace}")),
-            labels: Some(gateway_labels()),
-            ..ObjectMeta::default()
-        },
+        metadata: gateway_meta(format!("{cluster_role}:{namespace}"), None),
         role_ref: role_ref("ClusterRole", cluster_role),
         subjects: gateway_subjects(account, namespace),
     }
@@ -140,12 +132,7 @@ pub fn csr_role_binding(cluster_role: &str, account: &str, namespace: &str) -> C
 /// Binds [`config_role`] to the gateways' ServiceAccount `account` in `namespace`.
 pub fn config_role_binding(account: &str, namespace: &str) -> RoleBinding {
     RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(GATEWAY_CONFIG_ROLE.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(gateway_labels()),
-            ..ObjectMeta::default()
-        },
+        metadata: gateway_meta(GATEWAY_CONFIG_ROLE.to_owned(), Some(namespace)),
         role_ref: role_ref("Role", GATEWAY_CONFIG_ROLE),
         subjects: gateway_subjects(account, namespace),
     }
