@@ -674,8 +674,9 @@ pub struct QosSpec {
     pub max_link_rtt: Option<Duration>,
 }
 
-/// Response caching at the front-ends. Responses are cached as their `Cache-Control` and
-/// `Expires` headers allow; private, authorised and `no-store` responses never are.
+/// Response caching at the front-ends (and the single-tier gateway), as a shared HTTP cache
+/// (RFC 9111): responses are kept as their `Cache-Control`, `Expires` and `Vary` allow;
+/// `private` and `no-store` responses never are.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = rules::CACHE_OBJECT_FITS)]
@@ -683,19 +684,32 @@ pub struct CacheSpec {
     /// Whether front-ends cache this site's responses.
     #[serde(default)]
     pub enabled: bool,
-    /// Most bytes of this site's responses one front-end pod keeps; the least recently used
-    /// go first.
+    /// Most bytes of this site's responses one front-end pod keeps; when full, the entries
+    /// least likely to be asked for again go first.
     #[serde(default = "default_cache_size")]
     #[schemars(range(min = 1))]
     pub max_size_bytes: u64,
-    /// Largest single response body that is cached.
+    /// Largest single response body that is cached; larger ones stream through uncached.
     #[serde(default = "default_cache_object")]
     #[schemars(range(min = 1))]
     pub max_object_bytes: u64,
-    /// How long a cacheable response that does not say how long it stays fresh is kept;
-    /// 0s keeps only responses that say so.
+    /// Heuristic freshness for cacheable responses that do not say how long they stay fresh:
+    /// a tenth of the time since their `Last-Modified`, at most this long. 0s (the default)
+    /// keeps only responses that say so, or that can be revalidated.
     #[serde(default = "default_cache_ttl")]
     pub default_ttl: Duration,
+    /// Store and share responses that carry `Set-Cookie`. Off by default: a cookie is usually
+    /// one visitor's session, and sharing it hands that session to the next visitor.
+    #[serde(default)]
+    pub share_set_cookie: bool,
+    /// Store and share responses to requests with `Authorization` even when the response
+    /// does not allow it (`public`, `s-maxage`, `must-revalidate`). Off by default.
+    #[serde(default)]
+    pub share_authorized: bool,
+    /// Refresh-ahead: entries asked for often are fetched again shortly before they expire,
+    /// so hot content never goes stale for a client.
+    #[serde(default)]
+    pub refresh_ahead: RefreshAheadSpec,
 }
 
 fn default_cache_size() -> u64 {
@@ -707,7 +721,7 @@ fn default_cache_object() -> u64 {
 }
 
 fn default_cache_ttl() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_secs(0)
 }
 
 impl Default for CacheSpec {
@@ -717,6 +731,48 @@ impl Default for CacheSpec {
             max_size_bytes: default_cache_size(),
             max_object_bytes: default_cache_object(),
             default_ttl: default_cache_ttl(),
+            share_set_cookie: false,
+            share_authorized: false,
+            refresh_ahead: RefreshAheadSpec::default(),
+        }
+    }
+}
+
+/// When a hot cache entry is refreshed before it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshAheadSpec {
+    /// Whether hot entries are refreshed ahead of expiry.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Hits since an entry was stored (or last refreshed) that make it hot.
+    #[serde(default = "default_refresh_hits")]
+    #[schemars(range(min = 1))]
+    pub min_hits: u32,
+    /// The last part of an entry's lifetime, in percent, in which a hot entry is refreshed.
+    #[serde(default = "default_refresh_percent")]
+    #[schemars(range(min = 1, max = 90))]
+    pub window_percent: u8,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_refresh_hits() -> u32 {
+    10
+}
+
+fn default_refresh_percent() -> u8 {
+    10
+}
+
+impl Default for RefreshAheadSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_hits: default_refresh_hits(),
+            window_percent: default_refresh_percent(),
         }
     }
 }

@@ -164,6 +164,12 @@ impl Cache {
         }
     }
 
+    /// The settings it runs with.
+    #[must_use]
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
     /// The store, for inspection (sizes, tests).
     #[must_use]
     pub fn store(&self) -> &Store {

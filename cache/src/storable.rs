@@ -71,6 +71,24 @@ pub enum NotStorable {
     TooLarge,
 }
 
+impl NotStorable {
+    /// The reason as an RFC 8941 token, for `Cache-Status` `detail`.
+    #[must_use]
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::Status => "status",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::VaryStar => "vary-star",
+            Self::NotReusable => "not-reusable",
+            Self::TooLarge => "too-large",
+        }
+    }
+}
+
 /// Decides whether the response to this request may be stored (§3), before its body is read.
 ///
 /// `lifetime` is the response's freshness lifetime as [`crate::freshness::freshness_lifetime`]

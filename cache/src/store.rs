@@ -392,6 +392,13 @@ impl Store {
         doomed.iter().filter(|key| self.remove(key)).count()
     }
 
+    /// Removes everything (a Site's cache replaced or retired), giving its bytes back to the
+    /// stored-bytes gauge.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+        self.entries.run_pending_tasks();
+    }
+
     /// Bytes held, as moka accounts them (settled by [`Store::run_pending_tasks`]).
     #[must_use]
     pub fn weighted_size(&self) -> u64 {

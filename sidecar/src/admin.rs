@@ -1,6 +1,7 @@
 //! The admin endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/status` (JSON
-//! picture of every site's origins or links) and, on front- and back-ends, `/qos` (every TMP
-//! link's quality as both ends see it). Bind it to loopback or a pod-internal address.
+//! picture of every site's origins or links), on front- and back-ends `/qos` (every TMP
+//! link's quality as both ends see it), and on caching tiers `POST /cache/purge`
+//! ([`crate::caching::purge`]). Bind it to loopback or a pod-internal address.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::caching::purge::{MAX_PURGE_BODY, Purger};
 use crate::metrics::Metrics;
 use crate::server::{ConnectionInfo, Handler};
 use crate::sites::Router;
@@ -27,6 +29,7 @@ pub struct Admin {
     readiness: Option<ReadinessCheck>,
     status: JsonSource,
     qos: Option<JsonSource>,
+    purger: Option<Purger>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -44,7 +47,14 @@ impl Admin {
             readiness: None,
             status,
             qos: None,
+            purger: None,
         }
+    }
+
+    /// Adds `POST /cache/purge`, and settles the caches' byte counts before each scrape.
+    pub fn with_purge(mut self, purger: Purger) -> Self {
+        self.purger = Some(purger);
+        self
     }
 
     /// Makes `/readyz` also wait for `check` (a front-end waits for a TMP link).
@@ -116,17 +126,31 @@ fn reply(
 impl Handler for Admin {
     type Body = Full<Bytes>;
 
-    fn handle(
+    async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         _connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
-        let response = match request.uri().path() {
-            "/metrics" => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.render(),
-            ),
+    ) -> Response<Full<Bytes>> {
+        if request.uri().path() == "/cache/purge" {
+            return self.purge(request).await;
+        }
+        self.answer(request.uri().path())
+    }
+}
+
+impl Admin {
+    fn answer(&self, path: &str) -> Response<Full<Bytes>> {
+        match path {
+            "/metrics" => {
+                if let Some(purger) = &self.purger {
+                    purger.settle();
+                }
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )
+            }
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
             "/readyz" => match self.not_ready() {
                 None => reply(StatusCode::OK, "text/plain", "ready\n"),
@@ -151,9 +175,50 @@ impl Handler for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found; try /metrics, /healthz, /readyz, /status or /qos\n",
+                "not found; try /metrics, /healthz, /readyz, /status, /qos or POST /cache/purge\n",
             ),
+        }
+    }
+
+    async fn purge(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(purger) = &self.purger else {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "this tier keeps no cache\n",
+            );
         };
-        std::future::ready(response)
+        if request.method() != http::Method::POST {
+            let mut response = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "POST a JSON body: {\"url\": ...} or {\"prefix\": ...}\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let (parts, body) = request.into_parts();
+        let limited = http_body_util::Limited::new(body, MAX_PURGE_BODY);
+        let bytes = match http_body_util::BodyExt::collect(limited).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text/plain",
+                    format!("purge request body: {error} (at most {MAX_PURGE_BODY} bytes)\n"),
+                );
+            }
+        };
+        let (status, json) = purger.handle(parts.headers.get(header::AUTHORIZATION), &bytes);
+        let mut response = reply(status, "application/json", json);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"causeway-admin\""),
+            );
+        }
+        response
     }
 }

@@ -32,7 +32,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::{self, headers};
 use crate::reload::SiteReloader;
 use crate::server;
-use crate::sites::{LiveRouter, SiteError};
+use crate::sites::{Caching, LiveRouter, SiteError};
 
 /// Where and how the back-end listens.
 #[derive(Clone, Debug)]
@@ -140,7 +140,7 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningBackend, BackendError> {
     let metrics = Metrics::new()?;
-    let reloader = SiteReloader::start(sites, &metrics, shutdown.clone())?;
+    let reloader = SiteReloader::start(sites, &metrics, Caching::Off, shutdown.clone())?;
     let router = reloader.router();
     let load_router = router.clone();
     let load: LoadProbe = Arc::new(move || {

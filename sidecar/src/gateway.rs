@@ -13,11 +13,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::Admin;
+use crate::caching::purge::Purger;
 use crate::metrics::{Metrics, MetricsError};
 use crate::proxy::Proxy;
 use crate::reload::SiteReloader;
 use crate::server::{self, ConnectionLimits, ListenerStats};
-use crate::sites::SiteError;
+use crate::sites::{Caching, SiteError};
 use crate::tls::{self, TlsError};
 
 /// Where and how the gateway listens.
@@ -35,6 +36,8 @@ pub struct GatewayOptions {
     pub limits: ConnectionLimits,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// The bearer token the admin endpoint's cache purge requires; `None` turns purging off.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// Why the gateway could not start.
@@ -122,7 +125,7 @@ pub fn start(
 
     // Sites start last, once every listener is bound: a failed start leaves no health check
     // running.
-    let reloader = SiteReloader::start(sites, &metrics, shutdown.clone())?;
+    let reloader = SiteReloader::start(sites, &metrics, Caching::On, shutdown.clone())?;
     let router = reloader.router();
     let proxy = Arc::new(Proxy::new(router.clone(), metrics.clone()));
     let stats = Arc::new(ListenerStats::default());
@@ -140,11 +143,14 @@ pub fn start(
         ));
     }
     let ready = Arc::new(AtomicBool::new(true));
-    let admin_handler = Arc::new(Admin::new(
-        metrics.clone(),
-        ready,
-        crate::reload::origin_status(router),
-    ));
+    let admin_handler = Arc::new(
+        Admin::new(
+            metrics.clone(),
+            ready,
+            crate::reload::origin_status(router.clone()),
+        )
+        .with_purge(Purger::new(Arc::new(router), options.admin_token.clone())),
+    );
     tasks.spawn(admin_handler.serve(admin_listener, shutdown.clone()));
     tasks.spawn(export_listener_stats(stats, metrics, shutdown));
     Ok(RunningGateway {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balancer;
+pub mod caching;
 pub mod classify;
 pub mod cluster_config;
 pub mod framing_guard;

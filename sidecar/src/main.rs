@@ -186,6 +186,10 @@ struct ServeArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "30s")]
     drain_timeout: TextDuration,
+    /// A file holding the bearer token that `POST /cache/purge` on the admin address
+    /// requires (surrounding whitespace is ignored); without it, purging is refused.
+    #[arg(long, env = "CAUSEWAY_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// TMP link settings shared by `frontend` and `backend`.
@@ -308,12 +312,17 @@ impl std::str::FromStr for BackendArg {
 }
 
 impl ServeArgs {
-    fn options(self, default_listen: SocketAddr) -> GatewayOptions {
+    fn options(self, default_listen: SocketAddr) -> Result<GatewayOptions, String> {
         let listen = match (self.listen, self.tls_listen) {
             (None, Some(_)) => None,
             (listen, _) => Some(listen.unwrap_or(default_listen)),
         };
-        GatewayOptions {
+        let admin_token = self
+            .admin_token_file
+            .as_deref()
+            .map(read_admin_token)
+            .transpose()?;
+        Ok(GatewayOptions {
             listen,
             tls_listen: self.tls_listen,
             tls_files: self.tls_cert.zip(self.tls_key),
@@ -326,8 +335,21 @@ impl ServeArgs {
                 ..ConnectionLimits::default()
             },
             drain_timeout: self.drain_timeout.get(),
-        }
+            admin_token,
+        })
     }
+}
+
+/// Reads the admin bearer token; an empty or unreadable file is an error, not purging left
+/// open or silently off.
+fn read_admin_token(path: &std::path::Path) -> Result<std::sync::Arc<str>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("--admin-token-file {} is empty", path.display()));
+    }
+    Ok(token.into())
 }
 
 /// Writes a fresh CA and a certificate for each tier into `out`.
@@ -540,7 +562,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let sites = local::read_sites(&paths)?;
             let running = gateway::start(
                 &sites,
-                serve.options(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                serve.options(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
                 shutdown.clone(),
             )?;
             tracing::info!(http = ?running.http, https = ?running.https, admin = %running.admin, sites = sites.len(), "gateway serving");
@@ -563,7 +585,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             };
             local::run(
                 &sites,
-                serve.options(SocketAddr::from(([127, 0, 0, 1], 8080))),
+                serve.options(SocketAddr::from(([127, 0, 0, 1], 8080)))?,
                 tiers,
                 shutdown,
             )
@@ -577,7 +599,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             tunnel_ip,
             sites,
         } => {
-            let serve = serve.options(SocketAddr::from(([0, 0, 0, 0], 8080)));
+            let serve = serve.options(SocketAddr::from(([0, 0, 0, 0], 8080)))?;
             let settings = link.settings()?;
             if let Some(config_map) = &link.config_map {
                 let cluster = in_cluster(config_map, &link, FRONTEND_CERT_NAME, &shutdown).await?;

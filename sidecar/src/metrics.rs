@@ -36,6 +36,8 @@ pub struct Metrics {
     pub connections_accepted: IntCounter,
     /// Client connections closed on a protocol error.
     pub protocol_errors: IntCounter,
+    /// The `causeway_cache_*` families of the Sites' caches (front-ends and gateways).
+    pub cache: causeway_cache::metrics::CacheMetrics,
 }
 
 /// Why registering the metric families failed (a name registered twice: a bug).
@@ -208,6 +210,7 @@ impl Metrics {
                     "Client connections closed on a protocol error (malformed or oversized request).",
                 )?,
             )?,
+            cache: causeway_cache::metrics::CacheMetrics::register(&r)?,
             registry: r,
         })
     }
@@ -297,6 +300,7 @@ impl Metrics {
     /// [`Metrics::remove_origin`]); its counters stay, as counters of a finished past.
     pub fn remove_site(&self, site: &str) {
         let _ = self.queue_depth.remove_label_values(&[site]);
+        self.cache.remove_site(site);
     }
 
     /// Counts a request that never reached a site (unknown host, malformed request).

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::sites::{
-    CompiledSite, LiveRouter, Router, SiteError, SiteRuntime, check_names, site_name,
+    Caching, CompiledSite, LiveRouter, Router, SiteError, SiteRuntime, check_names, site_name,
 };
 
 /// What a reload did, for the log.
@@ -202,6 +202,7 @@ pub struct SiteReloader {
 struct Inner {
     router: LiveRouter,
     metrics: Metrics,
+    caching: Caching,
     generations: Generations,
     shutdown: watch::Receiver<bool>,
 }
@@ -212,11 +213,13 @@ impl SiteReloader {
     pub fn start(
         sites: &[Site],
         metrics: &Metrics,
+        caching: Caching,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SiteError> {
         let inner = Inner {
             router: LiveRouter::default(),
             metrics: metrics.clone(),
+            caching,
             generations: Generations::first(metrics.clone()),
             shutdown,
         };
@@ -267,7 +270,9 @@ impl Inner {
             compiled,
             |site: &SiteRuntime| &site.name,
             CompiledSite::is_running_as,
-            |compiled, previous| compiled.start(&self.metrics, previous.map(|p| &**p)),
+            |compiled, previous| {
+                compiled.start(&self.metrics, previous.map(|p| &**p), self.caching)
+            },
         )?;
         self.router.store(Arc::new(next.router));
         let live = self.router.load();
@@ -303,6 +308,9 @@ fn forget_origins(metrics: &Metrics, retired: &SiteRuntime, live: &Router) {
     }
     if successor.is_none() {
         metrics.remove_site(&retired.name);
+        if let Some(cache) = &retired.cache {
+            cache.store().clear();
+        }
     }
 }
 
@@ -346,7 +354,8 @@ mod tests {
             site("edit", "edit.test", &[("a", 2, 4), ("b", 3, 4)]),
             site("gone", "gone.test", &[("a", 4, 4)])
         );
-        let reloader = SiteReloader::start(&sites(&first), &metrics, shutdown).expect("start");
+        let reloader =
+            SiteReloader::start(&sites(&first), &metrics, Caching::On, shutdown).expect("start");
         let router = reloader.router();
         let same = by_name(&router, "same").expect("same");
         let edit = by_name(&router, "edit").expect("edit");
@@ -403,7 +412,8 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let (_stop, shutdown) = watch::channel(false);
         let first = site("one", "one.test", &[("a", 1, 4)]);
-        let reloader = SiteReloader::start(&sites(&first), &metrics, shutdown).expect("start");
+        let reloader =
+            SiteReloader::start(&sites(&first), &metrics, Caching::On, shutdown).expect("start");
         let before = by_name(&reloader.router(), "one").expect("one");
         let clash = format!(
             "{}---\n{}",

@@ -89,6 +89,15 @@ pub enum SiteError {
     DuplicateName(String),
 }
 
+/// Whether a tier keeps a response cache for the Sites that turn theirs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    /// A gateway (or front-end): clients' repeat requests are answered from the cache.
+    On,
+    /// A back-end: the front-ends in front of it cache.
+    Off,
+}
+
 /// One Site, ready to serve.
 #[derive(Debug)]
 pub struct SiteRuntime {
@@ -114,6 +123,9 @@ pub struct SiteRuntime {
     pub connect_timeout: Duration,
     /// TCP ports tunnelled through links: (the port front-ends listen on, the origins' port).
     pub tcp_ports: Vec<(u16, u16)>,
+    /// The Site's response cache, on a gateway whose Site turns it on (never on a back-end:
+    /// the front-ends cache in front of it).
+    pub cache: Option<Arc<causeway_cache::Cache>>,
     /// The spec it runs, to tell an unchanged Site on reload.
     spec: SiteSpec,
     /// Cancelled when a reload replaces or removes the Site: its background work stops.
@@ -250,8 +262,14 @@ impl CompiledSite {
     }
 
     /// Starts the Site: a balancer of its own, or, given the `predecessor` it replaces, one
-    /// that takes over the predecessor's origins and queue ([`Balancer::succeed`]).
-    pub fn start(self, metrics: &Metrics, predecessor: Option<&SiteRuntime>) -> SiteRuntime {
+    /// that takes over the predecessor's origins and queue ([`Balancer::succeed`]); with
+    /// [`Caching::On`], the Site's cache (the predecessor's when its settings are unchanged).
+    pub fn start(
+        self,
+        metrics: &Metrics,
+        predecessor: Option<&SiteRuntime>,
+        caching: Caching,
+    ) -> SiteRuntime {
         let Self {
             name,
             spec,
@@ -282,7 +300,17 @@ impl CompiledSite {
             }
             None => Balancer::new(origins, config, site_metrics, fastrand::u64(..)),
         };
+        let cache = match caching {
+            Caching::On => crate::caching::settings::site_cache(
+                &spec.cache,
+                &name,
+                &metrics.cache,
+                predecessor.and_then(|p| p.cache.as_ref()),
+            ),
+            Caching::Off => None,
+        };
         SiteRuntime {
+            cache,
             classifier,
             balancer,
             client: origin_client(spec.limits.connect_timeout.get()),
@@ -304,10 +332,16 @@ impl CompiledSite {
     }
 }
 
+impl crate::caching::purge::HasCache for SiteRuntime {
+    fn cache(&self) -> Option<&Arc<causeway_cache::Cache>> {
+        self.cache.as_ref()
+    }
+}
+
 impl SiteRuntime {
     /// Compiles and starts a validated Site.
-    pub fn new(site: &Site, metrics: &Metrics) -> Result<Self, SiteError> {
-        Ok(CompiledSite::new(site)?.start(metrics, None))
+    pub fn new(site: &Site, metrics: &Metrics, caching: Caching) -> Result<Self, SiteError> {
+        Ok(CompiledSite::new(site)?.start(metrics, None, caching))
     }
 
     /// The spec the Site runs.
@@ -365,8 +399,10 @@ impl<S> Default for Router<S> {
 
 impl Router<SiteRuntime> {
     /// Compiles every Site and indexes its hostnames.
-    pub fn new(sites: &[Site], metrics: &Metrics) -> Result<Self, SiteError> {
-        Self::build(sites, |site| Ok(Arc::new(SiteRuntime::new(site, metrics)?)))
+    pub fn new(sites: &[Site], metrics: &Metrics, caching: Caching) -> Result<Self, SiteError> {
+        Self::build(sites, |site| {
+            Ok(Arc::new(SiteRuntime::new(site, metrics, caching)?))
+        })
     }
 }
 
@@ -483,7 +519,7 @@ mod tests {
             site("all", &["\"*.example.com\""]),
             site("deep", &["\"*.eu.example.com\""]),
         ];
-        let router = Router::new(&sites, &metrics).expect("router");
+        let router = Router::new(&sites, &metrics, Caching::Off).expect("router");
         let name = |host: &str| router.route(host).map(|s| s.name.clone());
         assert_eq!(name("shop.example.com").as_deref(), Some("shop"));
         assert_eq!(name("SHOP.Example.com").as_deref(), Some("shop"));
@@ -498,7 +534,7 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let sites = [site("a", &["x.example.com"]), site("b", &["x.example.com"])];
         assert!(matches!(
-            Router::new(&sites, &metrics),
+            Router::new(&sites, &metrics, Caching::Off),
             Err(SiteError::DuplicateHost { .. })
         ));
     }

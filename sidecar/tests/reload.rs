@@ -226,6 +226,7 @@ impl InProcessFrontend {
                 admin_listen: loopback,
                 limits: ConnectionLimits::default(),
                 drain_timeout: Duration::from_secs(30),
+                admin_token: None,
             },
             backends,
             link: LinkSettings {

@@ -398,6 +398,16 @@ fn check_cache(c: &mut Collector, cache: &CacheSpec) {
         "spec.cache",
         rules::CACHE_OBJECT_FITS,
     );
+    c.check(
+        cache.refresh_ahead.min_hits >= 1,
+        "spec.cache.refreshAhead.minHits",
+        "must be at least 1",
+    );
+    c.check(
+        (1..=90).contains(&cache.refresh_ahead.window_percent),
+        "spec.cache.refreshAhead.windowPercent",
+        "must be between 1 and 90",
+    );
 }
 
 fn check_tcp_ports(c: &mut Collector, ports: &[TcpPortSpec]) {

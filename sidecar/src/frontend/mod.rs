@@ -35,6 +35,8 @@ use self::body::{FrontBody, FrontCompletion};
 use self::link_choice::{LinkLimits, LinkState};
 use self::reload::FrontendReloader;
 use crate::admin::Admin;
+use crate::caching::Upstream;
+use crate::caching::body::CachedBody;
 use crate::classify::{Classifier, RequestProfile};
 use crate::gateway::GatewayOptions;
 use crate::metrics::{Metrics, MetricsError, SiteMetrics};
@@ -151,10 +153,19 @@ pub struct FrontSite {
     pub tcp_ports: Vec<u16>,
     /// The class tunnelled connections travel in.
     pub default_class: u8,
+    /// The Site's response cache, when the Site turns it on: repeat requests are answered
+    /// here and never cross a link.
+    pub cache: Option<Arc<causeway_cache::Cache>>,
     metrics: SiteMetrics,
     /// The spec it runs and its back-ends, to tell an unchanged Site on reload.
     spec: SiteSpec,
     backends: Vec<SocketAddr>,
+}
+
+impl crate::caching::purge::HasCache for FrontSite {
+    fn cache(&self) -> Option<&Arc<causeway_cache::Cache>> {
+        self.cache.as_ref()
+    }
 }
 
 impl FrontSite {
@@ -258,11 +269,13 @@ impl CompiledFrontSite {
     }
 
     /// Starts the Site over the links of its back-ends, taken from `links` (which must hold
-    /// one for each).
+    /// one for each), with its cache (the `predecessor`'s when the cache settings did not
+    /// change).
     pub fn start(
         self,
         metrics: &Metrics,
         links: &BTreeMap<SocketAddr, Arc<LinkHandle>>,
+        predecessor: Option<&FrontSite>,
     ) -> FrontSite {
         let Self {
             name,
@@ -270,7 +283,14 @@ impl CompiledFrontSite {
             classifier,
             backends,
         } = self;
+        let cache = crate::caching::settings::site_cache(
+            &spec.cache,
+            &name,
+            &metrics.cache,
+            predecessor.and_then(|p| p.cache.as_ref()),
+        );
         FrontSite {
+            cache,
             classifier,
             retry_attempts: spec.retries.attempts,
             max_body_bytes: spec.limits.max_request_body_bytes,
@@ -350,6 +370,8 @@ pub fn start(
     let router = reloader.router();
     let tunnels = reloader.tunnels();
     let mut tasks = JoinSet::new();
+    let purger =
+        crate::caching::purge::Purger::new(Arc::new(router.clone()), serve.admin_token.clone());
     let proxy = Arc::new(FrontendProxy {
         router,
         metrics: metrics.clone(),
@@ -399,7 +421,8 @@ pub fn start(
             .map(|l| l.view())
             .collect();
         serde_json::json!({ "links": links })
-    }));
+    }))
+    .with_purge(purger);
     tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
     tasks.spawn(crate::link_metrics::export(
         metrics,
@@ -481,13 +504,13 @@ impl RunningFrontend {
 }
 
 impl Handler for FrontendProxy {
-    type Body = FrontBody;
+    type Body = CachedBody<FrontBody>;
 
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<FrontBody>> + Send + 'static {
+    ) -> impl Future<Output = Response<CachedBody<FrontBody>>> + Send + 'static {
         self.serve(request, connection)
     }
 }
@@ -497,7 +520,7 @@ impl FrontendProxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: ConnectionInfo,
-    ) -> Response<FrontBody> {
+    ) -> Response<CachedBody<FrontBody>> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         // The request keeps the Site it is routed to until it ends, whatever a reload does.
@@ -510,39 +533,99 @@ impl FrontendProxy {
             }
         };
         let profile = site.classifier.classify(&parts);
-        let answer = |error: ProxyError| {
-            let record = FrontCompletion::new(
-                &site.metrics,
-                profile.class,
-                error.status().as_u16(),
-                started,
-            );
-            error
-                .to_response::<FrontBody>()
-                .map(|b| b.with_completion(record))
+        let upstream = FrontUpstream {
+            site: site.clone(),
+            profile,
+            started,
         };
+        let failed = |error: ProxyError| upstream.failure(&error).map(CachedBody::Direct);
         if let (Some(limit), Some(length)) = (site.max_body_bytes, proxy::body_length(&parts))
             && length > limit
         {
-            return answer(ProxyError::BodyTooLarge { limit });
+            return failed(ProxyError::BodyTooLarge { limit });
         }
         proxy::prepare_upstream_headers(&mut parts, connection);
+        if let Some(cache) = &site.cache
+            && crate::caching::applies(&parts)
+        {
+            return crate::caching::serve(cache, upstream.clone(), parts).await;
+        }
+        // An unsafe request that succeeds invalidates what it changed: keep its head.
+        let invalidation = site
+            .cache
+            .as_ref()
+            .filter(|_| !parts.method.is_safe())
+            .map(|cache| (cache.clone(), crate::caching::copy_parts(&parts)));
         let body = match proxy::body_length(&parts) {
             Some(length) if length <= proxy::REPLAY_BUFFER_BYTES => {
                 match RequestBody::buffer(body).await {
                     Ok(body) => body,
-                    Err(error) => return answer(ProxyError::ClientBody(error.to_string())),
+                    Err(error) => return failed(ProxyError::ClientBody(error.to_string())),
                 }
             }
             _ => RequestBody::new(body, site.max_body_bytes),
         };
         match forward(&site, &parts, body, profile, started).await {
-            Ok(response) => response,
+            Ok(response) => {
+                if let Some((cache, request)) = &invalidation {
+                    let (head, inner) = response.into_parts();
+                    crate::caching::invalidate_after(cache, request, &head);
+                    Response::from_parts(head, CachedBody::Direct(inner))
+                } else {
+                    response.map(CachedBody::Direct)
+                }
+            }
             Err(error) => {
                 tracing::debug!(site = %site.name, %error, "request failed");
-                answer(error)
+                failed(error)
             }
         }
+    }
+}
+
+/// One front-end request's way over its Site's links, for the proxy and its cache phase.
+#[derive(Clone, Debug)]
+struct FrontUpstream {
+    site: Arc<FrontSite>,
+    profile: RequestProfile,
+    started: Instant,
+}
+
+impl FrontUpstream {
+    fn completion(&self, status: http::StatusCode) -> FrontCompletion {
+        FrontCompletion::new(
+            &self.site.metrics,
+            self.profile.class,
+            status.as_u16(),
+            self.started,
+        )
+    }
+}
+
+impl Upstream for FrontUpstream {
+    type Body = FrontBody;
+
+    async fn fetch(&self, parts: Parts) -> Result<Response<FrontBody>, ProxyError> {
+        forward(
+            &self.site,
+            &parts,
+            RequestBody::Empty,
+            self.profile,
+            self.started,
+        )
+        .await
+    }
+
+    fn local(&self, response: Response<bytes::Bytes>) -> Response<FrontBody> {
+        let completion = self.completion(response.status());
+        response.map(|bytes| FrontBody::from(bytes).with_completion(completion))
+    }
+
+    fn failure(&self, error: &ProxyError) -> Response<FrontBody> {
+        let completion = self.completion(error.status());
+        error
+            .to_response::<FrontBody>()
+            .map(|body| body.with_completion(completion))
     }
 }
 

@@ -206,7 +206,7 @@ impl Inner {
             compiled,
             |site: &FrontSite| &site.name,
             CompiledFrontSite::is_running_as,
-            |compiled, _| compiled.start(&parts.metrics, &links),
+            |compiled, previous| compiled.start(&parts.metrics, &links, previous.map(|p| &**p)),
         )?;
 
         // In force from here.
@@ -240,6 +240,10 @@ impl Inner {
         }
         for name in &next.report.removed {
             parts.metrics.remove_site(name);
+            let gone = running.sites().iter().find(|site| &site.name == name);
+            if let Some(cache) = gone.and_then(|site| site.cache.as_ref()) {
+                cache.store().clear();
+            }
         }
         Ok(ReloadReport {
             generation,

@@ -14,6 +14,7 @@ pub mod headers;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -23,6 +24,7 @@ use self::attempt::Attempt;
 use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
 use self::error::ProxyError;
 use crate::balancer::{Lease, OriginSet};
+use crate::caching::{self, Upstream, body::CachedBody};
 use crate::classify::RequestProfile;
 use crate::framing_guard::AmbiguousLength;
 use crate::metrics::Metrics;
@@ -62,7 +64,7 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: ConnectionInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Response<CachedBody<ProxyBody>> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         // The request keeps the Site it is routed to until it ends, whatever a reload does.
@@ -76,47 +78,119 @@ impl Proxy {
             }
         };
         let profile = site.classifier.classify(&parts);
-        let answer = |error: ProxyError, lease: Option<Lease>| {
-            let status = error.status().as_u16();
-            let completion = Completion::new(&site.balancer, profile.class, status, started, lease);
-            error
-                .to_response::<ProxyBody>()
-                .map(|b| b.with_completion(completion))
+        let upstream = GatewayUpstream {
+            site: site.clone(),
+            profile,
+            started,
         };
         if let (Some(limit), Some(length)) = (site.max_body_bytes, body_length(&parts))
             && length > limit
         {
-            return answer(ProxyError::BodyTooLarge { limit }, None);
+            return direct(upstream.failure(&ProxyError::BodyTooLarge { limit }));
         }
         prepare_upstream_headers(&mut parts, connection);
+        if let Some(cache) = &site.cache
+            && caching::applies(&parts)
+        {
+            return caching::serve(cache, upstream, parts).await;
+        }
+        // An unsafe request that succeeds invalidates what it changed: keep its head.
+        let invalidation = site
+            .cache
+            .as_ref()
+            .filter(|_| !parts.method.is_safe())
+            .map(|cache| (cache.clone(), caching::copy_parts(&parts)));
         let body = match body_length(&parts) {
             Some(length) if length <= REPLAY_BUFFER_BYTES => {
                 match RequestBody::buffer(body).await {
                     Ok(body) => body,
-                    Err(error) => return answer(ProxyError::ClientBody(error.to_string()), None),
+                    Err(error) => {
+                        return direct(
+                            upstream.failure(&ProxyError::ClientBody(error.to_string())),
+                        );
+                    }
                 }
             }
             _ => RequestBody::new(body, site.max_body_bytes),
         };
         match forward(&site, parts, body, profile).await {
             Ok((response, lease)) => {
-                let (mut head, inner) = response.into_parts();
-                headers::remove_hop_by_hop(&mut head.headers);
-                headers::add_via(&mut head.headers);
-                let completion = Completion::new(
-                    &site.balancer,
-                    profile.class,
-                    head.status.as_u16(),
-                    started,
-                    Some(lease),
-                );
-                Response::from_parts(head, ProxyBody::upstream(inner, completion))
+                if let Some((cache, request)) = &invalidation {
+                    let (head, inner) = response.into_parts();
+                    caching::invalidate_after(cache, request, &head);
+                    direct(upstream.answer(Response::from_parts(head, inner), lease))
+                } else {
+                    direct(upstream.answer(response, lease))
+                }
             }
             Err(error) => {
                 tracing::debug!(site = %site.name, peer = %connection.peer, %error, "request failed");
-                answer(error, None)
+                direct(upstream.failure(&error))
             }
         }
+    }
+}
+
+/// A gateway answer that did not go through the cache.
+fn direct(response: Response<ProxyBody>) -> Response<CachedBody<ProxyBody>> {
+    response.map(CachedBody::Direct)
+}
+
+/// One gateway request's way to its Site's origins, for the proxy and its cache phase.
+#[derive(Clone, Debug)]
+struct GatewayUpstream {
+    site: Arc<SiteRuntime>,
+    profile: RequestProfile,
+    started: Instant,
+}
+
+impl GatewayUpstream {
+    /// The client's answer from an origin's response: hop-by-hop fields off, `Via` on, and
+    /// the origin slot held until the body's last byte.
+    fn answer(&self, response: Response<Incoming>, lease: Lease) -> Response<ProxyBody> {
+        let (mut head, inner) = response.into_parts();
+        headers::remove_hop_by_hop(&mut head.headers);
+        headers::add_via(&mut head.headers);
+        let completion = Completion::new(
+            &self.site.balancer,
+            self.profile.class,
+            head.status.as_u16(),
+            self.started,
+            Some(lease),
+        );
+        Response::from_parts(head, ProxyBody::upstream(inner, completion))
+    }
+
+    fn completion(&self, status: StatusCode) -> Completion {
+        Completion::new(
+            &self.site.balancer,
+            self.profile.class,
+            status.as_u16(),
+            self.started,
+            None,
+        )
+    }
+}
+
+impl Upstream for GatewayUpstream {
+    type Body = ProxyBody;
+
+    async fn fetch(&self, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
+        let (response, lease) =
+            forward(&self.site, parts, RequestBody::Empty, self.profile).await?;
+        Ok(self.answer(response, lease))
+    }
+
+    fn local(&self, response: Response<Bytes>) -> Response<ProxyBody> {
+        let completion = self.completion(response.status());
+        response.map(|bytes| ProxyBody::local(bytes).with_completion(completion))
+    }
+
+    fn failure(&self, error: &ProxyError) -> Response<ProxyBody> {
+        let completion = self.completion(error.status());
+        error
+            .to_response::<ProxyBody>()
+            .map(|body| body.with_completion(completion))
     }
 }
 
@@ -177,6 +251,10 @@ pub(crate) fn prepare_upstream_headers(parts: &mut Parts, connection: Connection
     headers::add_forwarding(&mut parts.headers, connection.peer.ip(), connection.tls);
     headers::ensure_request_id(&mut parts.headers);
     parts.version = Version::HTTP_11;
+    // The cache keys by scheme, and a request in origin form does not carry it.
+    if connection.tls {
+        parts.extensions.insert(http::uri::Scheme::HTTPS);
+    }
 }
 
 /// The request for one attempt on the leased origin.
@@ -334,13 +412,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Handler for Proxy {
-    type Body = ProxyBody;
+    type Body = CachedBody<ProxyBody>;
 
     fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+    ) -> impl Future<Output = Response<CachedBody<ProxyBody>>> + Send + 'static {
         self.serve(request, connection)
     }
 }
