@@ -12,7 +12,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 started=$SECONDS
 
 # Debian packages the tests use; only missing ones are installed.
-packages=(ca-certificates curl iperf3 iproute2 procps util-linux)
+packages=(bind9 bind9-dnsutils ca-certificates curl dnsperf iperf3 iproute2 procps util-linux)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
