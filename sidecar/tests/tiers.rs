@@ -65,6 +65,40 @@ async fn requests_cross_the_link_and_bodies_arrive_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_answers_repeat_requests_from_its_cache_without_crossing_the_link() {
+    let origin = Origin::start("cached").await;
+    let tiers = TwoTier::start(
+        &manifest(&[SiteYaml::new("cached", "cached.test")
+            .origin(&origin, "")
+            .spec("cache: { enabled: true }")]),
+        1,
+        &[],
+    )
+    .await;
+    let client = client();
+    let addr = tiers.frontend.addr;
+    let first = get(&client, addr, "cached.test", "/page?max_age=60").await;
+    assert_eq!(first.status, StatusCode::OK);
+    for _ in 0..5 {
+        let again = get(&client, addr, "cached.test", "/page?max_age=60").await;
+        assert_eq!(again.body, first.body);
+        let status = again.headers["cache-status"].to_str().expect("ascii");
+        assert!(status.starts_with("causeway; hit"), "{status}");
+    }
+    assert_eq!(origin.state.requests(), 1, "repeats never crossed the link");
+    let backend_requests = support::metric(
+        &tiers.backends[0].metrics().await,
+        "causeway_requests_total",
+        &[],
+    );
+    assert_eq!(backend_requests, 1.0, "the back-end saw one request");
+    // The back-end keeps no cache of its own: uncacheable answers still go through.
+    get(&client, addr, "cached.test", "/page").await;
+    get(&client, addr, "cached.test", "/page").await;
+    assert_eq!(origin.state.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_request_answers_promptly_and_the_link_returns() {
     let origins = Origin::start_many("restart", 2).await;
     for origin in &origins {

@@ -232,7 +232,8 @@ impl OriginState {
 /// bytes (`&chunk_delay=MS` between 64 KiB chunks, `&length=1` with a Content-Length, else
 /// chunked); a body sent with any method is read and counted; `?sleep=MS` adds a per-request
 /// delay; everything else answers the origin's name with the configured status after the
-/// configured delay. Every answer carries `x-origin: NAME`.
+/// configured delay. Every answer carries `x-origin: NAME`, and `Cache-Control: max-age=N`
+/// when the query has `max_age=N`.
 pub struct Origin {
     /// Name, as in the Site.
     pub name: String,
@@ -422,6 +423,7 @@ async fn answer(
     name: String,
     request: Request<Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
+    let max_age = query_number(request.uri().query(), "max_age");
     let reply = |status: u16, body: OriginBody| {
         let status =
             StatusCode::from_u16(if status == 0 { 200 } else { status }).unwrap_or(StatusCode::OK);
@@ -429,6 +431,11 @@ async fn answer(
         *response.status_mut() = status;
         if let Ok(value) = http::HeaderValue::from_str(&name) {
             response.headers_mut().insert("x-origin", value);
+        }
+        if let Some(seconds) = max_age
+            && let Ok(value) = http::HeaderValue::from_str(&format!("max-age={seconds}"))
+        {
+            response.headers_mut().insert("cache-control", value);
         }
         Ok(response)
     };
