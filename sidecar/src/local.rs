@@ -144,6 +144,7 @@ spec:
         match: {{ extensions: [css, js, png, jpg, svg] }}
       - type: media
         match: {{ pathPrefix: /video }}
+  cache: {{ enabled: true, maxSizeBytes: 67108864 }}
 "#
     );
     let mut sites = parse_sites("embedded demo site", &yaml)?;

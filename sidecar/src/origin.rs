@@ -1,6 +1,7 @@
 //! A demo origin server: the web servers `causeway local` starts for its embedded Site, and
 //! the origins the benchmarks balance over. It answers every path, can be made slow for a
-//! window of time, and streams bodies of any size without holding them in memory.
+//! window of time, streams bodies of any size without holding them in memory, and answers
+//! `/static/…` as cacheable assets.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,10 @@ use hyper::body::{Frame, Incoming};
 
 use crate::proxy::body::BoxError;
 use crate::server::{ConnectionInfo, Handler};
+
+/// Paths under it answer as cacheable assets (`Cache-Control: public, max-age=60` and an
+/// `ETag`); every other answer says nothing about caching.
+pub const STATIC_PREFIX: &str = "/static/";
 
 /// A period during which the origin answers slowly, to imitate an origin in trouble.
 #[derive(Clone, Copy, Debug)]
@@ -156,7 +161,19 @@ impl Handler for DemoOrigin {
         } else {
             format!("origin {name}: {method} {path} received {received} bytes\n")
         };
-        text(StatusCode::OK, &name, body)
+        let mut response = text(StatusCode::OK, &name, body);
+        if path.starts_with(STATIC_PREFIX) {
+            // Like a site's assets: cacheable for a minute, revalidatable after.
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=60"),
+            );
+            if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{}\"", path.len())) {
+                headers.insert(header::ETAG, etag);
+            }
+        }
+        response
     }
 }
 
