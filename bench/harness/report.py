@@ -180,4 +180,5 @@ PLOTS = {
     "tmp-priority": _plot_panels,
     "tmp-fairness": _plot_panels,
     "operator": _plot_panels,
+    "dns": _plot_panels,
 }

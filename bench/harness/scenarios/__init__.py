@@ -39,7 +39,7 @@ class Outcome:
 
 def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
-    from . import k8s_operator, tail, throughput, tmp_fairness, tmp_priority, wan_hol, wan_latency
+    from . import dns, k8s_operator, tail, throughput, tmp_fairness, tmp_priority, wan_hol, wan_latency
 
     return {
         "gateway-throughput": throughput,
@@ -49,4 +49,5 @@ def registry() -> dict[str, ModuleType]:
         "tmp-priority": tmp_priority,
         "tmp-fairness": tmp_fairness,
         "operator": k8s_operator,
+        "dns": dns,
     }
