@@ -130,10 +130,14 @@ reasons! {
     DegradedReason for Degraded {
         /// True: fewer pods are ready than wanted.
         ReplicasUnavailable,
-        /// True: the measured QoS misses the Site's goals (latency, link RTT or loss).
-        QosBelowGoal,
-        /// True: the QoS goals are missed and the pod count is already at its maximum.
-        AtMaxReplicas,
+        /// True: the 99th-percentile response time is over `qos.latencyP99`.
+        LatencyGoalMissed,
+        /// True: the release queues' 99th-percentile wait is over `qos.maxQueueWait`.
+        QueueWaitGoalMissed,
+        /// True: a front-end's TMP link loses more than `qos.maxLoss`.
+        LinkLossGoalMissed,
+        /// True: a front-end's TMP link round trip is over `qos.maxLinkRtt`.
+        LinkRttGoalMissed,
         /// True: some of the Site's origins fail their health checks or are ejected.
         OriginsUnhealthy,
         /// True: some TMP links between front-ends and back-ends are down.
@@ -226,7 +230,7 @@ mod tests {
     #[test]
     fn the_same_status_keeps_its_transition_time() {
         let mut conditions = vec![condition(
-            DegradedReason::QosBelowGoal,
+            DegradedReason::LatencyGoalMissed,
             ConditionStatus::True,
             "p99 120ms above goal 100ms",
             Some(3),
@@ -235,7 +239,7 @@ mod tests {
         let changed = set_condition(
             &mut conditions,
             condition(
-                DegradedReason::AtMaxReplicas,
+                DegradedReason::QueueWaitGoalMissed,
                 ConditionStatus::True,
                 "p99 150ms above goal 100ms at 10 back-ends",
                 Some(4),
@@ -245,7 +249,7 @@ mod tests {
         assert!(changed, "reason, message and generation changed");
         let degraded = find_condition(&conditions, ConditionType::Degraded).expect("present");
         assert_eq!(degraded.last_transition_time, at(100));
-        assert_eq!(degraded.reason, "AtMaxReplicas");
+        assert_eq!(degraded.reason, "QueueWaitGoalMissed");
         assert_eq!(degraded.observed_generation, Some(4));
     }
 

@@ -80,6 +80,11 @@ pub struct FrontendSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
+    /// Most front-end pods the operator may run when the QoS goals of the Sites served are
+    /// missed on the client side (TMP link loss or round-trip time); `replicas` is the floor.
+    /// Absent: the QoS loop does not add front-ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i32>,
     /// The Sites served, by name, in this Frontend's namespace. Exactly one of `sites` and
     /// `siteSelector`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

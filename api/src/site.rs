@@ -672,6 +672,35 @@ pub struct QosSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = rules::POSITIVE_DURATION)]
     pub max_link_rtt: Option<Duration>,
+    /// The 99th-percentile wait in the back-ends' release queues the site should keep.
+    /// Above it, the operator adds back-ends while `backends.maxReplicas` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::POSITIVE_DURATION)]
+    pub max_queue_wait: Option<Duration>,
+    /// How long a goal must be missed without a break before the operator adds a pod (and
+    /// the least time between two additions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::POSITIVE_DURATION)]
+    pub scale_up_window: Option<Duration>,
+    /// How long every goal must be met, with room to spare, before the operator gives back
+    /// a pod it added (and the least time between two removals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::POSITIVE_DURATION)]
+    pub cool_down: Option<Duration>,
+}
+
+impl QosSpec {
+    /// The scale-up window, 30 s unless set.
+    pub fn scale_up_window(&self) -> std::time::Duration {
+        self.scale_up_window
+            .map_or(std::time::Duration::from_secs(30), |d| d.get())
+    }
+
+    /// The cool-down, 5 minutes unless set.
+    pub fn cool_down(&self) -> std::time::Duration {
+        self.cool_down
+            .map_or(std::time::Duration::from_secs(300), |d| d.get())
+    }
 }
 
 /// Response caching at the front-ends (and the single-tier gateway), as a shared HTTP cache

@@ -28,10 +28,34 @@ pub struct SiteStatus {
     /// The worst 99th-percentile response time among the pods in `qos`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99: Option<Duration>,
-    /// The latest quality-of-service report of each pod serving the site.
+    /// The latest quality-of-service figures of each pod serving the site (its back-ends
+    /// and the front-ends of the Frontends serving it), refreshed by the operator about every
+    /// 10 s; pods that are gone drop out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".into()]))]
     pub qos: Vec<PodQos>,
+    /// What the QoS loop decided last, and since when the goals are missed or met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
+}
+
+/// The QoS loop's memory of a Site, kept in its status so an operator restart or a new
+/// leader carries on where the last one stopped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Since when a goal has been missed without a break; absent while goals are met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_since: Option<Time>,
+    /// Since when every goal has been met without a break; absent while one is missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub met_since: Option<Time>,
+    /// When the QoS loop last changed a replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Time>,
+    /// The last decision, with the figures that caused it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_decision: String,
 }
 
 /// Which tier a pod belongs to.
@@ -61,12 +85,50 @@ pub struct PodQos {
     pub p99_ms: f64,
     /// Requests per second.
     pub request_rate: f64,
+    /// Answers with a 5xx status per second.
+    #[serde(default)]
+    pub error_rate: f64,
     /// Requests in flight at the time of the report.
     pub in_flight: u32,
     /// Requests waiting in the release queue at the time of the report.
     pub queued: u32,
-    /// When the pod measured these values.
+    /// 99th-percentile wait in the release queue, in milliseconds (back-ends).
+    #[serde(default)]
+    pub queue_wait_p99_ms: f64,
+    /// Each TMP link of the pod: peer, round-trip time and loss.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkQos>,
+    /// Each origin of the site, on a back-end: health, latency estimate and load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<OriginQos>,
+    /// When the operator took these figures from the pod.
     pub updated: Time,
+}
+
+/// One TMP link as a pod measures it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkQos {
+    /// The pod at the other end (its link address or name).
+    pub peer: String,
+    /// Smoothed round-trip time, in milliseconds.
+    pub rtt_ms: f64,
+    /// Smoothed packet-loss fraction (0 to 1).
+    pub loss: f64,
+}
+
+/// One origin as a back-end sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginQos {
+    /// The origin's name in the Site.
+    pub name: String,
+    /// In rotation (neither failing its health checks nor ejected).
+    pub healthy: bool,
+    /// The peak-EWMA latency estimate, in milliseconds.
+    pub latency_ms: f64,
+    /// Requests in flight to it.
+    pub in_flight: u32,
 }
 
 /// The worst 99th-percentile response time among `qos`, rounded up to a whole millisecond;
@@ -104,6 +166,17 @@ pub struct FrontendStatus {
     /// The Sites these front-ends serve, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// Front-end pods the operator runs now: `replicas` (the floor set by `kubectl scale` or
+    /// an autoscaler) plus what the QoS loop added, at most `maxReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// The latest quality-of-service figures of each front-end pod, all its Sites together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".into()]))]
+    pub qos: Vec<PodQos>,
+    /// The QoS loop's memory of this Frontend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
 }
 
 #[cfg(test)]
@@ -120,8 +193,12 @@ mod tests {
             p50_ms: 5.0,
             p99_ms,
             request_rate: 100.0,
+            error_rate: 0.0,
             in_flight: 3,
             queued: 0,
+            queue_wait_p99_ms: 0.0,
+            links: Vec::new(),
+            origins: Vec::new(),
             updated: Time(Timestamp::UNIX_EPOCH),
         }
     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod qos;
 pub mod reconcile;
 pub mod status;
 
@@ -79,6 +80,10 @@ pub struct OperatorOptions {
     /// of each namespace it serves.
     #[arg(long, default_value = "causeway-gateway-csr")]
     pub gateway_csr_role: String,
+    /// How often the QoS loop scrapes the gateway pods and refreshes the Sites' and
+    /// Frontends' `status.qos` (also the most often one object's status is written by it).
+    #[arg(long, default_value = "10s")]
+    pub qos_interval: causeway_api::Duration,
 }
 
 /// An API for `K` in `namespace`, or in every namespace.
@@ -308,11 +313,19 @@ async fn lead(
         }
     };
 
+    let collector = qos::collector::Collector::new(
+        client.clone(),
+        options.watch_namespace.clone(),
+        metrics.clone(),
+    )
+    .run(options.qos_interval.get());
+
     tokio::select! {
         () = sites => Ok(()),
         () = frontends => Ok(()),
         () = signer => Ok(()),
         () = gauges => Ok(()),
+        () = collector => Ok(()),
         lost = elector.hold() => Err(lost),
         () = terminated() => {
             tracing::info!("terminating: releasing the leader Lease");

@@ -42,6 +42,9 @@ pub struct Metrics {
     duration: HistogramVec,
     managed: IntGaugeVec,
     leader: IntGauge,
+    qos_writes: IntCounterVec,
+    qos_scrapes: IntCounterVec,
+    scaling: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -98,12 +101,39 @@ impl Metrics {
             "1 while this replica holds the leader Lease and writes, else 0.",
         )
         .expect("a valid metric");
+        let qos_writes = IntCounterVec::new(
+            Opts::new(
+                "causeway_operator_qos_status_writes_total",
+                "Status writes of the QoS loop, by kind (site, frontend).",
+            ),
+            &["kind"],
+        )
+        .expect("a valid metric");
+        let qos_scrapes = IntCounterVec::new(
+            Opts::new(
+                "causeway_operator_qos_scrapes_total",
+                "Scrapes of gateway pods' /metrics by the QoS loop, by result (ok, failed).",
+            ),
+            &["result"],
+        )
+        .expect("a valid metric");
+        let scaling = IntCounterVec::new(
+            Opts::new(
+                "causeway_operator_scaling_events_total",
+                "Pods the QoS loop added or gave back, by tier and direction (up, down).",
+            ),
+            &["tier", "direction"],
+        )
+        .expect("a valid metric");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(managed.clone()),
             Box::new(leader.clone()),
+            Box::new(qos_writes.clone()),
+            Box::new(qos_scrapes.clone()),
+            Box::new(scaling.clone()),
         ] {
             registry.register(collector).expect("registers once");
         }
@@ -114,7 +144,27 @@ impl Metrics {
             duration,
             managed,
             leader,
+            qos_writes,
+            qos_scrapes,
+            scaling,
         }
+    }
+
+    /// Counts a status write of the QoS loop on a `kind` ("site", "frontend").
+    pub fn qos_write(&self, kind: &str) {
+        self.qos_writes.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a scrape of a gateway pod.
+    pub fn qos_scrape(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.qos_scrapes.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a scaling step of `tier` ("backend", "frontend").
+    pub fn scaled(&self, tier: &str, up: bool) {
+        let direction = if up { "up" } else { "down" };
+        self.scaling.with_label_values(&[tier, direction]).inc();
     }
 
     /// Counts a reconciliation of `controller` and times it until the timer drops.

@@ -7,6 +7,7 @@
 use causeway_api::conditions::{
     ConditionStatus, DegradedReason, ProgressingReason, ReadyReason, condition, set_condition,
 };
+use causeway_api::status::ScalingStatus;
 use causeway_api::{API_VERSION, Frontend, FrontendStatus, Site, SiteStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -16,6 +17,7 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::names::FIELD_MANAGER;
+use crate::qos::goals::Verdict;
 
 /// Pod counts of a Deployment the operator made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +65,10 @@ pub struct SiteObservation {
     pub config_error: Option<String>,
     /// Service origins without endpoints.
     pub unresolved: Vec<String>,
+    /// How the Site stands against its QoS goals.
+    pub qos: Verdict,
+    /// The QoS loop's memory to keep.
+    pub scaling: Option<ScalingStatus>,
 }
 
 /// The Site status the operator wants, from `current` (its conditions' transition times and
@@ -124,15 +130,33 @@ pub fn site_status(
             generation,
             now.clone(),
         )
+    } else if let Verdict::Missed(misses) = &seen.qos
+        && let Some(worst) = misses.first()
+    {
+        let message = misses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        condition(
+            worst.goal.reason(),
+            ConditionStatus::True,
+            message,
+            generation,
+            now.clone(),
+        )
     } else {
         condition(
             DegradedReason::Healthy,
             ConditionStatus::False,
-            "every back-end is ready",
+            "every back-end is ready and the QoS goals are met",
             generation,
             now.clone(),
         )
     };
+    if seen.scaling.is_some() {
+        status.scaling.clone_from(&seen.scaling);
+    }
     for update in [ready, progressing, degraded] {
         set_condition(&mut status.conditions, update);
     }
@@ -191,6 +215,8 @@ pub struct FrontendObservation {
     pub waiting: Vec<String>,
     /// The pods' label selector, `kubectl get -l` form.
     pub selector: String,
+    /// The QoS loop's memory to keep.
+    pub scaling: Option<ScalingStatus>,
 }
 
 /// The Frontend status the operator wants, from `current`.
@@ -206,6 +232,10 @@ pub fn frontend_status(
     status.ready_replicas = seen.rollout.ready;
     status.selector = Some(seen.selector.clone());
     status.sites = seen.sites.clone();
+    status.desired_replicas = Some(seen.desired);
+    if seen.scaling.is_some() {
+        status.scaling.clone_from(&seen.scaling);
+    }
     let counts = format!(
         "{} of {} front-ends ready",
         seen.rollout.ready, seen.desired
@@ -309,6 +339,7 @@ pub async fn write_site(
             "conditions": wanted.conditions,
             "desiredBackends": wanted.desired_backends,
             "readyBackends": wanted.ready_backends,
+            "scaling": wanted.scaling,
         },
     });
     api.patch_status(
@@ -344,6 +375,8 @@ pub async fn write_frontend(
             "readyReplicas": wanted.ready_replicas,
             "selector": wanted.selector,
             "sites": wanted.sites,
+            "desiredReplicas": wanted.desired_replicas,
+            "scaling": wanted.scaling,
         },
     });
     api.patch_status(

@@ -164,6 +164,7 @@ mod tests {
         FrontendSpec {
             region: "eu-west".into(),
             replicas: 2,
+            max_replicas: None,
             sites: vec!["shop".into()],
             site_selector: None,
             client_subnets: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],

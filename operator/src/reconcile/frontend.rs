@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_api::{Frontend, FrontendSpec, Site};
+use causeway_api::status::PodRole;
+use causeway_api::{Frontend, FrontendSpec, FrontendStatus, Site};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,6 +27,7 @@ use crate::desired::frontend::{self, FrontendInputs, ServedSite};
 use crate::error::{Error, Result};
 use crate::metrics::Controller;
 use crate::names::{self, COMPONENT_LABEL, LINK_PORT, SITE_LABEL, Tier};
+use crate::qos::{goals, scaling};
 use crate::status::{self, FrontendObservation, Rollout};
 
 /// Reconciles one Frontend.
@@ -235,7 +237,27 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
         })
         .collect();
 
-    let objects = frontend::objects(&FrontendInputs {
+    let current_status = frontend.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let scaling = scale_frontends(&frontend, &served, &current_status, &now);
+    let desired = scaling.replicas;
+    if let Some(change) = &scaling.change {
+        let (reason, action) = if change.to > change.from {
+            ("ScaledUp", "AddFrontend")
+        } else {
+            ("ScaledDown", "RemoveFrontend")
+        };
+        ctx.metrics.scaled("frontend", change.to > change.from);
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            reason,
+            action,
+            change.reason.clone(),
+        )
+        .await;
+    }
+    let mut objects = frontend::objects(&FrontendInputs {
         frontend: &frontend,
         sites: &served,
         owner,
@@ -246,6 +268,10 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
     apply(&ctx.client, &namespace, &objects.service).await?;
     let workload = names::workload(&name, Tier::Frontend);
     let previous = deployments.get_opt(&workload).await?;
+    if let Some(deployment) = objects.deployment.as_mut() {
+        // The QoS loop's count, at least the spec's `replicas`.
+        deployment.spec.replicas = Some(desired);
+    }
     let deployment = match &objects.deployment {
         Some(wanted) => {
             let applied = apply(&ctx.client, &namespace, wanted).await?;
@@ -285,9 +311,9 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
         None => previous,
     };
 
-    let desired = frontend.spec.replicas;
     let seen = FrontendObservation {
         desired,
+        scaling: Some(scaling.memory.clone()),
         rollout: Rollout::of(deployment.as_ref(), desired),
         sites: served.iter().map(|s| s.name.clone()).collect(),
         missing,
@@ -298,23 +324,47 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
             .collect(),
         selector: names::selector_text(&name, Tier::Frontend),
     };
-    let current = frontend.status.clone().unwrap_or_default();
-    let wanted = status::frontend_status(
-        &current,
-        frontend.metadata.generation,
-        &seen,
-        &Time(Timestamp::now()),
-    );
+    let current = current_status;
+    let wanted = status::frontend_status(&current, frontend.metadata.generation, &seen, &now);
     let frontends: Api<Frontend> = Api::namespaced(ctx.client.clone(), &namespace);
     status::write_frontend(&frontends, &name, &current, &wanted).await?;
 
     Ok(
-        if !seen.waiting.is_empty() || !seen.rollout.complete || seen.rollout.ready < desired {
+        if !seen.waiting.is_empty()
+            || !seen.rollout.complete
+            || seen.rollout.ready < desired
+            || frontend.spec.max_replicas.is_some()
+        {
             Action::requeue(Duration::from_secs(10))
         } else {
             Action::requeue(Duration::from_secs(300))
         },
     )
+}
+
+/// Decides the front-end count: `spec.replicas` (set by `kubectl scale` or an autoscaler on
+/// the scale subresource) is the floor, `spec.maxReplicas` the ceiling; between them the QoS
+/// loop adds front-ends while the served Sites' link goals are missed on these pods, and
+/// gives them back once met.
+fn scale_frontends(
+    frontend: &Frontend,
+    served: &[ServedSite],
+    status: &FrontendStatus,
+    now: &Time,
+) -> scaling::Decision {
+    let floor = frontend.spec.replicas;
+    let ceiling = frontend.spec.max_replicas.unwrap_or(floor).max(floor);
+    let current = status.desired_replicas.unwrap_or(floor);
+    let goals = goals::frontend_goals(served.iter().map(|site| &site.spec.qos));
+    let verdict = goals::for_tier(&goals::assess(&goals, &status.qos), PodRole::Frontend);
+    let policy = scaling::Policy {
+        min: floor,
+        max: ceiling,
+        window: goals.scale_up_window(),
+        cool_down: goals.cool_down(),
+    };
+    let memory = status.scaling.clone().unwrap_or_default();
+    scaling::decide(&verdict, current, policy, &memory, now)
 }
 
 #[cfg(test)]
