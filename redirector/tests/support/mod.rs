@@ -78,7 +78,13 @@ impl Redirector {
     /// Starts the binary on 127.0.0.1 with free ports, `directory` as its file, and `extra`
     /// arguments; waits until it listens and is ready.
     pub fn start(directory: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(directory, extra, &[])
+    }
+
+    /// [`Redirector::start`] with extra environment variables for the child.
+    pub fn start_with_env(directory: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_causeway-redirector"))
+            .envs(env.iter().copied())
             .args(["--directory".as_ref(), directory.as_os_str()])
             .args([
                 "--listen",
