@@ -63,25 +63,31 @@ pub struct ClusterState {
 /// front-ends are its Service's load-balancer addresses when it has any (then the group is
 /// ready while any pod is), else its ready pods' addresses from the EndpointSlices.
 ///
-/// Headroom: a front-end pod's latest QoS report in its Sites' status (role `Frontend`, at
-/// most [`QOS_MAX_AGE`] old) gives `1 / ((1 + in flight + queued) × max(p50 ms, 1))` — the
-/// inverse of the wait a new request would expect, as the balancer's cost. Pods without a
-/// report weigh the median of the others, or 1 when none has one: the operator does not
-/// write QoS reports yet (issue 7), so today every front-end weighs the same.
+/// Headroom: a front-end pod's latest QoS figures — from its Frontend's `status.qos`, or a
+/// served Site's (the operator's QoS loop writes both, about every 10 s), at most
+/// [`QOS_MAX_AGE`] old — give `1 / ((1 + in flight + queued) × max(p50 ms, 1))`: the inverse
+/// of the wait a new request would expect, as the balancer's cost. Pods without figures weigh
+/// the median of the others, or 1 when none has any, so a Frontend whose figures are missing
+/// or stale is balanced evenly.
 pub fn directory(base: &Directory, state: &ClusterState, now: Timestamp) -> Directory {
     let mut directory = base.clone();
     let mut reports: BTreeMap<(String, String), &PodQos> = BTreeMap::new();
-    for site in &state.sites {
-        let namespace = site.namespace().unwrap_or_default();
-        directory.sites.push(SiteEntry {
-            name: format!("{namespace}/{}", site.name_any()),
-            hostnames: site.spec.hostnames.clone(),
-        });
-        for report in site.status.iter().flat_map(|s| &s.qos) {
+    let sources = state
+        .sites
+        .iter()
+        .map(|site| (site.namespace(), site.status.as_ref().map(|s| &s.qos)))
+        .chain(state.frontends.iter().map(|frontend| {
+            (
+                frontend.namespace(),
+                frontend.status.as_ref().map(|s| &s.qos),
+            )
+        }));
+    for (namespace, qos) in sources {
+        for report in qos.into_iter().flatten() {
             if report.role != PodRole::Frontend || !fresh(report, now) {
                 continue;
             }
-            let key = (namespace.clone(), report.pod.clone());
+            let key = (namespace.clone().unwrap_or_default(), report.pod.clone());
             if reports
                 .get(&key)
                 .is_none_or(|old| old.updated.0 < report.updated.0)
@@ -89,6 +95,16 @@ pub fn directory(base: &Directory, state: &ClusterState, now: Timestamp) -> Dire
                 reports.insert(key, report);
             }
         }
+    }
+    for site in &state.sites {
+        directory.sites.push(SiteEntry {
+            name: format!(
+                "{}/{}",
+                site.namespace().unwrap_or_default(),
+                site.name_any()
+            ),
+            hostnames: site.spec.hostnames.clone(),
+        });
     }
     directory.sites.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -375,7 +391,7 @@ spec:
 status:
   qos:
     - { pod: edge-frontend-a, role: Frontend, rttMs: 1, loss: 0, p50Ms: 2, p99Ms: 9, requestRate: 10, inFlight: 3, queued: 0, updated: "2030-01-01T00:00:00Z" }
-    - { pod: edge-frontend-b, role: Frontend, rttMs: 1, loss: 0, p50Ms: 2, p99Ms: 9, requestRate: 10, inFlight: 0, queued: 0, updated: "2030-01-01T00:00:00Z" }
+    - { pod: edge-frontend-b, role: Frontend, rttMs: 1, loss: 0, p50Ms: 2, p99Ms: 9, requestRate: 10, inFlight: 9, queued: 0, updated: "2029-12-31T23:59:50Z" }
     - { pod: shop-backend-x, role: Backend, rttMs: 1, loss: 0, p50Ms: 2, p99Ms: 9, requestRate: 10, inFlight: 0, queued: 0, updated: "2030-01-01T00:00:00Z" }
 "#,
             )],
@@ -385,7 +401,10 @@ apiVersion: causeway.dev/v1alpha1
 kind: Frontend
 metadata: { name: edge, namespace: web, uid: u-edge }
 spec: { region: eu, sites: [shop], clientSubnets: [10.1.0.0/16] }
-status: { sites: [shop] }
+status:
+  sites: [shop]
+  qos:
+    - { pod: edge-frontend-b, role: Frontend, rttMs: 1, loss: 0, p50Ms: 2, p99Ms: 9, requestRate: 10, inFlight: 0, queued: 0, updated: "2030-01-01T00:00:00Z" }
 "#,
             )],
             services: vec![parse(
@@ -443,7 +462,8 @@ endpoints:
             ["127.0.1.1", "127.0.1.2", "127.0.1.5"],
             "ready, not terminating"
         );
-        // a: 1/((1+3)×2) = 0.125; b: 1/(1×2) = 0.5; e (no report): the median, 0.5.
+        // a (Site status): 1/((1+3)×2) = 0.125; b: the Frontend's newer figures win over the
+        // Site's older ones, 1/(1×2) = 0.5; e (no figures): the median, 0.5.
         let weights: Vec<f64> = group.endpoints.iter().map(|e| e.headroom).collect();
         assert_eq!(weights, [0.125, 0.5, 0.5]);
     }
