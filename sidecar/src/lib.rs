@@ -28,3 +28,4 @@ pub mod shutdown;
 pub mod sites;
 pub mod telemetry;
 pub mod tls;
+pub mod top;

@@ -130,6 +130,19 @@ enum Command {
     },
     /// The Kubernetes operator: reconciles Sites and Frontends into gateway pods.
     Operator(causeway_operator::OperatorOptions),
+    /// A live view of every Site and Frontend: pods, QoS figures, health and the QoS loop's
+    /// decisions, from the cluster in the current kubeconfig.
+    Top {
+        /// Only this namespace (default: every namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Time between redraws.
+        #[arg(long, default_value = "2s")]
+        interval: TextDuration,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// A demo origin server: answers every path, optionally slowly.
     Origin {
         /// Address to listen on.
@@ -725,6 +738,18 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             running.wait().await;
         }
         Command::Operator(options) => causeway_operator::run(options).await?,
+        Command::Top {
+            namespace,
+            interval,
+            once,
+        } => {
+            causeway_sidecar::top::run(causeway_sidecar::top::TopOptions {
+                namespace,
+                interval: interval.get(),
+                once,
+            })
+            .await?;
+        }
         Command::Origin {
             listen,
             name,
