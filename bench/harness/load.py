@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .peers import HOSTNAME, Endpoint
-from .procs import HarnessError, ProcessGroup
+from .procs import HarnessError, Proc, ProcessGroup
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 UNSENT_TOLERANCE = 0.001
@@ -93,10 +93,17 @@ class FixedRateResult:
         return asdict(self)
 
 
-def oha_argv(oha: str, target: Endpoint, load: Load, json_out: Path, db_out: Path | None) -> list[str]:
-    """The oha command line for ``load`` against ``target`` (with the benchmark's Host header)."""
+def oha_argv(
+    oha: str, target: Endpoint, load: Load, json_out: Path, db_out: Path | None, path: str | Path = "/"
+) -> list[str]:
+    """The oha command line for ``load`` against ``target`` (with the benchmark's Host header).
+
+    ``path`` is the request path; or the name of a file of URLs (see :func:`urls_file`) when it
+    is a :class:`Path`, each request then taking one of them at random.
+    """
+    url = ["--urls-from-file", str(path)] if isinstance(path, Path) else [target.url + path.lstrip("/")]
     argv = [
-        oha, target.url,
+        oha, *url,
         "--no-tui", "--output-format", "json", "-o", str(json_out),
         "--worker-threads", "1",
         "-H", f"Host: {HOSTNAME}",
@@ -137,15 +144,57 @@ def run_fixed_rate(
     group: ProcessGroup, oha: str, target: Endpoint, load: Load, out_dir: Path, name: str, cpus: str
 ) -> FixedRateResult:
     """Run fixed-rate load with latency correction and count it as the module docstring says."""
+    return start_fixed_rate(group, oha, target, load, out_dir, name, cpus).finish(group)
+
+
+def urls_file(path: Path, target: Endpoint, paths: list[str]) -> Path:
+    """Write an oha ``--urls-from-file`` list: ``paths`` on ``target``, one URL a line."""
+    path.write_text("".join(target.url + p.lstrip("/") + "\n" for p in paths))
+    return path
+
+
+@dataclass
+class StartedFixedRate:
+    """A fixed-rate oha run started in the background (several can run at once)."""
+
+    proc: Proc
+    load: Load
+    json_out: Path
+    db_out: Path
+
+    def finish(self, group: ProcessGroup) -> FixedRateResult:
+        """Wait for oha to exit and count its run as the module docstring says."""
+        assert self.load.rate is not None and self.load.timeout_s is not None
+        group.wait(self.proc, timeout_s=self.load.duration_s + self.load.timeout_s + 60)
+        return _count_fixed_rate(self.load, _read_summary(self.json_out), self.rows())
+
+    def rows(self) -> list[tuple[float, float, int]]:
+        """(scheduled start s from oha's start, latency s, status) of every answered request."""
+        return _read_rows(self.db_out)
+
+
+def start_fixed_rate(
+    group: ProcessGroup,
+    oha: str,
+    target: Endpoint,
+    load: Load,
+    out_dir: Path,
+    name: str,
+    cpus: str,
+    path: str | Path = "/",
+) -> StartedFixedRate:
+    """Start fixed-rate load with latency correction; :meth:`StartedFixedRate.finish` counts it."""
     if load.rate is None or load.timeout_s is None:
         raise ValueError("fixed-rate load needs a rate and a timeout")
     json_out = out_dir / f"{name}.json"
     db_out = out_dir / f"{name}.sqlite"
     db_out.unlink(missing_ok=True)
-    timeout = load.duration_s + load.timeout_s + 60
-    group.run(name, oha_argv(oha, target, load, json_out, db_out), cpus, timeout_s=timeout)
-    summary = _read_summary(json_out)
-    rows = _read_rows(db_out)
+    proc = group.start(name, oha_argv(oha, target, load, json_out, db_out, path), cpus)
+    return StartedFixedRate(proc, load, json_out, db_out)
+
+
+def _count_fixed_rate(load: Load, summary: dict, rows: list[tuple[float, float, int]]) -> FixedRateResult:
+    assert load.rate is not None and load.timeout_s is not None
     errors = _real_errors(summary["errorDistribution"])
 
     scheduled = math.floor(load.rate * load.duration_s)

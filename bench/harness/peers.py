@@ -81,14 +81,21 @@ def start_nginx_origin(group: ProcessGroup, tools: Tools, workdir: Path, name: s
 
 
 def start_causeway_origin(
-    group: ProcessGroup, tools: Tools, name: str, cpus: str, slow: SlowPhase | None
+    group: ProcessGroup,
+    tools: Tools,
+    name: str,
+    cpus: str,
+    slow: SlowPhase | None,
+    delay_s: float = 0.0,
+    port: int | None = None,
 ) -> tuple[Endpoint, Proc]:
-    """Start Causeway's demo origin, optionally with a slow phase counted from its start.
+    """Start Causeway's demo origin, answering after ``delay_s``, optionally with a slow phase
+    counted from its start; on ``port`` (to restart one in its place) or a free one.
 
     Returns at once (so several origins start together); call :func:`wait_origins` before use.
     """
-    ep = Endpoint(name, free_port())
-    argv = [tools.causeway, "origin", "--workers", "1", "--listen", ep.addr, "--delay", "0ms"]
+    ep = Endpoint(name, port or free_port())
+    argv = [tools.causeway, "origin", "--workers", "1", "--listen", ep.addr, "--delay", f"{delay_s * 1000:.0f}ms"]
     if slow:
         argv += [
             "--slow-after", f"{slow.after_s * 1000:.0f}ms",
@@ -109,6 +116,23 @@ def wait_origins(origins: list[tuple[Endpoint, Proc]]) -> list[Endpoint]:
 
 
 @dataclass(frozen=True)
+class Queueing:
+    """A concurrency limit per origin and a queue in front of it, configured alike in each proxy.
+
+    Causeway: ``maxInFlight`` per origin, ``spec.queue`` (``timeout``, ``maxLength``) and one
+    ``spec.priority`` rule per class. HAProxy: ``maxconn`` per server, ``timeout queue`` (its
+    backend queue has no length bound) and ``http-request set-priority-class`` per class
+    (class K → K − 2, so the default class 2 is HAProxy's default 0; lower goes first).
+    nginx (open source) has neither a queue nor classes.
+    """
+
+    per_origin: int
+    timeout_s: float
+    max_length: int
+    classes: tuple[tuple[str, int], ...] = ()  # (path prefix, class 0..4); other paths are class 2
+
+
+@dataclass(frozen=True)
 class ProxySpec:
     """One proxy configuration under test: a program (``kind``) and its balancing policy."""
 
@@ -122,20 +146,32 @@ class ProxySpec:
 
 
 def start_proxy(
-    group: ProcessGroup, tools: Tools, workdir: Path, spec: ProxySpec, origins: list[Endpoint], cpus: str
+    group: ProcessGroup,
+    tools: Tools,
+    workdir: Path,
+    spec: ProxySpec,
+    origins: list[Endpoint],
+    cpus: str,
+    queueing: Queueing | None = None,
+    name: str | None = None,
 ) -> tuple[Endpoint, Proc]:
-    """Start one proxy over ``origins`` and return once a request through it succeeds."""
-    name = spec.label.replace("/", "-").replace("(", "").replace(")", "")
+    """Start one proxy over ``origins`` and return once a request through it succeeds.
+
+    ``queueing`` limits each origin's concurrency and queues the rest (Causeway and HAProxy).
+    """
+    name = name or spec.label.replace("/", "-").replace("(", "").replace(")", "")
     ep = Endpoint(name, free_port())
     conf_dir = workdir / name
     conf_dir.mkdir(parents=True, exist_ok=True)
     if spec.kind == "nginx":
+        if queueing:
+            raise ValueError("nginx has no queue")
         argv = [tools.nginx, "-c", str(_nginx_proxy_conf(conf_dir, ep, spec.policy, origins)), "-e", "stderr"]
     elif spec.kind == "haproxy":
-        argv = [tools.haproxy, "-db", "-f", str(_haproxy_conf(conf_dir, ep, spec.policy, origins))]
+        argv = [tools.haproxy, "-db", "-f", str(_haproxy_conf(conf_dir, ep, spec.policy, origins, queueing))]
     elif spec.kind == "causeway":
         admin = free_port()
-        site = _causeway_site(conf_dir, spec.policy, origins)
+        site = _causeway_site(conf_dir, spec.policy, origins, queueing)
         argv = [
             tools.causeway, "gateway",
             "--listen", ep.addr,
@@ -215,9 +251,21 @@ def _nginx_proxy_conf(conf_dir: Path, ep: Endpoint, policy: str, origins: list[E
     )
 
 
-def _haproxy_conf(conf_dir: Path, ep: Endpoint, balance: str, origins: list[Endpoint]) -> Path:
+def _haproxy_conf(
+    conf_dir: Path, ep: Endpoint, balance: str, origins: list[Endpoint], queueing: Queueing | None = None
+) -> Path:
     """HAProxy with one thread; ``balance`` is its own keyword (``roundrobin``, ``leastconn``, ...)."""
-    servers = "\n".join(f"    server {o.name} {o.addr}" for o in origins)
+    limit = f" maxconn {queueing.per_origin}" if queueing else ""
+    servers = "\n".join(f"    server {o.name} {o.addr}{limit}" for o in origins)
+    if queueing:
+        servers = (
+            f"    timeout queue {queueing.timeout_s * 1000:.0f}ms\n"
+            + "".join(
+                f"    http-request set-priority-class int({cls - 2}) if {{ path_beg {prefix} }}\n"
+                for prefix, cls in queueing.classes
+            )
+            + servers
+        )
     conf = conf_dir / "haproxy.cfg"
     conf.write_text(
         textwrap.dedent(
@@ -245,8 +293,9 @@ def _haproxy_conf(conf_dir: Path, ep: Endpoint, balance: str, origins: list[Endp
     return conf
 
 
-def _causeway_site(conf_dir: Path, policy: str, origins: list[Endpoint]) -> Path:
+def _causeway_site(conf_dir: Path, policy: str, origins: list[Endpoint], queueing: Queueing | None = None) -> Path:
     """A Site manifest for ``causeway gateway``; ``policy`` is ``qos``, ``least-request`` or ``round-robin``."""
+    mark = queueing.per_origin if queueing else 1000
     lines = [
         "apiVersion: causeway.dev/v1alpha1",
         "kind: Site",
@@ -255,9 +304,13 @@ def _causeway_site(conf_dir: Path, policy: str, origins: list[Endpoint]) -> Path
         f"  hostnames: [{HOSTNAME}]",
         f"  loadBalancing: {{ policy: {policy} }}",
         "  origins:",
-        *(f'    - {{ name: {o.name}, url: "http://{o.addr}", maxInFlight: 1000 }}' for o in origins),
+        *(f'    - {{ name: {o.name}, url: "http://{o.addr}", maxInFlight: {mark} }}' for o in origins),
         f"  limits: {{ connectTimeout: {CONNECT_TIMEOUT_S}s, responseTimeout: {RESPONSE_TIMEOUT_S}s }}",
     ]
+    if queueing:
+        lines.append(f"  queue: {{ maxLength: {queueing.max_length}, timeout: {queueing.timeout_s * 1000:.0f}ms }}")
+        rules = "".join(f"\n      - {{ class: {c}, match: {{ pathPrefix: {p} }} }}" for p, c in queueing.classes)
+        lines.append(f"  priority:\n    defaultClass: 2\n    rules:{rules or ' []'}")
     site = conf_dir / "site.yaml"
     site.write_text("\n".join(lines) + "\n")
     return site

@@ -128,17 +128,21 @@ class ProcessGroup:
     def run(self, name: str, argv: list[str], cpus: str, timeout_s: float) -> Proc:
         """Start ``argv`` pinned to ``cpus`` and wait for it to exit successfully."""
         proc = self.start(name, argv, cpus)
+        self.wait(proc, timeout_s)
+        return proc
+
+    def wait(self, proc: Proc, timeout_s: float) -> None:
+        """Wait for a started process to exit successfully (stopping it if it overruns)."""
         try:
             proc.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.stop(proc)
-            raise HarnessError(f"{name} did not finish within {timeout_s:.0f} s") from None
+            raise HarnessError(f"{proc.name} did not finish within {timeout_s:.0f} s") from None
         if proc.popen.returncode != 0:
             raise HarnessError(
-                f"{name} failed with code {proc.popen.returncode}; log {proc.log_path}:\n{proc.log_tail()}"
+                f"{proc.name} failed with code {proc.popen.returncode}; log {proc.log_path}:\n{proc.log_tail()}"
             )
         self._procs.remove(proc)
-        return proc
 
     def stop(self, proc: Proc) -> None:
         """Stop one process group: SIGTERM, then SIGKILL after a grace period."""

@@ -39,7 +39,18 @@ class Outcome:
 
 def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
-    from . import dns, k8s_operator, tail, throughput, tmp_fairness, tmp_priority, wan_hol, wan_latency
+    from . import (
+        dns,
+        k8s_operator,
+        overload,
+        soak,
+        tail,
+        throughput,
+        tmp_fairness,
+        tmp_priority,
+        wan_hol,
+        wan_latency,
+    )
 
     return {
         "gateway-throughput": throughput,
@@ -50,4 +61,6 @@ def registry() -> dict[str, ModuleType]:
         "tmp-fairness": tmp_fairness,
         "operator": k8s_operator,
         "dns": dns,
+        "overload": overload,
+        "soak": soak,
     }
