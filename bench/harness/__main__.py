@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
     install_signal_handlers()
 
     try:
-        tools = install.ensure_tools(REPO, module.NEEDS)
+        # NEEDS = None: the scenario runs no proxy or load generator (fuzz), nothing to install.
+        tools = None if module.NEEDS is None else install.ensure_tools(REPO, module.NEEDS)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="causeway-bench-") as tmp:
             workdir = Path(tmp)
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
         "cpu_pinning": {"proxy": PROXY_CPUS, "load_generator_and_origins": LOAD_CPUS},
         "priority": " ".join(priority_prefix()) or "default",
         "machine": report.machine(),
-        "versions": report.versions(asdict(tools)),
+        "versions": report.versions(asdict(tools)) if tools else {},
         "result": outcome.result,
         "warnings": outcome.warnings,
         "data": outcome.data,

@@ -41,6 +41,7 @@ def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
     from . import (
         dns,
+        fuzz,
         k8s_operator,
         overload,
         soak,
@@ -61,6 +62,7 @@ def registry() -> dict[str, ModuleType]:
         "tmp-fairness": tmp_fairness,
         "operator": k8s_operator,
         "dns": dns,
+        "fuzz": fuzz,
         "overload": overload,
         "soak": soak,
     }

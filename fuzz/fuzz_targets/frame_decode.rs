@@ -10,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 
 /// Splits an encoded frame into its length prefix's value and its payload.
 fn unframe(encoded: &[u8]) -> (usize, &[u8]) {
-    let prefix: [u8; 4] = encoded[..4].try_into().expect("every frame has a 4-byte prefix");
+    let prefix: [u8; 4] = encoded[..4]
+        .try_into()
+        .expect("every frame has a 4-byte prefix");
     let length = frame::frame_length(prefix).expect("an encoded frame respects the size limit");
     (length, &encoded[4..])
 }

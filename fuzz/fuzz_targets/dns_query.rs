@@ -1,0 +1,123 @@
+//! Fuzzes the redirector's query path, raw packet to response bytes (`wire::respond`), over
+//! UDP and TCP, against a small fixed directory. Any packet may arrive on port 53: none may
+//! panic the server, and a response, when one is sent, must be a DNS message that parses,
+//! answers the query's ID and opcode, fits the transport's size limit, and carries the
+//! query's question when it answers one.
+//!
+//! Input: the packet, as a UDP datagram's payload (or a TCP message without its length).
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::LazyLock;
+
+use causeway_redirector::directory::{AnswerPolicy, Directory, Index};
+use causeway_redirector::wire::{self, CLASSIC_UDP_LIMIT, Limits, MAX_QUERY, Transport};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use libfuzzer_sys::fuzz_target;
+
+/// One zone with a Site (and its wildcard), an in-zone name server with glue, two regions
+/// with client subnets of both families, and a front-end that is not ready: every kind of
+/// answer the index gives.
+const DIRECTORY: &str = r#"
+zones:
+  - name: example.com
+    nameservers:
+      - { name: ns1.example.com, addresses: [192.0.2.53, "2001:db8::53"] }
+      - { name: ns.other.net }
+sites:
+  - { name: shop, hostnames: [shop.example.com, "*.shop.example.com", www.deep.example.com] }
+  - { name: outside, hostnames: [outside.example.org] }
+frontends:
+  - name: edge-eu
+    region: eu
+    sites: [shop]
+    clientSubnets: [10.1.0.0/16, "2001:db8:1::/48"]
+    endpoints:
+      - { address: 198.51.100.1, headroom: 1 }
+      - { address: 198.51.100.2, headroom: 3 }
+      - { address: "2001:db8:e::1" }
+      - { address: 198.51.100.9, ready: false }
+  - name: edge-us
+    region: us
+    sites: [shop]
+    clientSubnets: [10.2.0.0/16, 10.0.0.0/8]
+    endpoints:
+      - { address: 203.0.113.1 }
+"#;
+
+static INDEX: LazyLock<Index> = LazyLock::new(|| {
+    let directory: Directory =
+        serde_yaml_ng::from_str(DIRECTORY).expect("the fixed directory parses");
+    directory
+        .compile(AnswerPolicy::default(), 1)
+        .expect("the fixed directory compiles")
+});
+
+/// The client address when the query carries no EDNS Client Subnet: inside the eu region.
+const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+
+fuzz_target!(|packet: &[u8]| {
+    let index = &*INDEX;
+    let limits = Limits::default();
+    // Parsed once for the checks; `respond` parses the packet itself.
+    let query = Message::from_vec(packet).ok();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let outcome = wire::respond(index, packet, SOURCE, transport, limits, &mut rng);
+        let dropped = packet.len() < 12 || packet.len() > MAX_QUERY || packet[2] & 0x80 != 0;
+        let Some(bytes) = outcome.response else {
+            assert!(dropped, "a query with a readable header gets an answer");
+            continue;
+        };
+        assert!(!dropped, "a short, oversized or response packet is dropped");
+        let limit = match transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => match query.as_ref().and_then(|q| q.edns.as_ref()) {
+                Some(edns) => usize::from(edns.max_payload().min(limits.max_udp_payload))
+                    .max(CLASSIC_UDP_LIMIT),
+                None => CLASSIC_UDP_LIMIT,
+            },
+        };
+        assert!(
+            bytes.len() <= limit,
+            "{} bytes over a limit of {limit}",
+            bytes.len()
+        );
+        let response = match Message::from_vec(&bytes) {
+            Ok(response) => response,
+            Err(error) => panic!("the response does not parse: {error}\n{bytes:02x?}"),
+        };
+        assert_eq!(
+            response.metadata.id,
+            u16::from_be_bytes([packet[0], packet[1]]),
+            "query ID"
+        );
+        assert_eq!(
+            response.metadata.message_type,
+            MessageType::Response,
+            "QR set"
+        );
+        assert_eq!(
+            u8::from(response.metadata.op_code),
+            (packet[2] >> 3) & 0x0f,
+            "opcode echoed"
+        );
+        // By number: 16 is both BADVERS and BADSIG, and hickory reads it back as BADSIG.
+        assert_eq!(
+            u16::from(response.metadata.response_code),
+            u16::from(outcome.rcode),
+            "rcode as reported"
+        );
+        if outcome.malformed.is_none() && outcome.rcode != ResponseCode::ServFail {
+            let query = query.as_ref().expect("an answered query parses");
+            assert_eq!(response.queries, query.queries, "the question echoed");
+        }
+        if outcome.truncated {
+            assert!(response.metadata.truncation, "TC set on a truncated answer");
+            assert!(
+                response.answers.is_empty(),
+                "no partial RRset in a truncated answer"
+            );
+        }
+    }
+});
