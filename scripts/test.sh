@@ -12,7 +12,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 started=$SECONDS
 
 # Debian packages the tests use; only missing ones are installed.
-packages=(bind9 bind9-dnsutils ca-certificates curl dnsperf iperf3 iproute2 procps util-linux)
+packages=(bind9 bind9-dnsutils ca-certificates curl dnsperf iperf3 iproute2 procps prometheus util-linux)
+# Tests that drive these tools fail, rather than skip, when one is missing.
+export CAUSEWAY_REQUIRE_TOOLS=1
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

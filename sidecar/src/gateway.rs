@@ -163,14 +163,14 @@ pub fn start(
 }
 
 /// Copies the listener's atomic counters into the metric families once a second.
-async fn export_listener_stats(
+pub(crate) async fn export_listener_stats(
     stats: Arc<ListenerStats>,
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let (mut accepted, mut errors) = (0u64, 0u64);
+    let (mut accepted, mut errors, mut refused) = (0u64, 0u64, 0u64);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -185,5 +185,8 @@ async fn export_listener_stats(
         let now_errors = stats.protocol_errors.load(Relaxed);
         metrics.protocol_errors.inc_by(now_errors - errors);
         errors = now_errors;
+        let now_refused = stats.refused_per_ip.load(Relaxed);
+        metrics.refused_per_ip.inc_by(now_refused - refused);
+        refused = now_refused;
     }
 }

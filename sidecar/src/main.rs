@@ -47,6 +47,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and matched once; boxing would only add noise"
+)]
 enum Command {
     /// Single-tier gateway: client HTTP balanced straight over each Site's origins. SIGHUP
     /// reads the Site files again and applies them without dropping requests.
@@ -196,6 +200,10 @@ struct ServeArgs {
     /// Most client connections open at once.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64); more are
+    /// closed at once. 0 turns the limit off.
+    #[arg(long, default_value_t = 1024)]
+    max_connections_per_ip: usize,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "30s")]
     drain_timeout: TextDuration,
@@ -345,6 +353,7 @@ impl ServeArgs {
                 idle_timeout: self.idle_timeout.get(),
                 max_header_bytes: self.max_header_bytes,
                 max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
                 ..ConnectionLimits::default()
             },
             drain_timeout: self.drain_timeout.get(),

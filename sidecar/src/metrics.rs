@@ -36,6 +36,8 @@ pub struct Metrics {
     pub connections_accepted: IntCounter,
     /// Client connections closed on a protocol error.
     pub protocol_errors: IntCounter,
+    /// Client connections closed at once by the per-client connection limit.
+    pub refused_per_ip: IntCounter,
     /// The `causeway_cache_*` families of the Sites' caches (front-ends and gateways).
     pub cache: causeway_cache::metrics::CacheMetrics,
 }
@@ -208,6 +210,13 @@ impl Metrics {
                 IntCounter::new(
                     "causeway_client_protocol_errors_total",
                     "Client connections closed on a protocol error (malformed or oversized request).",
+                )?,
+            )?,
+            refused_per_ip: register(
+                &r,
+                IntCounter::new(
+                    "causeway_client_connections_refused_total",
+                    "Client connections closed at once because their address had too many open.",
                 )?,
             )?,
             cache: causeway_cache::metrics::CacheMetrics::register(&r)?,

@@ -2,7 +2,7 @@
 //! connection limits, and a graceful drain on shutdown.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +35,9 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// Most client connections open at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (one /64 for IPv6, where a
+    /// client holds the whole prefix); more are closed at once. 0: no per-client limit.
+    pub max_connections_per_ip: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
 }
@@ -46,6 +49,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_connections: 16_384,
+            max_connections_per_ip: 1024,
             max_concurrent_streams: 256,
         }
     }
@@ -84,6 +88,71 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Connections closed because of a protocol error (malformed request, oversized head, …).
     pub protocol_errors: AtomicU64,
+    /// Connections closed at once because their client address had too many open.
+    pub refused_per_ip: AtomicU64,
+}
+
+/// Connections open per client address, for the per-client limit.
+#[derive(Debug, Default)]
+struct OpenPerClient {
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place in [`OpenPerClient`], given back when dropped.
+struct ClientSlot {
+    table: Arc<OpenPerClient>,
+    client: IpAddr,
+}
+
+impl OpenPerClient {
+    /// A slot for a connection from `peer`, unless it already has `limit` open (0: no limit).
+    fn admit(self: &Arc<Self>, peer: IpAddr, limit: usize) -> Option<ClientSlot> {
+        let client = client_key(peer);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(client).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The address a per-client limit counts by: the address itself for IPv4 (and IPv4-mapped
+/// IPv6), its /64 for IPv6.
+fn client_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight
@@ -108,11 +177,16 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): a client that opens and cancels streams faster than
+        // they are served has its connection closed instead of costing work per stream.
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(OpenPerClient::default());
 
     loop {
         let permit = tokio::select! {
@@ -134,8 +208,14 @@ pub async fn serve<H: Handler>(
             },
             () = crate::shutdown::requested(&mut shutdown) => break,
         };
-        let _ = stream.set_nodelay(true);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = per_client.admit(peer.ip(), limits.max_connections_per_ip) else {
+            // Closed unanswered: anything written would cost the work the limit saves.
+            stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, limit = limits.max_connections_per_ip, "too many connections from this client; closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             builder: builder.clone(),
             handler: handler.clone(),
@@ -146,6 +226,7 @@ pub async fn serve<H: Handler>(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             connection.run(stream, peer, watcher).await;
         });
     }
@@ -411,6 +492,25 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_per_client_limit_counts_v4_by_address_and_v6_by_64() {
+        let table = Arc::new(OpenPerClient::default());
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let first = table.admit(a, 2);
+        let second = table.admit(a, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(table.admit(a, 2).is_none(), "a third from one address");
+        assert!(table.admit("192.0.2.2".parse().expect("ip"), 2).is_some());
+        drop(first);
+        assert!(table.admit(a, 2).is_some(), "a slot given back is reused");
+        let v6a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let v6b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert_eq!(client_key(v6a), client_key(v6b));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert_eq!(client_key(mapped), a);
+        assert!(table.admit(v6a, 0).is_some(), "0 means no limit");
+    }
 
     #[test]
     fn idle_time_restarts_when_bytes_move_and_stops_while_requests_run() {

@@ -115,6 +115,12 @@ async fn content_length_with_transfer_encoding_is_refused_as_smuggling() {
             ),
         ),
         (
+            "Transfer-Encoding folded onto a second line (obs-fold)",
+            format!(
+                "POST /fold HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
             "two different Content-Lengths",
             format!(
                 "POST /cl-cl HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello{smuggled}"
@@ -487,4 +493,224 @@ async fn expect_100_continue_is_honoured_for_small_and_large_bodies() {
             "{size} bytes: {interim}{rest}"
         );
     }
+}
+
+/// Opens a TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind a loopback source");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Whether the peer closed `stream` (EOF or reset) within `limit`, reading and dropping
+/// whatever it sends first.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_every_connection() {
+    let origin = Origin::start("limit").await;
+    let gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+        &["--max-connections-per-ip", "4"],
+    )
+    .await;
+    // 127.0.0.1 holds four idle connections; its fifth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from([127, 0, 0, 1], gateway.addr).await);
+    }
+    let mut fifth = connect_from([127, 0, 0, 1], gateway.addr).await;
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(2)).await,
+        "the fifth connection from one address is closed"
+    );
+    // Another client is served meanwhile.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut other = connect_from([127, 0, 0, 2], gateway.addr).await;
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    other.read_to_end(&mut answer).await.expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Once the held connections close, the first client gets in again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    still_serving(&gateway, "the held connections closed").await;
+    // The listener's counters reach the metric families once a second.
+    let mut refused = 0.0;
+    for _ in 0..30 {
+        let metrics = gateway.metrics().await;
+        refused = support::metric(&metrics, "causeway_client_connections_refused_total", &[]);
+        if refused >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused >= 1.0, "the refusal is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start("global").await;
+    let gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+        &["--max-connections", "4", "--max-connections-per-ip", "0"],
+    )
+    .await;
+    // Four idle clients hold every slot...
+    let mut held = Vec::new();
+    for n in 0..4u8 {
+        held.push(connect_from([127, 0, 0, 10 + n], gateway.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so a fifth waits in the kernel's backlog, unanswered but not refused...
+    let mut waiting = connect_from([127, 0, 0, 20], gateway.addr).await;
+    waiting
+        .write_all(b"GET /waiting HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(800), waiting.read_to_end(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "served past the limit of four: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(origin.state.requests(), 0);
+    // ...and is served as soon as one of them leaves.
+    drop(held.pop());
+    tokio::time::timeout(Duration::from_secs(5), waiting.read_to_end(&mut answer))
+        .await
+        .expect("served once a slot is free")
+        .expect("read");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The client preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(0x4, 0, 0, &[]));
+    bytes
+}
+
+/// A HEADERS block for `GET /` on `raw.test` (HPACK static-table entries and one literal).
+fn h2_get_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 8];
+    block.extend_from_slice(b"raw.test");
+    block
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_is_bounded_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start("reset").await;
+    origin.state.set_delay(Duration::from_millis(50));
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("raw", "raw.test").origin(&origin, "")
+    ]))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let mut flood = h2_preface();
+    let streams = 20_000u32;
+    for n in 0..streams {
+        let id = 2 * n + 1;
+        // HEADERS with END_STREAM|END_HEADERS, then RST_STREAM(CANCEL) at once.
+        flood.extend(h2_frame(0x1, 0x5, id, &h2_get_block()));
+        flood.extend(h2_frame(0x3, 0, id, &8u32.to_be_bytes()));
+    }
+    // The server may close the connection part-way, or stop reading: either is the point.
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&flood)).await;
+    let closed = closed_within(&mut stream, Duration::from_secs(10)).await;
+    still_serving(&gateway, "an HTTP/2 rapid-reset flood").await;
+    let reached = origin.state.requests();
+    assert!(
+        closed || reached < u64::from(streams) / 10,
+        "{reached} of {streams} reset streams reached the origin and the connection stayed open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_continuation_flood_is_cut_off_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start("continuation").await;
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("raw", "raw.test").origin(&origin, "")
+    ]))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let mut opening = h2_preface();
+    // HEADERS without END_HEADERS: the block goes on in CONTINUATION frames...
+    opening.extend(h2_frame(0x1, 0x1, 1, &h2_get_block()));
+    stream.write_all(&opening).await.expect("send the opening");
+    // ...16 KiB of literal headers each, far past the 64 KiB header limit in all.
+    let mut header = vec![0x00, 0x01, b'x', 0x7f];
+    let value_length = 16_000usize;
+    // HPACK integer: 127 prefix then the rest in 7-bit groups.
+    let mut rest = value_length - 127;
+    while rest >= 128 {
+        header.push(u8::try_from(rest % 128).expect("7 bits") | 0x80);
+        rest /= 128;
+    }
+    header.push(u8::try_from(rest).expect("7 bits"));
+    header.extend(std::iter::repeat_n(b'a', value_length));
+    let continuation = h2_frame(0x9, 0, 1, &header);
+    let mut sent = 0usize;
+    for _ in 0..2_000 {
+        // A server that stops reading leaves the write pending: that is a cut-off too.
+        match tokio::time::timeout(Duration::from_secs(2), stream.write_all(&continuation)).await {
+            Ok(Ok(())) => sent += continuation.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 32 << 20,
+        "the server read {sent} bytes of one header block without cutting it off"
+    );
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+    still_serving(&gateway, "a CONTINUATION flood").await;
+    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+    assert!(
+        paths.iter().all(|p| p == "/after"),
+        "the flooded request reached the origin: {paths:?}"
+    );
 }

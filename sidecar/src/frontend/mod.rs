@@ -424,6 +424,11 @@ pub fn start(
     }))
     .with_purge(purger);
     tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
+    tasks.spawn(crate::gateway::export_listener_stats(
+        stats,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::link_metrics::export(
         metrics,
         links.clone(),
