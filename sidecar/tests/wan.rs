@@ -5,33 +5,23 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use causeway_linkem::{Impairment, NetLab};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::lab::{self, Spawned, spawn_in};
+use support::lab::{self, Spawned, lab_slot, spawn_in};
 use support::{LinkPki, Origin, SiteYaml, client, get_request, manifest};
 
-/// Labs share two cores with everything else: one at a time keeps the shares honest.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn lab_slot() -> Option<MutexGuard<'static, ()>> {
-    if !lab::can_build_labs() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the WAN tests as root with /dev/net/tun"
-        );
-        eprintln!("skipped: needs root and /dev/net/tun");
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
 fn spawn_tier(lab: &NetLab, ns: &str, args: &[String]) -> Spawned {
-    spawn_in(lab, ns, env!("CARGO_BIN_EXE_causeway"), args)
+    spawn_in(
+        lab,
+        ns,
+        &support::causeway_bin().display().to_string(),
+        args,
+    )
 }
 
 /// A front-end in `front` and a back-end plus the test origins in `back`.
@@ -98,15 +88,7 @@ fn start_site(lab: &NetLab, site: impl Fn(&[Origin]) -> SiteYaml) -> WanSite {
 
 /// Runs `test` on a runtime inside the `front` namespace.
 fn in_front<F: Future<Output = ()> + Send>(lab: &NetLab, test: F) {
-    lab.in_namespace("front", move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("client runtime")
-            .block_on(test)
-    })
-    .expect("enter front");
+    lab::run_in(lab, "front", test);
 }
 
 async fn wait_serving(frontend: SocketAddr, host: &str) {

@@ -22,9 +22,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// The host name of the test Site.
 pub const HOST: &str = "shop.example.com";
 
-/// The chart.
+/// The chart: `charts/causeway` in the workspace above this crate (the operator's, or the
+/// fault suite's, which includes this module).
 pub fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/causeway")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("charts/causeway"))
+        .find(|chart| chart.is_dir())
+        .expect("charts/causeway above the crate")
 }
 
 /// `helm install`s the chart into `ns` as release `cw`, watching only `ns`, with an image

@@ -66,12 +66,32 @@ pub fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&staged, path).expect("rename");
 }
 
+/// The `causeway-redirector` binary: Cargo's build of it for the redirector's own tests;
+/// elsewhere (the fault suite includes this module) `$CAUSEWAY_REDIRECTOR_BIN`, else
+/// `causeway-redirector` beside the running test binary's `deps/` directory.
+pub fn redirector_bin() -> PathBuf {
+    if let Some(built) = option_env!("CARGO_BIN_EXE_causeway-redirector") {
+        return PathBuf::from(built);
+    }
+    if let Some(path) = std::env::var_os("CAUSEWAY_REDIRECTOR_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("causeway-redirector"))
+        .expect("a target directory above the test binary")
+}
+
 /// A running `causeway-redirector`, killed when dropped.
 pub struct Redirector {
     child: Child,
     pub dns: SocketAddr,
     pub admin: SocketAddr,
     pub logs: mpsc::Receiver<String>,
+    directory: PathBuf,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Redirector {
@@ -83,18 +103,44 @@ impl Redirector {
 
     /// [`Redirector::start`] with extra environment variables for the child.
     pub fn start_with_env(directory: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway-redirector"))
-            .envs(env.iter().copied())
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        Self::launch(
+            directory,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            extra.iter().map(|a| (*a).to_owned()).collect(),
+            owned(env),
+        )
+    }
+
+    /// Kills the process (SIGKILL) and starts it again on the same addresses with the same
+    /// directory, arguments and environment; waits until it is ready.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (dns, admin) = (self.dns.to_string(), self.admin.to_string());
+        let extra = std::mem::take(&mut self.extra);
+        let env = std::mem::take(&mut self.env);
+        *self = Self::launch(&self.directory.clone(), &dns, &admin, extra, env);
+    }
+
+    fn launch(
+        directory: &Path,
+        dns: &str,
+        admin: &str,
+        extra: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let mut child = Command::new(redirector_bin())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--directory".as_ref(), directory.as_os_str()])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-            ])
-            .args(extra)
+            .args(["--listen", dns, "--admin", admin, "--threads", "2"])
+            .args(&extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -127,6 +173,9 @@ impl Redirector {
             dns: dns.expect("dns address"),
             admin: admin.expect("admin address"),
             logs,
+            directory: directory.to_owned(),
+            extra,
+            env,
         };
         redirector.wait_ready();
         redirector

@@ -2,6 +2,7 @@
 //! run the tiers across an emulated WAN.
 
 use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use causeway_linkem::NetLab;
@@ -16,6 +17,37 @@ pub fn can_build_labs() -> bool {
         .find(|l| l.starts_with("Uid:"))
         .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
     root && std::path::Path::new("/dev/net/tun").exists()
+}
+
+/// Labs share two cores with everything else: one at a time keeps the figures honest.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// This test's turn to build a lab, or `None` when labs cannot be built here (not root, no
+/// TUN): the test then skips — except under `CI`, where that is a failure.
+pub fn lab_slot() -> Option<MutexGuard<'static, ()>> {
+    if !can_build_labs() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the WAN tests as root with /dev/net/tun"
+        );
+        eprintln!("skipped: needs root and /dev/net/tun");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Runs `test` to its end on a two-thread runtime inside namespace `ns` (so its sockets
+/// live there).
+pub fn run_in<T: Send, F: Future<Output = T> + Send>(lab: &NetLab, ns: &str, test: F) -> T {
+    lab.in_namespace(ns, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(test)
+    })
+    .unwrap_or_else(|e| panic!("enter {ns}: {e}"))
 }
 
 /// A child process inside a lab namespace, killed when dropped; its log is shown on failure.

@@ -181,6 +181,11 @@ pub struct OriginState {
     pub health_checks: AtomicU64,
     /// Request body bytes received.
     pub bytes_received: AtomicU64,
+    /// When N > 0, every Nth ordinary request is answered 503 whatever `status` says (at
+    /// N = 2, an origin failing half the time).
+    pub fail_every: AtomicU64,
+    /// Answers `fail_every` turned into 503, by method.
+    pub injected_failures: Mutex<BTreeMap<String, u64>>,
     /// Every request, in arrival order.
     pub log: Mutex<Vec<Seen>>,
 }
@@ -210,6 +215,21 @@ impl OriginState {
         self.health_status.store(status, Ordering::SeqCst);
     }
 
+    /// Answers every `n`th ordinary request 503 (0 stops it).
+    pub fn set_fail_every(&self, n: u64) {
+        self.fail_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers turned into 503 by [`OriginState::set_fail_every`] for requests of `method`.
+    pub fn injected_failures(&self, method: &Method) -> u64 {
+        self.injected_failures
+            .lock()
+            .expect("origin failure lock")
+            .get(method.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -232,7 +252,8 @@ impl OriginState {
 /// bytes (`&chunk_delay=MS` between 64 KiB chunks, `&length=1` with a Content-Length, else
 /// chunked); a body sent with any method is read and counted; `?sleep=MS` adds a per-request
 /// delay; everything else answers the origin's name with the configured status after the
-/// configured delay. Every answer carries `x-origin: NAME`, and `Cache-Control: max-age=N`
+/// configured delay. `/echo?id=N[&pad=P]` answers [`echo_body`]: the id and the digest of the
+/// request body, so a client can tell its own answer from anyone else's. Every answer carries `x-origin: NAME`, and `Cache-Control: max-age=N`
 /// when the query has `max_age=N`.
 pub struct Origin {
     /// Name, as in the Site.
@@ -397,6 +418,52 @@ pub fn pattern(bytes: u64) -> Bytes {
     Bytes::from(out)
 }
 
+/// FNV-1a digest and length of a request body, folded in as it streams: what `/echo`
+/// answers, and what a client computes to check that an answer is its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDigest {
+    /// FNV-1a 64 of the bytes.
+    pub sum: u64,
+    /// Bytes folded in.
+    pub len: u64,
+}
+
+impl BodyDigest {
+    /// The digest of no bytes.
+    pub const EMPTY: Self = Self {
+        sum: 0xcbf2_9ce4_8422_2325,
+        len: 0,
+    };
+
+    /// Folds `data` in.
+    pub fn update(&mut self, data: &[u8]) {
+        for byte in data {
+            self.sum = (self.sum ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.len += data.len() as u64;
+    }
+
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        let mut digest = Self::EMPTY;
+        digest.update(data);
+        digest
+    }
+}
+
+/// The answer to `/echo?id=ID&pad=PAD` for a request body with `digest`: one line naming
+/// both, then `pad` bytes of lines made from the id.
+pub fn echo_body(id: u64, digest: BodyDigest, pad: u64) -> Bytes {
+    let mut out = format!("id={id} sum={:016x} len={}\n", digest.sum, digest.len).into_bytes();
+    let line = format!("{id:020}\n");
+    let head = out.len();
+    while out.len() < head + pad as usize {
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(head + pad as usize);
+    Bytes::from(out)
+}
+
 fn generated_download(total: u64, chunk_delay: Duration) -> OriginBody {
     let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
     let stream = futures_util::stream::unfold(total, move |left| {
@@ -448,7 +515,8 @@ async fn answer(
         );
     }
     let in_flight = InFlight::begin(state.clone());
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let sequence = state.requests.fetch_add(1, Ordering::SeqCst);
+    let method = request.method().clone();
     let path = request
         .uri()
         .path_and_query()
@@ -466,11 +534,13 @@ async fn answer(
     // Read any request body frame by frame, counting and discarding.
     let mut body = request.into_body();
     let mut received = 0u64;
+    let mut digest = BodyDigest::EMPTY;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     received += data.len() as u64;
+                    digest.update(data);
                     state
                         .bytes_received
                         .fetch_add(data.len() as u64, Ordering::SeqCst);
@@ -490,7 +560,22 @@ async fn answer(
     } else {
         drop(in_flight);
     }
-    let status = state.status.load(Ordering::SeqCst);
+    let mut status = state.status.load(Ordering::SeqCst);
+    let every = state.fail_every.load(Ordering::SeqCst);
+    if every > 0 && sequence % every == every - 1 {
+        status = 503;
+        *state
+            .injected_failures
+            .lock()
+            .expect("origin failure lock")
+            .entry(method.as_str().to_owned())
+            .or_default() += 1;
+    }
+    if path.starts_with("/echo") {
+        let id = query_number(query.as_deref(), "id").unwrap_or(0);
+        let pad = query_number(query.as_deref(), "pad").unwrap_or(0);
+        return reply(status, BoxBody::new(Full::new(echo_body(id, digest, pad))));
+    }
     if path.starts_with("/pattern") {
         let bytes = query_number(query.as_deref(), "bytes").unwrap_or(0);
         let mut response = reply(status, BoxBody::new(Full::new(pattern(bytes))))?;
@@ -614,6 +699,23 @@ fn scratch_path(what: &str) -> PathBuf {
     ))
 }
 
+/// The `causeway` binary: Cargo's own build of it for the sidecar's tests; elsewhere (the
+/// fault suite includes this module) `$CAUSEWAY_BIN`, else `debug/causeway` beside the
+/// running test binary's `deps/` directory.
+pub fn causeway_bin() -> PathBuf {
+    if let Some(built) = option_env!("CARGO_BIN_EXE_causeway") {
+        return PathBuf::from(built);
+    }
+    if let Some(path) = std::env::var_os("CAUSEWAY_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("causeway"))
+        .expect("a target directory above the test binary")
+}
+
 /// A loopback address no one listened on a moment ago.
 pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -653,7 +755,7 @@ pub struct Exit {
 pub fn run_causeway(args: &[&str], limit: Duration) -> Exit {
     let log = scratch_path("run.log");
     let file = std::fs::File::create(&log).expect("create log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+    let mut child = Command::new(causeway_bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("clone log handle"))
@@ -724,7 +826,7 @@ impl Gateway {
     ) -> Result<Self, String> {
         let log = scratch_path(&format!("{mode}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        let child = Command::new(causeway_bin())
             .arg(mode)
             .arg(listen_flag)
             .arg(addr.to_string())
@@ -761,13 +863,12 @@ impl Gateway {
     /// Kills the process (SIGKILL: no goodbye to peers) and starts it again on the same
     /// addresses with the same arguments.
     pub async fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let (mode, flag, args) = self.command.clone();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = scratch_path(&format!("{mode}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
-        self.child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        self.child = Command::new(causeway_bin())
             .arg(&mode)
             .arg(&flag)
             .arg(self.addr.to_string())
@@ -789,6 +890,13 @@ impl Gateway {
         if let Err(log) = self.wait_ready().await {
             panic!("causeway {mode} did not come back:\n{log}");
         }
+    }
+
+    /// Kills the process with SIGKILL (no goodbye to peers) and reaps it; [`Gateway::restart`]
+    /// brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
@@ -977,6 +1085,12 @@ impl LinkPki {
     }
 }
 
+impl Default for LinkPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for LinkPki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -989,7 +1103,9 @@ pub struct TwoTier {
     pub frontend: Gateway,
     /// The back-ends (their `addr` is the UDP link address).
     pub backends: Vec<Gateway>,
-    _pki: LinkPki,
+    pki: LinkPki,
+    manifest: String,
+    frontend_args: Vec<String>,
 }
 
 impl TwoTier {
@@ -1005,29 +1121,55 @@ impl TwoTier {
             args.extend(["--name", name.as_str(), "--qos-interval", "200ms"]);
             started.push(Gateway::launch("backend", "--link-listen", manifest, &args).await);
         }
-        let frontend_link = pki.args("frontend");
-        let mut args: Vec<String> = frontend_link.clone();
+        let frontend_args: Vec<String> = frontend_args.iter().map(|a| (*a).to_owned()).collect();
+        let frontend =
+            Self::launch_frontend(&pki, &started, manifest, &frontend_args, "fe-0").await;
+        let tiers = Self {
+            frontend,
+            backends: started,
+            pki,
+            manifest: manifest.to_owned(),
+            frontend_args,
+        };
+        tiers.wait_links(backends, Duration::from_secs(10)).await;
+        tiers
+    }
+
+    /// Starts one more front-end named `name`, linked to the same back-ends with the same
+    /// arguments, and waits until it serves.
+    pub async fn another_frontend(&self, name: &str) -> Gateway {
+        Self::launch_frontend(
+            &self.pki,
+            &self.backends,
+            &self.manifest,
+            &self.frontend_args,
+            name,
+        )
+        .await
+    }
+
+    async fn launch_frontend(
+        pki: &LinkPki,
+        backends: &[Gateway],
+        manifest: &str,
+        extra_args: &[String],
+        name: &str,
+    ) -> Gateway {
+        let mut args: Vec<String> = pki.args("frontend");
         args.extend([
             "--name".into(),
-            "fe-0".into(),
+            name.into(),
             "--qos-interval".into(),
             "200ms".into(),
         ]);
         args.extend(["--link-idle-timeout".into(), "3s".into()]);
-        for backend in &started {
+        for backend in backends {
             args.push("--backend".into());
             args.push(backend.addr.to_string());
         }
-        args.extend(frontend_args.iter().map(|a| (*a).to_owned()));
+        args.extend(extra_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let frontend = Gateway::launch("frontend", "--listen", manifest, &args).await;
-        let tiers = Self {
-            frontend,
-            backends: started,
-            _pki: pki,
-        };
-        tiers.wait_links(backends, Duration::from_secs(10)).await;
-        tiers
+        Gateway::launch("frontend", "--listen", manifest, &args).await
     }
 
     /// Waits until the front-end reports `count` links up.

@@ -29,9 +29,11 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     pki: Pki,
     logs: Vec<(&'static str, PathBuf)>,
-    // Stopped in reverse order of start when dropped; kept for their Drop.
+    // Stopped in reverse order of start when dropped; kept for their Drop. The API server
+    // can be stopped and started again (fault tests), hence the slot.
     _controller_manager: Guarded,
-    _apiserver: Guarded,
+    apiserver: std::sync::Mutex<Option<Guarded>>,
+    apiserver_spec: Spec,
     _etcd: Guarded,
 }
 
@@ -68,8 +70,8 @@ impl ControlPlane {
 
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let sa_key = pki.service_account_key.display().to_string();
-        let apiserver = Guarded::spawn(
-            &Spec::new(binaries.path("kube-apiserver"), dir, log("kube-apiserver")).args([
+        let apiserver_spec = Spec::new(binaries.path("kube-apiserver"), dir, log("kube-apiserver"))
+            .args([
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".to_owned(),
                 "--advertise-address=127.0.0.1".to_owned(),
@@ -96,8 +98,8 @@ impl ControlPlane {
                 "--allow-privileged=true".to_owned(),
                 "--profiling=false".to_owned(),
                 "--event-ttl=30m".to_owned(),
-            ]),
-        )?;
+            ]);
+        let apiserver = Guarded::spawn(&apiserver_spec)?;
 
         let kubeconfig_path = dir.join("admin.kubeconfig");
         kubeconfig::write(
@@ -176,9 +178,46 @@ impl ControlPlane {
             pki,
             logs,
             _controller_manager: controller_manager,
-            _apiserver: apiserver,
+            apiserver: std::sync::Mutex::new(Some(apiserver)),
+            apiserver_spec,
             _etcd: etcd,
         })
+    }
+
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 5 s): clients see refused connections
+    /// until [`ControlPlane::start_apiserver`]. etcd and the controller manager keep running.
+    pub async fn stop_apiserver(&self) {
+        let running = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(apiserver) = running {
+            apiserver.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Starts kube-apiserver again as it first ran (same port, certificates and etcd) and
+    /// waits until it is ready. Must run on the runtime that owns the test bed's processes.
+    ///
+    /// # Errors
+    /// When it cannot start, exits early or is not ready in time.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let started = Instant::now();
+        let apiserver = Guarded::spawn(&self.apiserver_spec)?;
+        let client = admin_client(&self.kubeconfig).await?;
+        wait_ready(
+            &client,
+            &[("kube-apiserver", &apiserver)],
+            &self.logs,
+            started,
+        )
+        .await?;
+        *self
+            .apiserver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(apiserver);
+        Ok(())
     }
 
     /// The API server's URL, `https://127.0.0.1:PORT`.

@@ -187,6 +187,26 @@ impl TestBed {
         &self.causeway_bin
     }
 
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 5 s), leaving etcd, the controller
+    /// manager, the kubelet and every pod running: for tests of what survives an API outage.
+    /// Every other test of this test binary sees the outage too.
+    pub async fn stop_apiserver(&self) {
+        self.control_plane.stop_apiserver().await;
+    }
+
+    /// Starts kube-apiserver again after [`TestBed::stop_apiserver`], on the test bed's own
+    /// runtime (which owns its processes), and waits until it is ready.
+    ///
+    /// # Errors
+    /// When it cannot start or is not ready in time.
+    pub async fn start_apiserver(self: &Arc<Self>) -> Result<()> {
+        let bed = self.clone();
+        runtime()?
+            .spawn(async move { bed.control_plane.start_apiserver().await })
+            .await
+            .map_err(|e| Error::Start(format!("the start task failed: {e}")))?
+    }
+
     /// The dir of the control-plane binaries (kubectl, helm...).
     pub fn bin_dir(&self) -> &Path {
         self.binaries.dir()
@@ -472,14 +492,26 @@ fn workspace_root() -> PathBuf {
 
 /// The `causeway` binary that Causeway's images map to: `CAUSEWAY_BIN` if set; else the
 /// workspace's debug build, which is (re)built first so that tests run the current code.
-async fn causeway_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("CAUSEWAY_BIN").filter(|p| !p.is_empty()) {
+///
+/// # Errors
+/// When `CAUSEWAY_BIN` names no file, or the build fails.
+pub async fn causeway_binary() -> Result<PathBuf> {
+    workspace_binary("causeway-sidecar", "causeway", "CAUSEWAY_BIN").await
+}
+
+/// Binary `bin` of workspace package `package`: the path in `env_var` if set; else the
+/// workspace's debug build (in `CARGO_TARGET_DIR` when set), (re)built first.
+///
+/// # Errors
+/// When `env_var` names no file, or the build fails.
+pub async fn workspace_binary(package: &str, bin: &str, env_var: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
             Err(Error::Invalid {
-                what: "CAUSEWAY_BIN".to_owned(),
+                what: env_var.to_owned(),
                 message: format!("{} is not a file", path.display()),
             })
         };
@@ -487,24 +519,19 @@ async fn causeway_binary() -> Result<PathBuf> {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = tokio::process::Command::new(cargo);
-    command.current_dir(&root).args([
-        "build",
-        "--quiet",
-        "-p",
-        "causeway-sidecar",
-        "--bin",
-        "causeway",
-    ]);
+    command
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", package, "--bin", bin]);
     run_command(command, "cargo", &[], None).await?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|p| !p.is_empty())
         .map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug/causeway");
+    let path = target.join("debug").join(bin);
     if path.is_file() {
         Ok(path)
     } else {
         Err(Error::Invalid {
-            what: "causeway binary".to_owned(),
+            what: format!("{bin} binary"),
             message: format!("{} was not built", path.display()),
         })
     }
