@@ -181,6 +181,7 @@ PLOTS = {
     "tmp-fairness": _plot_panels,
     "operator": _plot_panels,
     "dns": _plot_panels,
+    "faults": _plot_panels,
     "fuzz": _plot_panels,
     "overload": _plot_panels,
     "soak": _plot_panels,

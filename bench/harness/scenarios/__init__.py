@@ -41,6 +41,7 @@ def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
     from . import (
         dns,
+        faults,
         fuzz,
         k8s_operator,
         overload,
@@ -62,6 +63,7 @@ def registry() -> dict[str, ModuleType]:
         "tmp-fairness": tmp_fairness,
         "operator": k8s_operator,
         "dns": dns,
+        "faults": faults,
         "fuzz": fuzz,
         "overload": overload,
         "soak": soak,
