@@ -46,7 +46,7 @@ from . import LOAD_CPUS, PROXY_CPUS, Context, Outcome
 NEEDS = ("gateway", "origin")
 ORIGINS = 2
 ORIGIN_DELAY_S = 0.05
-PER_ORIGIN = 8
+PER_ORIGIN = 4
 CAPACITY_RPS = ORIGINS * PER_ORIGIN / ORIGIN_DELAY_S
 QUEUE_TIMEOUT_S = 1.0
 QUEUE_LENGTH = 4096  # more than the run ever queues: HAProxy's queue has no length bound either
@@ -210,7 +210,8 @@ def _start_phase(
     """Start the phase's two oha streams: the class 2/4 mix and the steady class-0 stream."""
     total = phase.factor * CAPACITY_RPS
     background_rps = total - CLASS0_RPS
-    # Every request of one queue timeout plus an answer may be waiting at once.
+    # Every request of one queue timeout plus an answer may be waiting at once (about 750
+    # connections at 3×: under the gateway's per-client-address limit of 1024).
     connections = max(16, int(background_rps * (QUEUE_TIMEOUT_S + ORIGIN_DELAY_S) * 1.5))
     background = Load(phase.duration_s, connections, background_rps, CLIENT_TIMEOUT_S)
     class0 = Load(phase.duration_s, max(8, int(CLASS0_RPS * CLIENT_TIMEOUT_S * 1.5)), CLASS0_RPS, CLIENT_TIMEOUT_S)
@@ -280,6 +281,7 @@ class _ShedProbe:
             except (OSError, http.client.HTTPException):
                 with self._lock:
                     self.failures += 1
+                time.sleep(0.05)
             finally:
                 conn.close()
 
