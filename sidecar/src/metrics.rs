@@ -70,7 +70,7 @@ impl Metrics {
                 labels,
             )
         };
-        Ok(Self {
+        let metrics = Self {
             requests: register(
                 &r,
                 IntCounterVec::new(
@@ -221,7 +221,13 @@ impl Metrics {
             )?,
             cache: causeway_cache::metrics::CacheMetrics::register(&r)?,
             registry: r,
-        })
+        };
+        // Both results exist from the start, so `increase()` over them answers 0 rather
+        // than nothing before the first reload.
+        for result in ["applied", "refused"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        Ok(metrics)
     }
 
     /// The Prometheus text exposition of every family.

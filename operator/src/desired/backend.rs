@@ -127,7 +127,13 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
                 "template": {
                     "metadata": {
                         "labels": labels,
-                        "annotations": { RESTART_HASH_ANNOTATION: restart_hash },
+                        "annotations": {
+                            RESTART_HASH_ANNOTATION: restart_hash,
+                            // Prometheus's pod-discovery convention: scrape the admin port.
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": BACKEND_ADMIN_PORT.to_string(),
+                            "prometheus.io/path": "/metrics",
+                        },
                     },
                     "spec": {
                         "serviceAccountName": inputs.pod.service_account,
@@ -324,6 +330,37 @@ pub(crate) mod tests {
         assert_eq!(first.config_hash, new_cert.config_hash);
         assert!(restart_hash(&first).is_some());
         assert_ne!(restart_hash(&first), restart_hash(&new_cert));
+        Ok(())
+    }
+
+    #[test]
+    fn pods_invite_prometheus_to_scrape_the_admin_port() -> Result<()> {
+        let site = site("shop");
+        let pod = pod();
+        let objects = objects(&BackendInputs {
+            site: &site,
+            origins: origins(),
+            owner: owner(),
+            pod: &pod,
+            link_ca: "ca-1",
+        })?;
+        let template = objects.deployment.spec.template;
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "9902");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        let admin = template.spec.as_ref().and_then(|spec| {
+            spec.containers[0]
+                .ports
+                .as_ref()?
+                .iter()
+                .find(|p| p.name.as_deref() == Some("admin"))
+                .map(|p| p.container_port)
+        });
+        assert_eq!(admin, Some(9902), "the annotated port is the admin port");
         Ok(())
     }
 

@@ -308,7 +308,13 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
                     "template": {
                         "metadata": {
                             "labels": labels,
-                            "annotations": { RESTART_HASH_ANNOTATION: restart_hash },
+                            "annotations": {
+                                RESTART_HASH_ANNOTATION: restart_hash,
+                                // Prometheus's pod-discovery convention: scrape the admin port.
+                                "prometheus.io/scrape": "true",
+                                "prometheus.io/port": FRONTEND_ADMIN_PORT.to_string(),
+                                "prometheus.io/path": "/metrics",
+                            },
                         },
                         "spec": {
                             "serviceAccountName": inputs.pod.service_account,
@@ -493,6 +499,26 @@ mod tests {
             pod: &pod,
             link_ca: "ca",
         })
+    }
+
+    #[test]
+    fn pods_invite_prometheus_to_scrape_the_admin_port() -> Result<()> {
+        let objects = render(&served(&["127.64.1.7:4433"]))?;
+        let value = serde_json::to_value(objects.deployment.as_ref()).unwrap_or_default();
+        let annotations = &value["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "9901");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        let ports = &value["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert!(
+            ports
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "admin" && p["containerPort"] == 9901),
+            "the annotated port is the admin port: {ports}"
+        );
+        Ok(())
     }
 
     #[test]
