@@ -378,9 +378,15 @@ impl Balancer {
                 reply: tx,
             };
             match state.queue.push(profile.class, now, waiter) {
-                Ok(id) => {
+                Ok(admitted) => {
+                    if let Some(displaced) = admitted.displaced {
+                        // Its sender dropped, the displaced request's wait ends at once
+                        // with a 503 and Retry-After, as if the queue had been full for it.
+                        shared.metrics.queue_full.inc();
+                        drop(displaced);
+                    }
                     shared.metrics.queue_depth.set(state.queue.len() as i64);
-                    break (id, rx);
+                    break (admitted.id, rx);
                 }
                 Err(_) => {
                     shared.metrics.queue_full.inc();
@@ -398,9 +404,10 @@ impl Balancer {
         guard.waiting = false;
         match result {
             Ok(Ok(lease)) => Ok(lease),
-            // The sender is only dropped after a successful send or a removal, so a closed
-            // channel means the entry was removed: treat it as a timeout.
-            Ok(Err(_)) => Err(AcquireError::QueueTimeout),
+            // The sender is only dropped after a successful send or a removal by someone
+            // else, so a closed channel means a better class took this entry's place in a
+            // full queue: refused as the queue being full.
+            Ok(Err(_)) => Err(AcquireError::QueueFull),
             Err(_) => {
                 if shared.remove_waiter(id, true) {
                     Err(AcquireError::QueueTimeout)
@@ -1052,9 +1059,42 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let refused = b.acquire(profile(0), OriginSet::default()).await;
+        let refused = b.acquire(profile(2), OriginSet::default()).await;
         assert_eq!(refused.map(|l| l.origin()), Err(AcquireError::QueueFull));
         queued.abort();
+    }
+
+    #[tokio::test]
+    async fn in_a_full_queue_a_better_class_displaces_a_worse_one() {
+        let b = balancer(&[1], 1);
+        let busy = b
+            .acquire(profile(2), OriginSet::default())
+            .await
+            .expect("slot");
+        let low = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.acquire(profile(4), OriginSet::default())
+                    .await
+                    .map(|l| l.origin())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let top = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.acquire(profile(0), OriginSet::default())
+                    .await
+                    .map(|l| l.origin())
+            }
+        });
+        let refused = tokio::time::timeout(Duration::from_secs(1), low)
+            .await
+            .expect("the displaced request is answered at once")
+            .expect("task");
+        assert_eq!(refused, Err(AcquireError::QueueFull));
+        drop(busy);
+        assert!(top.await.expect("task").is_ok(), "class 0 gets the slot");
     }
 
     #[tokio::test]

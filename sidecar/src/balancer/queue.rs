@@ -28,6 +28,15 @@ pub fn effective_class(class: u8, waited: Duration, aging_interval: Duration) ->
     class.saturating_sub(u8::try_from(steps).unwrap_or(u8::MAX))
 }
 
+/// A request taken into the queue.
+#[derive(Debug)]
+pub struct Admitted<T> {
+    /// Its id, for [`ReleaseQueue::remove`].
+    pub id: u64,
+    /// The request that made room for it in a full queue, to be refused.
+    pub displaced: Option<Queued<T>>,
+}
+
 /// A bounded queue ordered by effective class, then arrival.
 #[derive(Debug)]
 pub struct ReleaseQueue<T> {
@@ -60,14 +69,32 @@ impl<T> ReleaseQueue<T> {
         self.len == 0
     }
 
-    /// Adds a request; gives the payload back when the queue is full.
-    pub fn push(&mut self, class: u8, now: Instant, payload: T) -> Result<u64, T> {
+    /// Adds a request. A full queue gives the payload back — unless the arrival's class is
+    /// better than some waiting request's: then the newest request of the worst class takes
+    /// its place out, given back in [`Admitted::displaced`] to be refused. Under overload
+    /// the queue thus fills with the best classes, and a class-0 request is never refused
+    /// while a class-4 one waits.
+    pub fn push(&mut self, class: u8, now: Instant, payload: T) -> Result<Admitted<T>, T> {
+        let class = class.min(PRIORITY_CLASSES - 1);
+        let mut displaced = None;
         if self.len >= self.capacity {
-            return Err(payload);
+            // The newest of the worst class below the arrival's: it has waited least.
+            let worst = self
+                .by_class
+                .iter()
+                .enumerate()
+                .skip(usize::from(class) + 1)
+                .rev()
+                .find(|(_, queue)| !queue.is_empty())
+                .map(|(worst, _)| worst);
+            let Some(worst) = worst else {
+                return Err(payload);
+            };
+            displaced = self.by_class[worst].pop_back();
+            self.len -= 1;
         }
         let id = self.next_id;
         self.next_id += 1;
-        let class = class.min(PRIORITY_CLASSES - 1);
         self.by_class[usize::from(class)].push_back(Queued {
             id,
             class,
@@ -75,7 +102,7 @@ impl<T> ReleaseQueue<T> {
             payload,
         });
         self.len += 1;
-        Ok(id)
+        Ok(Admitted { id, displaced })
     }
 
     /// Takes a request out (its wait ended another way); `None` when it already left.
@@ -195,20 +222,41 @@ mod tests {
     fn a_full_queue_refuses_and_a_removed_entry_frees_room() {
         let t0 = Instant::now();
         let mut queue = ReleaseQueue::new(2, SEC);
-        let a = queue.push(1, t0, "a").expect("room");
+        let a = queue.push(1, t0, "a").expect("room").id;
         queue.push(1, t0, "b").expect("room");
-        assert_eq!(queue.push(0, t0, "c"), Err("c"));
+        assert!(matches!(queue.push(1, t0, "c"), Err("c")), "same class");
+        assert!(matches!(queue.push(3, t0, "d"), Err("d")), "worse class");
         assert_eq!(queue.remove(a).map(|q| q.payload), Some("a"));
         assert_eq!(queue.remove(a).map(|q| q.payload), None);
-        assert!(queue.push(0, t0, "c").is_ok());
+        let admitted = queue.push(1, t0, "c").expect("room");
+        assert!(admitted.displaced.is_none());
         assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn a_better_class_takes_the_place_of_the_newest_of_the_worst() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(3, Duration::from_secs(100));
+        queue.push(2, t0, "mid").expect("room");
+        queue.push(4, t0, "low-old").expect("room");
+        queue.push(4, t0 + SEC, "low-new").expect("room");
+        let admitted = queue.push(0, t0 + SEC * 2, "top").expect("displaces");
+        assert_eq!(admitted.displaced.map(|q| q.payload), Some("low-new"));
+        assert_eq!(queue.len(), 3);
+        let admitted = queue.push(3, t0 + SEC * 2, "low-ish").expect("displaces");
+        assert_eq!(admitted.displaced.map(|q| q.payload), Some("low-old"));
+        assert!(
+            matches!(queue.push(4, t0, "none-worse"), Err("none-worse")),
+            "nothing worse than class 4 waits"
+        );
+        assert_eq!(drain(&mut queue, t0 + SEC * 3), ["top", "mid", "low-ish"]);
     }
 
     #[test]
     fn a_hand_over_keeps_ids_order_and_numbering() {
         let t0 = Instant::now();
         let mut old = ReleaseQueue::new(10, Duration::from_secs(100));
-        let low = old.push(4, t0, "low").expect("room");
+        let low = old.push(4, t0, "low").expect("room").id;
         old.push(0, t0 + SEC, "top").expect("room");
         let mut new = ReleaseQueue::new(1, Duration::from_secs(100));
         old.hand_over(&mut new, |p| p);
@@ -218,16 +266,15 @@ mod tests {
             2,
             "admitted requests are kept even above capacity"
         );
-        let next = new.push(0, t0, "later");
-        assert_eq!(
-            next,
-            Err("later"),
+        let next = new.push(4, t0, "later");
+        assert!(
+            matches!(next, Err("later")),
             "the new capacity holds for new arrivals"
         );
         assert_eq!(new.remove(low).map(|q| q.payload), Some("low"));
         let mut bigger = ReleaseQueue::new(10, Duration::from_secs(100));
         new.hand_over(&mut bigger, |p| p);
-        let id = bigger.push(1, t0, "fresh").expect("room");
+        let id = bigger.push(1, t0, "fresh").expect("room").id;
         assert!(id > low, "ids are not reused along the chain");
         assert_eq!(drain(&mut bigger, t0 + SEC), ["top", "fresh"]);
     }
