@@ -194,18 +194,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     ns.apply(ORIGINS).await.expect("origins apply");
     ns.apply(SITE).await.expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
-    ns.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "site/shop",
-            "frontend/edge",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .expect("the Site and the Frontend become Ready");
+    support::wait_site_and_frontend_ready(&ns).await;
     step("Site and Frontend Ready");
     // The operator let the gateways read their ConfigMaps here, and nothing elsewhere.
     assert!(

@@ -45,37 +45,26 @@ fn start_site(lab: &NetLab, site: impl Fn(&[Origin]) -> SiteYaml) -> WanSite {
     let pki = LinkPki::new();
     let back = IpAddr::V4(lab.address("back"));
     let link = SocketAddr::new(back, 4433);
-    let mut args: Vec<String> = [
+    let args = pki.tier_args(
         "backend",
-        "--link-listen",
-        &link.to_string(),
-        "--admin-listen",
+        link,
         "127.0.0.1:9902",
-        "--name",
         "wan-back",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(pki.args("backend"));
-    args.push(site_file.display().to_string());
+        &[],
+        &site_file,
+    );
     let backend = spawn_tier(lab, "back", &args);
     let front = IpAddr::V4(lab.address("front"));
     let frontend = SocketAddr::new(front, 8080);
-    let mut args: Vec<String> = [
+    let to_backend = ["--backend".to_owned(), link.to_string()];
+    let args = pki.tier_args(
         "frontend",
-        "--listen",
-        &frontend.to_string(),
-        "--admin-listen",
+        frontend,
         "127.0.0.1:9901",
-        "--name",
         "wan-front",
-        "--backend",
-        &link.to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(pki.args("frontend"));
-    args.push(site_file.display().to_string());
+        &to_backend,
+        &site_file,
+    );
     let frontend_tier = spawn_tier(lab, "front", &args);
     WanSite {
         _origins: origins,

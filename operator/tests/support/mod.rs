@@ -144,6 +144,22 @@ spec:
   service: { type: ClusterIP, httpPort: 80 }
 "#;
 
+/// Waits until Site `shop` and Frontend `edge` are Ready (`kubectl wait`, 120 s).
+pub async fn wait_site_and_frontend_ready(ns: &TestNamespace) {
+    ns.kubectl(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "site/shop",
+            "frontend/edge",
+            "--timeout=120s",
+        ],
+        None,
+    )
+    .await
+    .expect("the Site and the Frontend become Ready");
+}
+
 /// An HTTP answer.
 #[derive(Debug, Clone)]
 pub struct Answer {

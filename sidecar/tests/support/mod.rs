@@ -1085,6 +1085,37 @@ impl LinkPki {
     }
 }
 
+impl LinkPki {
+    /// The command line of a tier started by hand: `ROLE` (`backend` or `frontend`), its main
+    /// listener on `listen` (`--link-listen` for a back-end, UDP; `--listen` for a front-end),
+    /// the admin listener on `admin`, `--name NAME`, `extra`, this PKI's credentials for the
+    /// role, and the Site file last.
+    pub fn tier_args(
+        &self,
+        role: &str,
+        listen: SocketAddr,
+        admin: &str,
+        name: &str,
+        extra: &[String],
+        site_file: &Path,
+    ) -> Vec<String> {
+        let listen_flag = if role == "backend" {
+            "--link-listen"
+        } else {
+            "--listen"
+        };
+        let mut args: Vec<String> = [role, listen_flag, &listen.to_string()]
+            .into_iter()
+            .chain(["--admin-listen", admin, "--name", name])
+            .map(str::to_owned)
+            .collect();
+        args.extend(extra.iter().cloned());
+        args.extend(self.args(role));
+        args.push(site_file.display().to_string());
+        args
+    }
+}
+
 impl Default for LinkPki {
     fn default() -> Self {
         Self::new()

@@ -36,18 +36,7 @@ pub async fn deploy(ns: &TestNamespace) -> Deployed {
         .spec("backends:\n  replicas: 2");
     ns.apply(&site.render()).await.expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
-    ns.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "site/shop",
-            "frontend/edge",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .expect("the Site and the Frontend become Ready");
+    cluster::wait_site_and_frontend_ready(ns).await;
     let ips = cluster::frontends_serving(ns, 1, cluster::TIMEOUT).await;
     Deployed {
         origins,

@@ -76,47 +76,30 @@ fn start_site(lab: &NetLab) -> LinkSite {
             &manifest(&[SiteYaml::new("link", HOST).origins(&local, "")]),
         );
         let link = SocketAddr::new(IpAddr::V4(lab.address(ns)), 4433);
-        let mut args: Vec<String> = [
-            "backend",
-            "--link-listen",
-            &link.to_string(),
-            "--admin-listen",
-            "127.0.0.1:9902",
-            "--name",
-            &format!("be-{i}"),
-            "--qos-interval",
-            "200ms",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        args.extend(pki.args("backend"));
-        args.push(file.display().to_string());
+        let qos = ["--qos-interval".to_owned(), "200ms".to_owned()];
+        let name = format!("be-{i}");
+        let args = pki.tier_args("backend", link, "127.0.0.1:9902", &name, &qos, &file);
         tiers.push(spawn_in(lab, ns, &bin, &args));
         links.push(link);
         site_file.get_or_insert(file);
         origins.extend(local);
     }
     let frontend = SocketAddr::new(IpAddr::V4(lab.address("front")), 8080);
-    let mut args: Vec<String> = [
-        "frontend",
-        "--listen",
-        &frontend.to_string(),
-        "--admin-listen",
-        "127.0.0.1:9901",
-        "--name",
-        "fe-0",
-        "--qos-interval",
-        "200ms",
-        "--link-idle-timeout",
-        "3s",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut extra: Vec<String> = ["--qos-interval", "200ms", "--link-idle-timeout", "3s"]
+        .map(str::to_owned)
+        .to_vec();
     for link in &links {
-        args.extend(["--backend".to_owned(), link.to_string()]);
+        extra.extend(["--backend".to_owned(), link.to_string()]);
     }
-    args.extend(pki.args("frontend"));
-    args.push(site_file.expect("a site file").display().to_string());
+    let site_file = site_file.expect("a site file");
+    let args = pki.tier_args(
+        "frontend",
+        frontend,
+        "127.0.0.1:9901",
+        "fe-0",
+        &extra,
+        &site_file,
+    );
     tiers.push(spawn_in(lab, "front", &bin, &args));
     LinkSite {
         _origins: origins,
