@@ -183,6 +183,7 @@ PLOTS = {
     "dns": _plot_panels,
     "faults": _plot_panels,
     "fuzz": _plot_panels,
+    "cache-hit": _plot_panels,
     "overload": _plot_panels,
     "soak": _plot_panels,
 }

@@ -40,6 +40,7 @@ class Outcome:
 def registry() -> dict[str, ModuleType]:
     """Scenario name → module."""
     from . import (
+        cache_hit,
         dns,
         faults,
         fuzz,
@@ -65,6 +66,7 @@ def registry() -> dict[str, ModuleType]:
         "dns": dns,
         "faults": faults,
         "fuzz": fuzz,
+        "cache-hit": cache_hit,
         "overload": overload,
         "soak": soak,
     }
