@@ -391,18 +391,7 @@ async fn prometheus_discovers_the_annotated_pods_and_sees_requests_and_links_mov
     ns.apply(ORIGINS).await.expect("origins apply");
     ns.apply(SITE).await.expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
-    ns.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "site/shop",
-            "frontend/edge",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .expect("the Site and the Frontend become Ready");
+    support::wait_site_and_frontend_ready(&ns).await;
     let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;
     step("chart installed, Site and Frontend serving");
 
