@@ -178,11 +178,11 @@ fn answers_shift_toward_headroom() {
         &directory(true, [1.0, 2.0, 5.0]),
         &["--answer-count", "1"],
     );
-    let counts = first_answers(&server, 8);
+    let counts = first_answers(&server, 16);
     let total: u32 = counts.values().sum();
-    assert_eq!(total, 800, "{counts:?}");
+    assert_eq!(total, 1600, "{counts:?}");
     let share = |a: &str| f64::from(counts.get(a).copied().unwrap_or(0)) / f64::from(total);
-    // Expected 1/8, 2/8, 5/8; ±0.06 is over four standard deviations at n = 800.
+    // Expected 1/8, 2/8, 5/8; ±0.06 is over five standard deviations at n = 1600.
     for (address, expected) in [
         ("198.51.100.1", 0.125),
         ("198.51.100.2", 0.25),
@@ -207,7 +207,7 @@ fn answers_shift_toward_headroom() {
         .is_some(),
         "the distribution did not follow the new headroom"
     );
-    let counts = first_answers(&server, 8);
+    let counts = first_answers(&server, 16);
     let share = f64::from(counts["198.51.100.1"]) / f64::from(counts.values().sum::<u32>());
     assert!((share - 0.75).abs() < 0.06, "{counts:?}");
 }

@@ -404,6 +404,28 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
+    /// Requests of `kind` (to `target`, or any) that were open on a component that died at
+    /// `fault_at` before its death could be seen: sent before the first failure after
+    /// `fault_at` ended, and not finished at `fault_at`. Until a client or the tier in front
+    /// learns of the death (a reset, a link's idle timeout), what it sends there is lost
+    /// with it; a snapshot taken just before the fault misses those.
+    pub fn open_until_seen(&self, kind: Kind, target: Option<usize>, fault_at: Instant) -> usize {
+        let on_target = |r: &&Record| target.is_none_or(|t| r.target == t);
+        let seen = self
+            .records
+            .iter()
+            .filter(on_target)
+            .filter(|r| r.outcome != Outcome::Answered && r.finished >= fault_at)
+            .map(|r| r.finished)
+            .min()
+            .unwrap_or(fault_at);
+        self.records
+            .iter()
+            .filter(on_target)
+            .filter(|r| r.kind == kind && r.started <= seen && r.finished >= fault_at)
+            .count()
+    }
+
     /// Requests of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
         self.records.iter().filter(|r| r.kind == kind).count()
