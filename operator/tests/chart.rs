@@ -4,15 +4,13 @@
 //! name, the gateways' CSR role only creating and reading CSRs) and both ServiceAccounts. Needs the test bed's helm
 //! (`CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir)`).
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 
 use causeway_testbed::Binaries;
 use serde_json::Value;
-
-fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/causeway")
-}
+use support::{chart, dashboard_queries};
 
 fn helm(args: &[&str]) -> String {
     let binaries = Binaries::locate().expect("the test bed's binaries (provision.sh)");
@@ -157,4 +155,159 @@ fn the_chart_lints_and_renders_least_privilege() {
         false,
         "only gateway pods mount a token of this account"
     );
+}
+
+#[test]
+fn the_chart_offers_a_service_monitor_a_pod_monitor_and_the_dashboard() {
+    let chart = chart();
+    let chart = chart.to_str().expect("a UTF-8 path");
+    let kinds = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    // Off by default: no monitoring.coreos.com objects (their CRDs may be missing) and no
+    // dashboard; the operator pod carries the scrape annotations.
+    let plain = documents(&helm(&[
+        "template",
+        "cw",
+        chart,
+        "--namespace",
+        "cw-system",
+    ]));
+    let plain_kinds = kinds(&plain);
+    assert!(
+        !plain_kinds
+            .iter()
+            .any(|k| k == "ServiceMonitor" || k == "PodMonitor"),
+        "{plain_kinds:?}"
+    );
+    assert!(
+        !plain.iter().any(
+            |d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1"
+        )
+    );
+    let operator = plain
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the operator Deployment");
+    let annotations = &operator["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    let args = [
+        "template",
+        "cw",
+        chart,
+        "--namespace",
+        "cw-system",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=kps",
+        "--set",
+        "dashboards.enabled=true",
+        "--set",
+        "dashboards.namespace=grafana",
+        "--set",
+        "operator.watchNamespace=web",
+    ];
+    helm(&[&["lint", "--strict", chart][..], &args[5..]].concat());
+    let docs = documents(&helm(&args));
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(&docs)))
+    };
+
+    // The operator through its metrics Service.
+    let service_monitor = find("ServiceMonitor");
+    assert_eq!(service_monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(service_monitor["metadata"]["labels"]["release"], "kps");
+    assert_eq!(service_monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(service_monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("the operator's metrics Service");
+    for (key, value) in service_monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "the ServiceMonitor selects the metrics Service by {key}"
+        );
+    }
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "metrics")
+    );
+
+    // The gateways by pod, on their admin ports, where the operator makes them.
+    let pod_monitor = find("PodMonitor");
+    assert_eq!(pod_monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(pod_monitor["metadata"]["labels"]["release"], "kps");
+    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(
+        pod_monitor["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["web"])
+    );
+    let selector = &pod_monitor["spec"]["selector"];
+    assert_eq!(
+        selector["matchLabels"]["app.kubernetes.io/managed-by"],
+        "causeway-operator"
+    );
+    assert_eq!(
+        selector["matchExpressions"][0]["values"],
+        serde_json::json!(["frontend", "backend"])
+    );
+
+    // The dashboard, labelled for Grafana's sidecar, the same JSON as the file.
+    let config_map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(config_map["metadata"]["namespace"], "grafana");
+    let shipped: Value = serde_json::from_str(
+        config_map["data"]["causeway.json"]
+            .as_str()
+            .expect("causeway.json"),
+    )
+    .expect("the shipped dashboard is JSON");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::PathBuf::from(chart).join("dashboards/causeway.json"))
+            .expect("the dashboard file"),
+    )
+    .expect("the dashboard file is JSON");
+    assert_eq!(shipped, file);
+    let exprs: Vec<String> = dashboard_queries("web", "15s")
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for metric in [
+        "causeway_requests_total",
+        "causeway_request_duration_seconds_bucket",
+        "causeway_origin_in_flight",
+        "causeway_queue_depth",
+        "causeway_origin_latency_ewma_seconds",
+        "causeway_origin_healthy",
+        "causeway_link_rtt_seconds",
+        "causeway_link_loss_ratio",
+        "causeway_cache_hits_total",
+        "causeway_cache_misses_total",
+        "causeway_operator_reconciliations_total",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "the dashboard shows {metric}"
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //! by the chart, and the gateways', set by the operator — and nothing else. While traffic runs
 //! through front-end → TMP → back-end → origin, PromQL through its HTTP API shows the Site's
 //! request counters growing and the TMP links' RTT present and moving, and every query of the
-//! Grafana dashboard answers. A second test renders the chart's ServiceMonitor, PodMonitor and
-//! dashboard ConfigMap without a cluster.
+//! Grafana dashboard answers. (`chart.rs` renders the chart's ServiceMonitor, PodMonitor and
+//! dashboard ConfigMap without a cluster.)
 //!
 //! Needs Debian's `prometheus` (scripts/test.sh installs it; without it the cluster test says
 //! so and skips, unless `CAUSEWAY_REQUIRE_TOOLS` is set) and the test bed's binaries:
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use causeway_testbed::process::{Guarded, Spec};
 use causeway_testbed::testbed::wait_for;
-use causeway_testbed::{Binaries, TestBed, TestNamespace};
+use causeway_testbed::{TestBed, TestNamespace};
 use serde_json::Value;
 use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, ORIGINS, TIMEOUT, get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,11 +63,6 @@ const RATE_INTERVAL: &str = "15s";
 /// Dashboard queries that may rightly answer nothing here: no 5xx answers and no failed
 /// reconciliation happen in a healthy run (the error counters have no series until one does).
 const MAY_BE_EMPTY: [&str; 2] = ["5xx answers by site/A", "Operator reconciliations/B"];
-
-/// The chart.
-fn chart() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/causeway")
-}
 
 /// The Prometheus binary, or `None` (said loudly) when it is not installed and
 /// `CAUSEWAY_REQUIRE_TOOLS` is unset; with it set, a missing Prometheus fails the test.
@@ -325,53 +320,6 @@ async fn pod_names(ns: &TestNamespace, selector: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every query of the dashboard, as `("panel title/refId", expr)`, with the dashboard's
-/// variables replaced for this namespace: all Sites, its hidden pod-name patterns.
-fn dashboard_queries(namespace: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(chart().join("dashboards/causeway.json"))
-        .expect("the dashboard file");
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    let mut variables: Vec<(String, String)> = vec![
-        ("$__rate_interval".to_owned(), RATE_INTERVAL.to_owned()),
-        ("$namespace".to_owned(), namespace.to_owned()),
-        ("$site".to_owned(), ".+".to_owned()),
-    ];
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if variable["type"] == "constant" {
-            variables.push((
-                format!("${}", variable["name"].as_str().unwrap_or_default()),
-                variable["query"].as_str().unwrap_or_default().to_owned(),
-            ));
-        }
-    }
-    let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let mut expr = target["expr"].as_str().unwrap_or_default().to_owned();
-            for (name, value) in &variables {
-                expr = expr.replace(name, value);
-            }
-            assert!(
-                !expr.contains('$'),
-                "a dashboard variable the test does not know: {expr}"
-            );
-            queries.push((
-                format!(
-                    "{}/{}",
-                    panel["title"].as_str().unwrap_or_default(),
-                    target["refId"].as_str().unwrap_or_default()
-                ),
-                expr,
-            ));
-        }
-    }
-    queries
-}
-
 #[tokio::test]
 async fn prometheus_discovers_the_annotated_pods_and_sees_requests_and_links_move() {
     let Some(binary) = prometheus_binary() else {
@@ -536,7 +484,7 @@ async fn prometheus_discovers_the_annotated_pods_and_sees_requests_and_links_mov
 
     // Every query of the Grafana dashboard answers, with data but for the error panels.
     let mut empty = Vec::new();
-    for (name, expr) in dashboard_queries(ns.name()) {
+    for (name, expr) in support::dashboard_queries(ns.name(), RATE_INTERVAL) {
         let series = prometheus
             .query(&expr)
             .await
@@ -579,190 +527,4 @@ async fn prometheus_discovers_the_annotated_pods_and_sees_requests_and_links_mov
     discovering.store(false, Ordering::Relaxed);
     discovery.await.expect("discovery ends");
     step(&format!("{answered} of {sent} requests answered 200; done"));
-}
-
-/// `helm` (the test bed's) with `args`; its stdout.
-fn helm(args: &[&str]) -> String {
-    let binaries = Binaries::locate().expect("the test bed's binaries (provision.sh)");
-    let output = std::process::Command::new(binaries.path("helm"))
-        .args(args)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("causeway-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("causeway-helm-config"),
-        )
-        .output()
-        .expect("helm runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "helm {args:?}: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text
-}
-
-fn documents(text: &str) -> Vec<Value> {
-    text.split("\n---")
-        .filter_map(|doc| serde_yaml_ng::from_str::<Value>(doc).ok())
-        .filter(Value::is_object)
-        .collect()
-}
-
-#[test]
-fn the_chart_offers_a_service_monitor_a_pod_monitor_and_the_dashboard() {
-    let chart = chart();
-    let chart = chart.to_str().expect("a UTF-8 path");
-    let kinds = |docs: &[Value]| -> Vec<String> {
-        docs.iter()
-            .filter_map(|d| d["kind"].as_str().map(str::to_owned))
-            .collect()
-    };
-
-    // Off by default: no monitoring.coreos.com objects (their CRDs may be missing) and no
-    // dashboard; the operator pod carries the scrape annotations.
-    let plain = documents(&helm(&[
-        "template",
-        "cw",
-        chart,
-        "--namespace",
-        "cw-system",
-    ]));
-    let plain_kinds = kinds(&plain);
-    assert!(
-        !plain_kinds
-            .iter()
-            .any(|k| k == "ServiceMonitor" || k == "PodMonitor"),
-        "{plain_kinds:?}"
-    );
-    assert!(
-        !plain.iter().any(
-            |d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1"
-        )
-    );
-    let operator = plain
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("the operator Deployment");
-    let annotations = &operator["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/scrape"], "true");
-    assert_eq!(annotations["prometheus.io/port"], "9090");
-    assert_eq!(annotations["prometheus.io/path"], "/metrics");
-
-    let args = [
-        "template",
-        "cw",
-        chart,
-        "--namespace",
-        "cw-system",
-        "--set",
-        "metrics.serviceMonitor.enabled=true",
-        "--set",
-        "metrics.serviceMonitor.labels.release=kps",
-        "--set",
-        "dashboards.enabled=true",
-        "--set",
-        "dashboards.namespace=grafana",
-        "--set",
-        "operator.watchNamespace=web",
-    ];
-    helm(&[&["lint", "--strict", chart][..], &args[5..]].concat());
-    let docs = documents(&helm(&args));
-    let find = |kind: &str| {
-        docs.iter()
-            .find(|d| d["kind"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(&docs)))
-    };
-
-    // The operator through its metrics Service.
-    let service_monitor = find("ServiceMonitor");
-    assert_eq!(service_monitor["apiVersion"], "monitoring.coreos.com/v1");
-    assert_eq!(service_monitor["metadata"]["labels"]["release"], "kps");
-    assert_eq!(service_monitor["spec"]["endpoints"][0]["port"], "metrics");
-    assert_eq!(service_monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    let service = docs
-        .iter()
-        .find(|d| d["kind"] == "Service")
-        .expect("the operator's metrics Service");
-    for (key, value) in service_monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .expect("matchLabels")
-    {
-        assert_eq!(
-            &service["metadata"]["labels"][key], value,
-            "the ServiceMonitor selects the metrics Service by {key}"
-        );
-    }
-    assert!(
-        service["spec"]["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["name"] == "metrics")
-    );
-
-    // The gateways by pod, on their admin ports, where the operator makes them.
-    let pod_monitor = find("PodMonitor");
-    assert_eq!(pod_monitor["apiVersion"], "monitoring.coreos.com/v1");
-    assert_eq!(pod_monitor["metadata"]["labels"]["release"], "kps");
-    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
-    assert_eq!(endpoint["port"], "admin");
-    assert_eq!(endpoint["path"], "/metrics");
-    assert_eq!(
-        pod_monitor["spec"]["namespaceSelector"]["matchNames"],
-        serde_json::json!(["web"])
-    );
-    let selector = &pod_monitor["spec"]["selector"];
-    assert_eq!(
-        selector["matchLabels"]["app.kubernetes.io/managed-by"],
-        "causeway-operator"
-    );
-    assert_eq!(
-        selector["matchExpressions"][0]["values"],
-        serde_json::json!(["frontend", "backend"])
-    );
-
-    // The dashboard, labelled for Grafana's sidecar, the same JSON as the file.
-    let config_map = docs
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
-        .expect("the dashboard ConfigMap");
-    assert_eq!(config_map["metadata"]["namespace"], "grafana");
-    let shipped: Value = serde_json::from_str(
-        config_map["data"]["causeway.json"]
-            .as_str()
-            .expect("causeway.json"),
-    )
-    .expect("the shipped dashboard is JSON");
-    let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(chart).join("dashboards/causeway.json"))
-            .expect("the dashboard file"),
-    )
-    .expect("the dashboard file is JSON");
-    assert_eq!(shipped, file);
-    let exprs: Vec<String> = dashboard_queries("web")
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
-    for metric in [
-        "causeway_requests_total",
-        "causeway_request_duration_seconds_bucket",
-        "causeway_origin_in_flight",
-        "causeway_queue_depth",
-        "causeway_origin_latency_ewma_seconds",
-        "causeway_origin_healthy",
-        "causeway_link_rtt_seconds",
-        "causeway_link_loss_ratio",
-        "causeway_cache_hits_total",
-        "causeway_cache_misses_total",
-        "causeway_operator_reconciliations_total",
-    ] {
-        assert!(
-            exprs.iter().any(|e| e.contains(metric)),
-            "the dashboard shows {metric}"
-        );
-    }
 }

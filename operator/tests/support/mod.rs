@@ -277,3 +277,50 @@ pub async fn frontends_serving(ns: &TestNamespace, count: usize, timeout: Durati
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Every query of the dashboard, as `("panel title/refId", expr)`, with the dashboard's
+/// variables replaced for this namespace: all Sites, its hidden pod-name patterns.
+pub fn dashboard_queries(namespace: &str, rate_interval: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(chart().join("dashboards/causeway.json"))
+        .expect("the dashboard file");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut variables: Vec<(String, String)> = vec![
+        ("$__rate_interval".to_owned(), rate_interval.to_owned()),
+        ("$namespace".to_owned(), namespace.to_owned()),
+        ("$site".to_owned(), ".+".to_owned()),
+    ];
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if variable["type"] == "constant" {
+            variables.push((
+                format!("${}", variable["name"].as_str().unwrap_or_default()),
+                variable["query"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let mut expr = target["expr"].as_str().unwrap_or_default().to_owned();
+            for (name, value) in &variables {
+                expr = expr.replace(name, value);
+            }
+            assert!(
+                !expr.contains('$'),
+                "a dashboard variable the test does not know: {expr}"
+            );
+            queries.push((
+                format!(
+                    "{}/{}",
+                    panel["title"].as_str().unwrap_or_default(),
+                    target["refId"].as_str().unwrap_or_default()
+                ),
+                expr,
+            ));
+        }
+    }
+    queries
+}
