@@ -20,15 +20,48 @@ async fn still_serving(gateway: &Gateway, after: &str) {
     assert_eq!(answer.status, 200, "after {after}");
 }
 
+/// What a hostile client attacks: a gateway with one Site, `raw.test`, in front of one origin.
+struct Target {
+    origin: Origin,
+    gateway: Gateway,
+}
+
+impl Target {
+    /// Starts an origin called `origin` and a gateway in front of it, run with `args`.
+    async fn start(origin: &str, args: &[&str]) -> Self {
+        let origin = Origin::start(origin).await;
+        let gateway = Gateway::start_with(
+            &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+            args,
+        )
+        .await;
+        Self { origin, gateway }
+    }
+
+    /// A fresh connection to the gateway.
+    async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.gateway.addr)
+            .await
+            .expect("connect to the gateway")
+    }
+
+    /// Asserts that after `what` the gateway still serves a plain request, and that nothing
+    /// but such plain requests (`still_serving`'s `/after`) has reached the origin.
+    async fn assert_unharmed_by(&self, what: &str) {
+        still_serving(&self.gateway, what).await;
+        let seen = self.origin.state.seen();
+        let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+        assert!(
+            paths.iter().all(|p| *p == "/after"),
+            "{what}: a hostile request reached the origin: {paths:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_4xx_or_a_closed_connection_and_others_are_still_served() {
-    let origin = Origin::start("raw").await;
-    let gateway = Gateway::start_with(
-        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
-        &["--max-header-bytes", "8192"],
-    )
-    .await;
-    still_serving(&gateway, "start").await;
+    let target = Target::start("raw", &["--max-header-bytes", "8192"]).await;
+    still_serving(&target.gateway, "start").await;
 
     let huge_header = format!(
         "GET / HTTP/1.1\r\nHost: raw.test\r\nX-Huge: {}\r\n\r\n",
@@ -58,27 +91,18 @@ async fn malformed_requests_get_4xx_or_a_closed_connection_and_others_are_still_
         ("too many headers", many_headers.as_bytes()),
     ];
     for (what, bytes) in malformed {
-        let raw = raw_exchange(gateway.addr, bytes);
+        let raw = raw_exchange(target.gateway.addr, bytes);
         match raw_status(&raw) {
             None => assert!(raw.is_empty(), "{what}: not HTTP: {raw:?}"),
             Some(status) => assert!((400..500).contains(&status), "{what}: got {status}"),
         }
-        still_serving(&gateway, what).await;
+        target.assert_unharmed_by(what).await;
     }
-    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
-    assert!(
-        paths.iter().all(|p| p == "/after"),
-        "a malformed request reached the origin: {paths:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_is_refused_as_smuggling() {
-    let origin = Origin::start("smuggle").await;
-    let gateway = Gateway::start(&manifest(&[
-        SiteYaml::new("raw", "raw.test").origin(&origin, "")
-    ]))
-    .await;
+    let target = Target::start("smuggle", &[]).await;
 
     // Each would let a front proxy and the origin disagree about where the body ends: the
     // tail ("GET /smuggled ...") would become a second request on the origin connection.
@@ -128,15 +152,10 @@ async fn content_length_with_transfer_encoding_is_refused_as_smuggling() {
         ),
     ];
     for (what, text) in attempts {
-        let raw = raw_exchange(gateway.addr, text.as_bytes());
+        let raw = raw_exchange(target.gateway.addr, text.as_bytes());
         assert_eq!(raw_status(&raw), Some(400), "{what}: {raw:?}");
-        still_serving(&gateway, what).await;
+        target.assert_unharmed_by(what).await;
     }
-    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
-    assert!(
-        paths.iter().all(|p| p == "/after"),
-        "requests with an ambiguous length reached the origin: {paths:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,13 +390,8 @@ async fn sigterm_lets_an_in_flight_request_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_is_cut_off_while_others_are_served() {
     use std::io::{Read, Write};
-    let origin = Origin::start("raw").await;
-    let gateway = Gateway::start_with(
-        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
-        &["--header-read-timeout", "1s"],
-    )
-    .await;
-    let addr = gateway.addr;
+    let target = Target::start("raw", &["--header-read-timeout", "1s"]).await;
+    let addr = target.gateway.addr;
     // A head trickled one header at a time never completes; the gateway must hang up.
     let trickle = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
@@ -399,14 +413,15 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() {
         }
         None
     });
-    still_serving(&gateway, "a slowloris client connected").await;
+    target
+        .assert_unharmed_by("a slowloris client connected")
+        .await;
     let cut_after = trickle.await.expect("trickle task");
     assert!(
         cut_after.is_some_and(|t| t < Duration::from_secs(5)),
         "a never-ending head was not cut off (header read timeout 1s): {cut_after:?}"
     );
-    still_serving(&gateway, "the slowloris client").await;
-    assert!(origin.state.seen().iter().all(|s| s.path == "/after"));
+    target.assert_unharmed_by("the slowloris client").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,14 +534,26 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> b
     }
 }
 
+/// Sends a plain `GET path` for `raw.test` on `stream`, asking the gateway to close after it.
+async fn write_get(stream: &mut tokio::net::TcpStream, path: &str) {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+}
+
+/// Asserts that `answer`, an HTTP/1.1 response as read from the socket, is a 200.
+fn assert_ok(answer: &[u8]) {
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(answer)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_cannot_hold_every_connection() {
-    let origin = Origin::start("limit").await;
-    let gateway = Gateway::start_with(
-        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
-        &["--max-connections-per-ip", "4"],
-    )
-    .await;
+    let target = Target::start("limit", &["--max-connections-per-ip", "4"]).await;
+    let gateway = &target.gateway;
     // 127.0.0.1 holds four idle connections; its fifth is closed at once.
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -538,23 +565,16 @@ async fn one_client_cannot_hold_every_connection() {
         "the fifth connection from one address is closed"
     );
     // Another client is served meanwhile.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let mut other = connect_from([127, 0, 0, 2], gateway.addr).await;
-    other
-        .write_all(b"GET / HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
+    write_get(&mut other, "/").await;
     let mut answer = Vec::new();
     other.read_to_end(&mut answer).await.expect("read");
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert_ok(&answer);
     // Once the held connections close, the first client gets in again.
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    still_serving(&gateway, "the held connections closed").await;
+    still_serving(gateway, "the held connections closed").await;
     // The listener's counters reach the metric families once a second.
     let mut refused = 0.0;
     for _ in 0..30 {
@@ -570,13 +590,13 @@ async fn one_client_cannot_hold_every_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let origin = Origin::start("global").await;
-    let gateway = Gateway::start_with(
-        &manifest(&[SiteYaml::new("raw", "raw.test").origin(&origin, "")]),
+    use tokio::io::AsyncReadExt;
+    let target = Target::start(
+        "global",
         &["--max-connections", "4", "--max-connections-per-ip", "0"],
     )
     .await;
+    let gateway = &target.gateway;
     // Four idle clients hold every slot...
     let mut held = Vec::new();
     for n in 0..4u8 {
@@ -585,10 +605,7 @@ async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // ...so a fifth waits in the kernel's backlog, unanswered but not refused...
     let mut waiting = connect_from([127, 0, 0, 20], gateway.addr).await;
-    waiting
-        .write_all(b"GET /waiting HTTP/1.1\r\nHost: raw.test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
+    write_get(&mut waiting, "/waiting").await;
     let mut answer = Vec::new();
     let early =
         tokio::time::timeout(Duration::from_millis(800), waiting.read_to_end(&mut answer)).await;
@@ -597,18 +614,14 @@ async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
         "served past the limit of four: {}",
         String::from_utf8_lossy(&answer)
     );
-    assert_eq!(origin.state.requests(), 0);
+    assert_eq!(target.origin.state.requests(), 0);
     // ...and is served as soon as one of them leaves.
     drop(held.pop());
     tokio::time::timeout(Duration::from_secs(5), waiting.read_to_end(&mut answer))
         .await
         .expect("served once a slot is free")
         .expect("read");
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert_ok(&answer);
 }
 
 /// An HTTP/2 frame: length, type, flags, stream id, payload.
@@ -639,15 +652,9 @@ fn h2_get_block() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_is_bounded_and_others_are_served() {
     use tokio::io::AsyncWriteExt;
-    let origin = Origin::start("reset").await;
-    origin.state.set_delay(Duration::from_millis(50));
-    let gateway = Gateway::start(&manifest(&[
-        SiteYaml::new("raw", "raw.test").origin(&origin, "")
-    ]))
-    .await;
-    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
-        .await
-        .expect("connect");
+    let target = Target::start("reset", &[]).await;
+    target.origin.state.set_delay(Duration::from_millis(50));
+    let mut stream = target.connect().await;
     let mut flood = h2_preface();
     let streams = 20_000u32;
     for n in 0..streams {
@@ -659,8 +666,8 @@ async fn h2_rapid_reset_is_bounded_and_others_are_served() {
     // The server may close the connection part-way, or stop reading: either is the point.
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&flood)).await;
     let closed = closed_within(&mut stream, Duration::from_secs(10)).await;
-    still_serving(&gateway, "an HTTP/2 rapid-reset flood").await;
-    let reached = origin.state.requests();
+    still_serving(&target.gateway, "an HTTP/2 rapid-reset flood").await;
+    let reached = target.origin.state.requests();
     assert!(
         closed || reached < u64::from(streams) / 10,
         "{reached} of {streams} reset streams reached the origin and the connection stayed open"
@@ -670,14 +677,8 @@ async fn h2_rapid_reset_is_bounded_and_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_continuation_flood_is_cut_off_and_others_are_served() {
     use tokio::io::AsyncWriteExt;
-    let origin = Origin::start("continuation").await;
-    let gateway = Gateway::start(&manifest(&[
-        SiteYaml::new("raw", "raw.test").origin(&origin, "")
-    ]))
-    .await;
-    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
-        .await
-        .expect("connect");
+    let target = Target::start("continuation", &[]).await;
+    let mut stream = target.connect().await;
     let mut opening = h2_preface();
     // HEADERS without END_HEADERS: the block goes on in CONTINUATION frames...
     opening.extend(h2_frame(0x1, 0x1, 1, &h2_get_block()));
@@ -707,10 +708,5 @@ async fn h2_continuation_flood_is_cut_off_and_others_are_served() {
         "the server read {sent} bytes of one header block without cutting it off"
     );
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
-    still_serving(&gateway, "a CONTINUATION flood").await;
-    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
-    assert!(
-        paths.iter().all(|p| p == "/after"),
-        "the flooded request reached the origin: {paths:?}"
-    );
+    target.assert_unharmed_by("a CONTINUATION flood").await;
 }
