@@ -266,7 +266,8 @@ pub struct QueueSpec {
     #[serde(default = "default_queue_timeout")]
     #[x_kube(validation = rules::POSITIVE_DURATION)]
     pub timeout: Duration,
-    /// Each full interval waited raises a request by one class, so no class waits forever.
+    /// Each full interval waited raises a request by one class, up to class 1, so no class
+    /// waits forever behind classes 1–3; class 0 always goes first.
     #[serde(default = "default_aging_interval")]
     #[x_kube(validation = rules::POSITIVE_DURATION)]
     pub aging_interval: Duration,

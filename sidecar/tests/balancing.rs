@@ -418,7 +418,7 @@ async fn a_primary_over_its_latency_goal_overflows_to_the_mirrors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_low_class_request_ages_ahead_of_newer_urgent_ones() {
+async fn a_low_class_request_ages_ahead_of_newer_ones_but_not_of_class_0() {
     let origin = Origin::start("aging").await;
     let gateway = Gateway::start(&manifest(&[SiteYaml::new("aging", "aging.test")
         .origin(&origin, "maxInFlight: 1")
@@ -426,7 +426,8 @@ async fn a_low_class_request_ages_ahead_of_newer_urgent_ones() {
             "queue: { maxLength: 100, timeout: 20s, agingInterval: 100ms }
 priority:
   rules:
-    - { class: 0, match: { pathPrefix: /high } }
+    - { class: 0, match: { pathPrefix: /checkout } }
+    - { class: 1, match: { pathPrefix: /urgent } }
     - { class: 4, match: { pathPrefix: /low } }",
         )]))
     .await;
@@ -438,17 +439,26 @@ priority:
     };
     let busy = spawn("/busy?sleep=1200");
     assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
-    // The low request waits long enough to climb four classes before the urgent ones come.
+    // The low request waits long enough to climb to class 1 (and, were there no ceiling,
+    // to class 0) before the newer ones come.
     let low = spawn("/low/old");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let highs = [spawn("/high/0"), spawn("/high/1")];
-    for task in std::iter::once(busy).chain([low]).chain(highs) {
+    let urgent = [spawn("/urgent/0"), spawn("/urgent/1")];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let checkout = spawn("/checkout/pay");
+    for task in [busy, low, checkout].into_iter().chain(urgent) {
         assert_eq!(task.await.expect("task").expect("answer").status, 200);
     }
     let order: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(
-        order.get(1).map(String::as_str),
-        Some("/low/old"),
-        "an aged low-class request is not starved: {order:?}"
+        order.get(1..3),
+        Some(&["/checkout/pay", "/low/old"].map(String::from)[..]),
+        "class 0 first, then the aged low-class request ahead of newer class-1 ones: {order:?}"
+    );
+    assert!(
+        order.get(3..).is_some_and(
+            |rest| rest.len() == 2 && rest.iter().all(|path| path.starts_with("/urgent/"))
+        ),
+        "{order:?}"
     );
 }

@@ -1,6 +1,9 @@
 //! The release queue of claim 19: requests that find every capable origin at its high-water
 //! mark wait here, and are released as slots free — by priority class, then age. A request
-//! gains one class for each aging interval it waits, so a low class is never starved.
+//! gains one class for each aging interval it waits, so a low class is never starved by the
+//! classes above it — up to class 1 only: class 0 is what overload protection is for, and a
+//! fresh class-0 request goes before any aged one (under sustained overload every waiting
+//! request ages, and, being older, aged requests would otherwise always go first).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,10 +25,15 @@ pub struct Queued<T> {
     pub payload: T,
 }
 
-/// The class a request competes with after waiting `waited`: one better per aging interval.
+/// The best class aging lifts a request to: aging never makes a request compete as class 0.
+pub const AGING_CEILING: u8 = 1;
+
+/// The class a request competes with after waiting `waited`: one better per aging interval,
+/// up to [`AGING_CEILING`].
 pub fn effective_class(class: u8, waited: Duration, aging_interval: Duration) -> u8 {
     let steps = waited.as_nanos() / aging_interval.as_nanos().max(1);
-    class.saturating_sub(u8::try_from(steps).unwrap_or(u8::MAX))
+    let aged = class.saturating_sub(u8::try_from(steps).unwrap_or(u8::MAX));
+    aged.max(class.min(AGING_CEILING))
 }
 
 /// A request taken into the queue.
@@ -212,10 +220,29 @@ mod tests {
         let mut queue = ReleaseQueue::new(10, SEC);
         queue.push(4, t0, "old-low").expect("room");
         queue.push(1, t0 + SEC * 3, "new-high").expect("room");
-        // After 4 s the class-4 request competes as class 0 and wins on age.
+        // After 4 s the class-4 request competes as class 1 and wins on age.
         assert_eq!(drain(&mut queue, t0 + SEC * 4), ["old-low", "new-high"]);
         assert_eq!(effective_class(4, SEC * 2, SEC), 2);
-        assert_eq!(effective_class(1, SEC * 90, SEC), 0);
+        assert_eq!(effective_class(4, SEC * 90, SEC), 1);
+        assert_eq!(effective_class(1, SEC * 90, SEC), 1);
+        assert_eq!(effective_class(0, SEC * 90, SEC), 0);
+    }
+
+    #[test]
+    fn a_fresh_class_0_request_goes_before_any_aged_one() {
+        let t0 = Instant::now();
+        let mut queue = ReleaseQueue::new(10, SEC);
+        let ms = Duration::from_millis(1);
+        queue.push(2, t0, "old-api").expect("room");
+        queue.push(4, t0 + ms, "old-catalogue").expect("room");
+        queue.push(1, t0 + ms * 2, "old-urgent").expect("room");
+        queue.push(0, t0 + SEC * 4, "checkout").expect("room");
+        // All three waited long enough to reach class 0 were there no ceiling; they are
+        // equal at class 1 and leave in arrival order after the checkout.
+        assert_eq!(
+            drain(&mut queue, t0 + SEC * 4),
+            ["checkout", "old-api", "old-catalogue", "old-urgent"]
+        );
     }
 
     #[test]
