@@ -26,7 +26,12 @@ goodput during *over* (2xx within the client timeout, per second, both streams);
 phase that failed or took longer than :data:`RECOVERED_LATENCY_S`; and, from a probe
 sending class-4 requests during *over*, the share of 503s that carried ``Retry-After``.
 RESULT: Causeway's class-0 p99 and goodput divided by ``haproxy/priority``'s (medians over
-rounds), and Causeway's own figures.
+rounds), and Causeway's own figures; and ``class0_p99_floor_ratio_vs_haproxy``, the ratio a
+scheduler that never let class 0 wait would reach: Causeway's class-0 p50 *under* capacity
+(nothing queued: the origin's answer time plus the proxy's own) over ``haproxy/priority``'s
+class-0 p99 during *over*. No proxy that keeps the origins' marks can go below it: every slot
+is busy during *over*, so a class-0 request either waits for one to free or its slot was kept
+idle for it, at the cost of goodput.
 """
 
 from __future__ import annotations
@@ -111,16 +116,18 @@ def run(ctx: Context) -> Outcome:
         ratios = {
             "class0_p99_vs_haproxy": round(c["class0_p99_ms"] / h["class0_p99_ms"], 4),
             "goodput_vs_haproxy": round(c["goodput_rps"] / h["goodput_rps"], 4),
+            "class0_p99_floor_vs_haproxy": round(c["class0_unqueued_p50_ms"] / h["class0_p99_ms"], 4),
         }
         rounds.append({"round": index + 1, "order": order, "runs": runs, "ratios": ratios})
 
-    figures = ("class0_p99_ms", "goodput_rps", "recovery_s", "shed_503_with_retry_after_pct", "over_503_pct")
+    figures = ("class0_p99_ms", "class0_unqueued_p50_ms", "goodput_rps", "recovery_s", "shed_503_with_retry_after_pct", "over_503_pct")
     per_proxy = {label: {f: spread([r["runs"][label][f] for r in rounds]) for f in figures} for label in labels}
     ratios = {k: spread([r["ratios"][k] for r in rounds]) for k in rounds[0]["ratios"]}
     mine = per_proxy[CAUSEWAY]
     result = {
         "class0_p99_ratio_vs_haproxy": ratios["class0_p99_vs_haproxy"]["median"],
         "goodput_ratio_vs_haproxy": ratios["goodput_vs_haproxy"]["median"],
+        "class0_p99_floor_ratio_vs_haproxy": ratios["class0_p99_floor_vs_haproxy"]["median"],
         "class0_p99_ms": mine["class0_p99_ms"]["median"],
         "class0_within_goal": float(mine["class0_p99_ms"]["max"] <= CLASS0_GOAL_MS),
         "recovery_s": mine["recovery_s"]["median"],
@@ -195,6 +202,7 @@ def _one_run(ctx: Context, plan: Plan, label: str, origins: list[Endpoint], tag:
         warnings.append(f"{name}: {untimed} requests of the after phase failed without an answer (no time known)")
     return {
         "class0_p99_ms": over_res["class0"].latency_ms["p99"],
+        "class0_unqueued_p50_ms": results["under"]["class0"].latency_ms["p50"],
         "goodput_rps": round((over_res["background"].ok + over_res["class0"].ok) / over.duration_s, 1),
         "recovery_s": recovery_s,
         "after_untimed_failures": untimed,
