@@ -1,8 +1,8 @@
 //! Fuzzes the redirector's query path, raw packet to response bytes (`wire::respond`), over
-//! UDP and TCP, against a small fixed directory. Any packet may arrive on port 53: none may
-//! panic the server, and a response, when one is sent, must be a DNS message that parses,
-//! answers the query's ID and opcode, fits the transport's size limit, and carries the
-//! query's question when it answers one.
+//! UDP and TCP, against the sample directory its unit tests use (`fixtures::sample`). Any
+//! packet may arrive on port 53: none may panic the server, and a response, when one is sent,
+//! must be a DNS message that parses, answers the query's ID and opcode, fits the transport's
+//! size limit, and carries the query's question when it answers one.
 //!
 //! Input: the packet, as a UDP datagram's payload (or a TCP message without its length).
 #![no_main]
@@ -10,47 +10,18 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::LazyLock;
 
-use causeway_redirector::directory::{AnswerPolicy, Directory, Index};
+use causeway_redirector::directory::{AnswerPolicy, Index};
+use causeway_redirector::fixtures;
 use causeway_redirector::wire::{self, CLASSIC_UDP_LIMIT, Limits, MAX_QUERY, Transport};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use libfuzzer_sys::fuzz_target;
 
-/// One zone with a Site (and its wildcard), an in-zone name server with glue, two regions
-/// with client subnets of both families, and a front-end that is not ready: every kind of
-/// answer the index gives.
-const DIRECTORY: &str = r#"
-zones:
-  - name: example.com
-    nameservers:
-      - { name: ns1.example.com, addresses: [192.0.2.53, "2001:db8::53"] }
-      - { name: ns.other.net }
-sites:
-  - { name: shop, hostnames: [shop.example.com, "*.shop.example.com", www.deep.example.com] }
-  - { name: outside, hostnames: [outside.example.org] }
-frontends:
-  - name: edge-eu
-    region: eu
-    sites: [shop]
-    clientSubnets: [10.1.0.0/16, "2001:db8:1::/48"]
-    endpoints:
-      - { address: 198.51.100.1, headroom: 1 }
-      - { address: 198.51.100.2, headroom: 3 }
-      - { address: "2001:db8:e::1" }
-      - { address: 198.51.100.9, ready: false }
-  - name: edge-us
-    region: us
-    sites: [shop]
-    clientSubnets: [10.2.0.0/16, 10.0.0.0/8]
-    endpoints:
-      - { address: 203.0.113.1 }
-"#;
-
+/// The redirector's sample directory, shared with its unit tests: every kind of answer the
+/// index gives.
 static INDEX: LazyLock<Index> = LazyLock::new(|| {
-    let directory: Directory =
-        serde_yaml_ng::from_str(DIRECTORY).expect("the fixed directory parses");
-    directory
+    fixtures::sample()
         .compile(AnswerPolicy::default(), 1)
-        .expect("the fixed directory compiles")
+        .expect("the sample directory compiles")
 });
 
 /// The client address when the query carries no EDNS Client Subnet: inside the eu region.

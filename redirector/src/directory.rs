@@ -571,38 +571,8 @@ fn compile_zone(zone: &Zone, serial: u32) -> Result<CompiledZone, DirectoryError
 pub(crate) mod tests {
     use super::*;
 
-    /// A directory with one zone, a Site `shop` (and a wildcard), two regions.
-    pub(crate) fn sample() -> Directory {
-        serde_yaml_ng::from_str(
-            r#"
-zones:
-  - name: example.com
-    nameservers:
-      - { name: ns1.example.com, addresses: [192.0.2.53, "2001:db8::53"] }
-      - { name: ns.other.net }
-sites:
-  - { name: shop, hostnames: [shop.example.com, "*.shop.example.com", www.deep.example.com] }
-  - { name: outside, hostnames: [outside.example.org] }
-frontends:
-  - name: edge-eu
-    region: eu
-    sites: [shop]
-    clientSubnets: [10.1.0.0/16, "2001:db8:1::/48"]
-    endpoints:
-      - { address: 198.51.100.1, headroom: 1 }
-      - { address: 198.51.100.2, headroom: 3 }
-      - { address: "2001:db8:e::1" }
-      - { address: 198.51.100.9, ready: false }
-  - name: edge-us
-    region: us
-    sites: [shop, missing]
-    clientSubnets: [10.2.0.0/16, 10.0.0.0/8]
-    endpoints:
-      - { address: 203.0.113.1 }
-"#,
-        )
-        .expect("sample parses")
-    }
+    /// Shared with the fuzz target; the other modules' tests import it from here.
+    pub(crate) use crate::fixtures::sample;
 
     #[test]
     fn compiles_names_regions_and_glue() {

@@ -12,6 +12,8 @@ pub mod admin;
 pub mod answer;
 pub mod directory;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fixtures;
 pub mod metrics;
 pub mod rfc2136;
 pub mod server;
