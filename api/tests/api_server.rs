@@ -21,27 +21,10 @@ async fn namespace(prefix: &str) -> TestNamespace {
     let bed = TestBed::shared().await.expect("the test bed starts");
     CRDS_INSTALLED
         .get_or_init(|| async {
-            let crds = causeway_api::crd::render()
-                .expect("the CRDs render")
-                .into_iter()
-                .map(|crd| crd.yaml)
-                .collect::<Vec<_>>()
-                .join("---\n");
-            bed.kubectl(&["apply", "--server-side", "-f", "-"], Some(&crds))
+            let crds = causeway_api::crd::render().expect("the CRDs render");
+            bed.install_crds(crds.into_iter().map(|crd| crd.yaml))
                 .await
-                .expect("the API server accepts the generated CRDs");
-            bed.kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/sites.causeway.dev",
-                    "crd/frontends.causeway.dev",
-                ],
-                None,
-            )
-            .await
-            .expect("the CRDs become established");
+                .expect("the API server accepts the generated CRDs, and they become established");
         })
         .await;
     bed.namespace(prefix).await.expect("a test namespace")

@@ -69,7 +69,9 @@ async fn apply_to_first_request_and_scale_to_serving() {
     let bed = TestBed::shared().await.expect("the test bed starts");
     let ns = bed.namespace("operator-bench").await.expect("a namespace");
     support::install(&ns, 1).await;
-    ns.apply(support::ORIGINS).await.expect("origins apply");
+    ns.apply(&support::origins(3, &[]))
+        .await
+        .expect("origins apply");
     time_until("the origins", || async {
         ready_ips(&ns, "app=shop-origin").await.len() == 3
     })
@@ -116,7 +118,7 @@ spec:
         let (site, frontend) = (format!("shop{round}"), format!("edge{round}"));
         let manifests = format!(
             "{}\n---\n{}",
-            support::SITE.replace("name: shop\n", &format!("name: {site}\n")),
+            support::site(2).replace("name: shop\n", &format!("name: {site}\n")),
             support::FRONTEND
                 .replace("name: edge\n", &format!("name: {frontend}\n"))
                 .replace("sites: [shop]", &format!("sites: [{site}]"))

@@ -26,7 +26,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Api;
 use kube::api::ListParams;
-use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, ORIGINS, SITE, TIMEOUT, get};
+use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, TIMEOUT, get, origins, site};
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=causeway-operator";
 
@@ -183,7 +183,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     );
 
     // An invalid Site is refused by the API server with the CEL message.
-    let invalid = SITE.replace(
+    let invalid = site(2).replace(
         "service: { name: shop-origin, port: 80 }",
         "service: { name: shop-origin, port: 80 }\n      url: http://192.0.2.1:8080",
     );
@@ -199,8 +199,8 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     );
 
     // Origins, Site, Frontend → Ready, and a request through both tiers.
-    ns.apply(ORIGINS).await.expect("origins apply");
-    ns.apply(SITE).await.expect("the Site applies");
+    ns.apply(&origins(3, &[])).await.expect("origins apply");
+    ns.apply(&site(2)).await.expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
     support::wait_site_and_frontend_ready(&ns).await;
     step("Site and Frontend Ready");
@@ -284,14 +284,9 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .expect("kubectl autoscale frontend");
     wait_for("the HPA to read the Frontend's scale", TIMEOUT, || async {
         let able = ns
-            .kubectl(
-                &[
-                    "get",
-                    "hpa/edge",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"AbleToScale\")].status}",
-                ],
-                None,
+            .get_jsonpath(
+                "hpa/edge",
+                "{.status.conditions[?(@.type==\"AbleToScale\")].status}",
             )
             .await
             .ok()?;
@@ -322,15 +317,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         "{listed}"
     );
     let events = ns
-        .kubectl(
-            &[
-                "get",
-                "events",
-                "-o",
-                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
-            ],
-            None,
-        )
+        .get_jsonpath("events", "{range .items[*]}{.reason}{\"\\n\"}{end}")
         .await
         .expect("kubectl get events");
     for reason in ["LinkCertificateIssued", "ConfigurationApplied"] {
@@ -341,15 +328,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     }
     wait_for("status.readyReplicas = 3", TIMEOUT, || async {
         let ready = ns
-            .kubectl(
-                &[
-                    "get",
-                    "frontend/edge",
-                    "-o",
-                    "jsonpath={.status.readyReplicas}",
-                ],
-                None,
-            )
+            .get_jsonpath("frontend/edge", "{.status.readyReplicas}")
             .await
             .ok()?;
         (ready.trim() == "3").then_some(())
@@ -482,15 +461,9 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .expect("the gateways' account may ask");
     let denial = wait_for("the forged request to be denied", TIMEOUT, || async {
         let text = ns
-            .kubectl(
-                &[
-                    "get",
-                    "csr",
-                    &format!("forged-{}", ns.name()),
-                    "-o",
-                    "jsonpath={.status.conditions[0].type}:{.status.conditions[0].message}",
-                ],
-                None,
+            .get_jsonpath(
+                &format!("csr/forged-{}", ns.name()),
+                "{.status.conditions[0].type}:{.status.conditions[0].message}",
             )
             .await
             .ok()?;
@@ -727,11 +700,11 @@ async fn a_leader_that_loses_the_lease_stops_writing_until_it_holds_it_again() {
     .expect("the operator process exits when another identity holds the Lease");
 
     // A Site applied now is not reconciled while the intruder holds the Lease.
-    let site = SITE.replace("name: shop\n", "name: solo\n").replace(
+    let solo = site(2).replace("name: shop\n", "name: solo\n").replace(
         "service: { name: shop-origin, port: 80 }\n      primary: true",
         "url: http://192.0.2.1:8080",
     );
-    ns.apply(&site).await.expect("the Site applies");
+    ns.apply(&solo).await.expect("the Site applies");
     let deployments: Api<Deployment> = ns.api();
     while taken_at.elapsed() < Duration::from_secs(17) {
         assert!(
@@ -811,8 +784,8 @@ async fn front_ends_serve_https_with_the_sites_tls_secret() {
     .await
     .expect("kubectl create secret tls");
 
-    ns.apply(ORIGINS).await.expect("origins apply");
-    ns.apply(&format!("{SITE}  tls: {{ secretName: shop-tls }}\n"))
+    ns.apply(&origins(3, &[])).await.expect("origins apply");
+    ns.apply(&format!("{}  tls: {{ secretName: shop-tls }}\n", site(2)))
         .await
         .expect("the Site applies");
     ns.apply(&FRONTEND.replace(

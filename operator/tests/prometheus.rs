@@ -25,31 +25,19 @@ use causeway_testbed::process::{Guarded, Spec};
 use causeway_testbed::testbed::wait_for;
 use causeway_testbed::{TestBed, TestNamespace};
 use serde_json::Value;
-use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, ORIGINS, TIMEOUT, get};
+use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, TIMEOUT, get, origins, site};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The Site: like the e2e test's, with a class-0 rule so latency shows two classes, and the
-/// cache on so the hit ratio has data (the demo origin answers `/static/…` as cacheable).
-const SITE: &str = r#"
-apiVersion: causeway.dev/v1alpha1
-kind: Site
-metadata:
-  name: shop
-spec:
-  hostnames: [shop.example.com]
-  origins:
-    - name: main
-      service: { name: shop-origin, port: 80 }
-      primary: true
-  priority:
+/// What this test's Site adds to the e2e test's (spec fields, indented to follow it): a
+/// class-0 rule so latency shows two classes, and the cache on so the hit ratio has data (the
+/// demo origin answers `/static/…` as cacheable).
+const CLASSES_AND_CACHE: &str = r#"  priority:
     defaultClass: 2
     rules:
       - class: 0
         match: { pathPrefix: /checkout }
   cache:
     enabled: true
-  backends:
-    replicas: 2
 "#;
 
 /// The paths the traffic cycles through: classes 2 and 0, and a cacheable asset.
@@ -336,8 +324,10 @@ async fn prometheus_discovers_the_annotated_pods_and_sees_requests_and_links_mov
     };
 
     support::install(&ns, 1).await;
-    ns.apply(ORIGINS).await.expect("origins apply");
-    ns.apply(SITE).await.expect("the Site applies");
+    ns.apply(&origins(3, &[])).await.expect("origins apply");
+    ns.apply(&format!("{}{CLASSES_AND_CACHE}", site(2)))
+        .await
+        .expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
     support::wait_site_and_frontend_ready(&ns).await;
     let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;

@@ -17,48 +17,17 @@ use std::time::{Duration, Instant};
 
 use causeway_testbed::TestBed;
 use causeway_testbed::testbed::wait_for;
-use support::{FRONTEND, HOST, TIMEOUT, get};
+use support::{FRONTEND, HOST, TIMEOUT, get, origins};
 
-/// One origin that answers 400 ms late from 70 s after it starts, for 50 s.
-const SLOW_ORIGIN: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: shop-origin
-spec:
-  replicas: 1
-  selector:
-    matchLabels: { app: shop-origin }
-  template:
-    metadata:
-      labels: { app: shop-origin }
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: origin
-          image: causeway:dev
-          args: ["origin", "--listen", "$(POD_IP):8080", "--name", "$(POD_NAME)",
-                 "--slow-after", "70s", "--slow-for", "50s", "--slow-delay", "400ms"]
-          env:
-            - name: POD_IP
-              valueFrom: { fieldRef: { fieldPath: status.podIP } }
-            - name: POD_NAME
-              valueFrom: { fieldRef: { fieldPath: metadata.name } }
-          ports:
-            - { name: http, containerPort: 8080 }
-          readinessProbe:
-            httpGet: { path: /healthz, port: http }
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: shop-origin
-spec:
-  selector: { app: shop-origin }
-  ports:
-    - { name: http, port: 80, targetPort: http }
-"#;
+/// The origin's arguments that make it answer 400 ms late from 70 s after it starts, for 50 s.
+const SLOW_SPELL: [&str; 6] = [
+    "--slow-after",
+    "70s",
+    "--slow-for",
+    "50s",
+    "--slow-delay",
+    "400ms",
+];
 
 /// A Site with a 250 ms p99 goal, one back-end that may grow to two, a short window and
 /// cool-down so the test sees both directions.
@@ -146,7 +115,9 @@ async fn qos_reaches_status_degrades_scales_up_and_gives_back() {
     let started = Instant::now();
     let step = |what: &str| eprintln!("qos: {:>6.1} s  {what}", started.elapsed().as_secs_f64());
     support::install(&ns, 1).await;
-    ns.apply(SLOW_ORIGIN).await.expect("the origin applies");
+    ns.apply(&origins(1, &SLOW_SPELL))
+        .await
+        .expect("the origin applies");
     ns.apply(GOAL_SITE).await.expect("the Site applies");
     ns.apply(FRONTEND).await.expect("the Frontend applies");
     let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;

@@ -17,9 +17,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use causeway_testbed::testbed::wait_for;
+use causeway_testbed::pods::ready_ips;
+use causeway_testbed::shop::{
+    FRONTEND, FRONTEND_PODS, HOST, origins, site, wait_site_and_frontend_ready,
+};
+use causeway_testbed::testbed::{chart, wait_for};
 use causeway_testbed::{TestBed, TestNamespace};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::ListParams;
@@ -33,10 +36,6 @@ const FOLLOW: Duration = Duration::from_secs(2);
 
 /// The redirector's DNS port in the pods (the chart's default, unprivileged).
 const DNS_PORT: u16 = 1053;
-
-const HOST: &str = "shop.example.com";
-
-const FRONTEND_PODS: &str = "app.kubernetes.io/component=frontend,causeway.dev/frontend=edge";
 
 const REDIRECTOR_PODS: &str = "app.kubernetes.io/component=redirector";
 
@@ -61,108 +60,15 @@ redirector:
     )
 }
 
-/// One demo origin behind the Service `shop-origin`, a Site on it, and a Frontend serving
-/// it with one front-end.
-const WORKLOAD: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: { name: shop-origin }
-spec:
-  replicas: 1
-  selector: { matchLabels: { app: shop-origin } }
-  template:
-    metadata: { labels: { app: shop-origin } }
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: origin
-          image: causeway:dev
-          args: ["origin", "--listen", "$(POD_IP):8080", "--name", "$(POD_NAME)"]
-          env:
-            - { name: POD_IP, valueFrom: { fieldRef: { fieldPath: status.podIP } } }
-            - { name: POD_NAME, valueFrom: { fieldRef: { fieldPath: metadata.name } } }
-          ports: [{ name: http, containerPort: 8080 }]
-          readinessProbe: { httpGet: { path: /healthz, port: http }, periodSeconds: 1 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: shop-origin }
-spec:
-  selector: { app: shop-origin }
-  ports: [{ name: http, port: 80, targetPort: http }]
----
-apiVersion: causeway.dev/v1alpha1
-kind: Site
-metadata: { name: shop }
-spec:
-  hostnames: [shop.example.com]
-  origins: [{ name: main, service: { name: shop-origin, port: 80 }, primary: true }]
-  backends: { replicas: 1 }
----
-apiVersion: causeway.dev/v1alpha1
-kind: Frontend
-metadata: { name: edge }
-spec:
-  region: eu-west
-  replicas: 1
-  sites: [shop]
-  service: { type: ClusterIP, httpPort: 80 }
-"#;
-
 /// `helm install` of the chart as release `cw` into `ns` with the redirector enabled.
 async fn install(ns: &TestNamespace) {
     let scratch = Scratch::new("e2e-values");
     let file = scratch.path("values.yaml");
     std::fs::write(&file, values(ns.name())).expect("values file");
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/causeway");
-    let mut helm = ns.bed().helm_command();
-    helm.args([
-        "install",
-        "cw",
-        &chart.display().to_string(),
-        "--namespace",
-        ns.name(),
-        "--values",
-        &file.display().to_string(),
-        "--wait",
-        "--timeout",
-        "120s",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let output = helm.output().await.expect("helm runs");
-    assert!(
-        output.status.success(),
-        "helm install: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Whether the pod is Running and Ready and not being deleted.
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    pod.metadata.deletion_timestamp.is_none()
-        && status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The IPs of the ready pods matching `selector`, sorted.
-async fn ready_ips(ns: &TestNamespace, selector: &str) -> Vec<IpAddr> {
-    let pods: Api<Pod> = ns.api();
-    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
-        return Vec::new();
-    };
-    let mut ips: Vec<IpAddr> = list
-        .items
-        .iter()
-        .filter(|p| is_ready(p))
-        .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
-        .collect();
-    ips.sort();
-    ips
+    let values = file.display().to_string();
+    ns.helm_install("cw", &chart(), &["--values", &values])
+        .await
+        .unwrap_or_else(|e| panic!("helm install: {e}"));
 }
 
 /// The addresses `server` answers for the Site's hostname (sorted), or `None` when it does
@@ -345,19 +251,14 @@ async fn answers_follow_kubectl_scale_frontend_within_two_seconds() {
         .expect("dig");
     assert_eq!(refused.status, "REFUSED", "{}", refused.raw);
 
-    ns.apply(WORKLOAD).await.expect("origin, Site and Frontend");
-    ns.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "site/shop",
-            "frontend/edge",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .expect("the Site and the Frontend become Ready");
+    // One origin, a Site on it with one back-end, and a Frontend with one front-end.
+    let workload = [origins(1, &[]), site(1), FRONTEND.to_owned()].join("---\n");
+    ns.apply(&workload)
+        .await
+        .expect("origin, Site and Frontend");
+    wait_site_and_frontend_ready(&ns)
+        .await
+        .unwrap_or_else(|e| panic!("the Site and the Frontend become Ready: {e}"));
     step("Site and Frontend Ready");
     let (_, _, one) = follow(&ns, &redirectors, 1, TIMEOUT).await;
     step(&format!("both redirectors answer {HOST} with {one:?}"));

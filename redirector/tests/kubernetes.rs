@@ -15,29 +15,13 @@ use causeway_testbed::{TestBed, TestNamespace};
 use kube::ResourceExt;
 use support::{Redirector, Scratch, have, within};
 
+/// A namespace in the test bed, with Causeway's CRDs installed.
 async fn namespace() -> TestNamespace {
     let bed = TestBed::shared().await.expect("the test bed starts");
-    let crds = causeway_api::crd::render()
-        .expect("the CRDs render")
-        .into_iter()
-        .map(|crd| crd.yaml)
-        .collect::<Vec<_>>()
-        .join("---\n");
-    bed.kubectl(&["apply", "--server-side", "-f", "-"], Some(&crds))
+    let crds = causeway_api::crd::render().expect("the CRDs render");
+    bed.install_crds(crds.into_iter().map(|crd| crd.yaml))
         .await
-        .expect("the CRDs apply");
-    bed.kubectl(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/sites.causeway.dev",
-            "crd/frontends.causeway.dev",
-        ],
-        None,
-    )
-    .await
-    .expect("the CRDs are established");
+        .expect("the CRDs apply and are established");
     bed.namespace("dns").await.expect("a namespace")
 }
 

@@ -1,163 +1,57 @@
 //! What the operator's end-to-end tests and its benchmark share: installing the chart into a
-//! test namespace, the origin, Site and Frontend manifests, and small HTTP and pod helpers.
+//! test namespace, small HTTP helpers, and — from the test bed, where the redirector's tests
+//! find them too — the demo Site's manifests and pod readiness.
 
-#![allow(dead_code)]
+// Each test binary (and the fault suite, which includes this file) uses part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use causeway_testbed::TestNamespace;
+pub use causeway_testbed::pods::{ready_ips, ready_names};
+pub use causeway_testbed::shop::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, origins, site};
+pub use causeway_testbed::testbed::chart;
 use causeway_testbed::testbed::wait_for;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a step may take.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The host name of the test Site.
-pub const HOST: &str = "shop.example.com";
-
-/// The chart: `charts/causeway` in the workspace above this crate (the operator's, or the
-/// fault suite's, which includes this module).
-pub fn chart() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("charts/causeway"))
-        .find(|chart| chart.is_dir())
-        .expect("charts/causeway above the crate")
-}
-
 /// `helm install`s the chart into `ns` as release `cw`, watching only `ns`, with an image
 /// the test kubelet maps to the local `causeway` build, and waits for the operator pods.
-pub async fn install(ns: &TestNamespace, replicas: u32) -> String {
-    install_as(ns, "cw", replicas).await
+pub async fn install(ns: &TestNamespace, replicas: u32) {
+    install_as(ns, "cw", replicas).await;
 }
 
 /// [`install`] as release `release` (cluster-scoped RBAC is named after it, so two tests of
 /// one test bed need two release names).
-pub async fn install_as(ns: &TestNamespace, release: &str, replicas: u32) -> String {
-    let chart = chart();
-    let mut helm = ns.bed().helm_command();
-    helm.args([
-        "install",
-        release,
-        &chart.display().to_string(),
-        "--namespace",
-        ns.name(),
+pub async fn install_as(ns: &TestNamespace, release: &str, replicas: u32) {
+    let replicas = format!("operator.replicas={replicas}");
+    let watch = format!("operator.watchNamespace={}", ns.name());
+    let options = [
         "--set",
         "image.repository=causeway",
         "--set",
         "image.tag=dev",
         "--set",
-        &format!("operator.replicas={replicas}"),
+        &replicas,
         "--set",
-        &format!("operator.watchNamespace={}", ns.name()),
+        &watch,
         "--set",
         "operator.logFormat=text",
-        "--wait",
-        "--timeout",
-        "120s",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let output = helm.output().await.expect("helm runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "helm install: {text}");
-    text
+    ];
+    ns.helm_install(release, &chart(), &options)
+        .await
+        .unwrap_or_else(|e| panic!("helm install: {e}"));
 }
 
-/// Three demo origins behind the Service `shop-origin` (port 80 → 8080).
-pub const ORIGINS: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: shop-origin
-spec:
-  replicas: 3
-  selector:
-    matchLabels: { app: shop-origin }
-  template:
-    metadata:
-      labels: { app: shop-origin }
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: origin
-          image: causeway:dev
-          args: ["origin", "--listen", "$(POD_IP):8080", "--name", "$(POD_NAME)"]
-          env:
-            - name: POD_IP
-              valueFrom: { fieldRef: { fieldPath: status.podIP } }
-            - name: POD_NAME
-              valueFrom: { fieldRef: { fieldPath: metadata.name } }
-          ports:
-            - { name: http, containerPort: 8080 }
-          readinessProbe:
-            httpGet: { path: /healthz, port: http }
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: shop-origin
-spec:
-  selector: { app: shop-origin }
-  ports:
-    - { name: http, port: 80, targetPort: http }
-"#;
-
-/// A Site whose origins are the endpoints of `shop-origin`, with two back-ends.
-pub const SITE: &str = r#"
-apiVersion: causeway.dev/v1alpha1
-kind: Site
-metadata:
-  name: shop
-spec:
-  hostnames: [shop.example.com]
-  origins:
-    - name: main
-      service: { name: shop-origin, port: 80 }
-      primary: true
-  backends:
-    replicas: 2
-"#;
-
-/// A Frontend in eu-west serving `shop`.
-pub const FRONTEND: &str = r#"
-apiVersion: causeway.dev/v1alpha1
-kind: Frontend
-metadata:
-  name: edge
-spec:
-  region: eu-west
-  replicas: 1
-  sites: [shop]
-  service: { type: ClusterIP, httpPort: 80 }
-"#;
-
-/// Waits until Site `shop` and Frontend `edge` are Ready (`kubectl wait`, 120 s).
+/// Waits until Site `shop` and Frontend `edge` are Ready, or fails the test.
 pub async fn wait_site_and_frontend_ready(ns: &TestNamespace) {
-    ns.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "site/shop",
-            "frontend/edge",
-            "--timeout=120s",
-        ],
-        None,
-    )
-    .await
-    .expect("the Site and the Frontend become Ready");
+    causeway_testbed::shop::wait_site_and_frontend_ready(ns)
+        .await
+        .unwrap_or_else(|e| panic!("the Site and the Frontend become Ready: {e}"));
 }
 
 /// An HTTP answer.
@@ -209,54 +103,6 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, Str
         .await
         .map_err(|_| format!("GET {path} from {addr} timed out"))?
 }
-
-/// Whether the pod is Running and Ready and not being deleted.
-pub fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    pod.metadata.deletion_timestamp.is_none()
-        && status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The IPs of the ready pods matching `selector`.
-pub async fn ready_ips(ns: &TestNamespace, selector: &str) -> Vec<IpAddr> {
-    let pods: Api<Pod> = ns.api();
-    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
-        return Vec::new();
-    };
-    let mut ips: Vec<IpAddr> = list
-        .items
-        .iter()
-        .filter(|p| is_ready(p))
-        .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
-        .collect();
-    ips.sort();
-    ips
-}
-
-/// The names of the ready pods matching `selector`, sorted.
-pub async fn ready_names(ns: &TestNamespace, selector: &str) -> Vec<String> {
-    let pods: Api<Pod> = ns.api();
-    let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| is_ready(p))
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Selector of the front-end pods of Frontend `edge`.
-pub const FRONTEND_PODS: &str = "app.kubernetes.io/component=frontend,causeway.dev/frontend=edge";
-
-/// Selector of the back-end pods of Site `shop`.
-pub const BACKEND_PODS: &str = "app.kubernetes.io/component=backend,causeway.dev/site=shop";
 
 /// Waits until `count` front-end pods are ready and each answers `GET /` for the Site from
 /// an origin; returns their IPs.

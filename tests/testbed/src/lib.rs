@@ -7,6 +7,11 @@
 //! [`kube::Client`] and `kubectl`, and prints the control-plane logs when the test fails.
 //! Everything the test bed starts is stopped and its data removed when the test binary
 //! exits, whether the tests passed, failed or the binary was killed.
+//!
+//! What Causeway's end-to-end tests share beyond the cluster lives here too, so that the
+//! operator's, the redirector's and the fault suite's tests agree: the demo Site's manifests
+//! ([`shop`]), pod readiness ([`pods`]), the chart ([`testbed::chart`],
+//! [`TestNamespace::helm_install`]) and the CRDs ([`TestBed::install_crds`]).
 
 pub mod binaries;
 pub mod controlplane;
@@ -15,7 +20,9 @@ pub mod http;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pki;
+pub mod pods;
 pub mod process;
+pub mod shop;
 pub mod slot;
 pub mod testbed;
 

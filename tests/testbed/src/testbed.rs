@@ -249,6 +249,26 @@ impl TestBed {
         run_command(self.kubectl_command(), "kubectl", args, stdin).await
     }
 
+    /// Applies the CustomResourceDefinitions in `documents` (server-side, one YAML document
+    /// each) and waits until every one of them is Established, so that objects of their kinds
+    /// can be created right after.
+    ///
+    /// # Errors
+    /// [`Error::Command`] when the API server refuses one, or one is not Established in 60 s.
+    pub async fn install_crds(&self, documents: impl IntoIterator<Item = String>) -> Result<()> {
+        let crds = documents.into_iter().collect::<Vec<_>>().join("---\n");
+        // `-o name` lists what was applied, so the wait below covers exactly those CRDs.
+        let applied = self
+            .kubectl(
+                &["apply", "--server-side", "-o", "name", "-f", "-"],
+                Some(&crds),
+            )
+            .await?;
+        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        wait.extend(applied.split_whitespace());
+        self.kubectl(&wait, None).await.map(drop)
+    }
+
     /// Creates a namespace named after `prefix` for one test, and waits until pods can be
     /// created in it (its `default` service account exists).
     ///
@@ -392,6 +412,35 @@ impl TestNamespace {
             .collect()
     }
 
+    /// `kubectl get object -o jsonpath=template` in this namespace: one field (or a few)
+    /// of `object` (`kind/name`, or a kind for all of them), printed as `template` says.
+    ///
+    /// # Errors
+    /// [`Error::Command`] with kubectl's stderr when the object does not exist or the
+    /// template does not parse.
+    pub async fn get_jsonpath(&self, object: &str, template: &str) -> Result<String> {
+        let output = format!("jsonpath={template}");
+        self.kubectl(&["get", object, "-o", &output], None).await
+    }
+
+    /// `helm install release chart` into this namespace with `options` (`--set`,
+    /// `--values`...), waiting up to 120 s until its pods are ready; returns what helm printed.
+    ///
+    /// # Errors
+    /// [`Error::Command`] with helm's stderr when the install fails or times out.
+    pub async fn helm_install(
+        &self,
+        release: &str,
+        chart: &Path,
+        options: &[&str],
+    ) -> Result<String> {
+        let chart = chart.display().to_string();
+        let mut args = vec!["install", release, &chart, "--namespace", &self.name];
+        args.extend_from_slice(options);
+        args.extend(["--wait", "--timeout", "120s"]);
+        run_command(self.bed.helm_command(), "helm", &args, None).await
+    }
+
     /// `kubectl apply -f -` of `manifest` in this namespace.
     ///
     /// # Errors
@@ -488,6 +537,11 @@ pub fn default_nodes(slot: u8) -> Vec<NodeSpec> {
 /// The workspace's root, from this crate's location.
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Causeway's Helm chart, `charts/causeway` in the workspace.
+pub fn chart() -> PathBuf {
+    workspace_root().join("charts/causeway")
 }
 
 /// The `causeway` binary that Causeway's images map to: `CAUSEWAY_BIN` if set; else the

@@ -4,9 +4,10 @@
 //! pods get service-account tokens that RBAC governs.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use causeway_testbed::pods::{is_ready, pod_ip};
 use causeway_testbed::testbed::{processes_matching, wait_for};
 use causeway_testbed::{TestBed, TestNamespace};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -62,18 +63,6 @@ spec:
   ports:
     - { name: http, port: 80, targetPort: http }
 "#;
-
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn pod_ip(pod: &Pod) -> Option<IpAddr> {
-    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
-}
 
 #[tokio::test]
 async fn a_deployment_runs_as_loopback_processes_and_goes_away() {
