@@ -271,6 +271,16 @@ pub struct QueueSpec {
     #[serde(default = "default_aging_interval")]
     #[x_kube(validation = rules::POSITIVE_DURATION)]
     pub aging_interval: Duration,
+    /// A queue that has not been empty for this long is overloaded, not absorbing a burst.
+    #[serde(default = "default_standing_after")]
+    #[x_kube(validation = rules::POSITIVE_DURATION)]
+    pub standing_after: Duration,
+    /// While the queue is overloaded, the longest wait (then 503 + Retry-After), so that
+    /// requests are shed at once instead of each waiting the whole timeout; the newest
+    /// request always stays, so no slot goes idle for it. At `timeout` or above: off.
+    #[serde(default = "default_standing_wait")]
+    #[x_kube(validation = rules::POSITIVE_DURATION)]
+    pub standing_wait: Duration,
 }
 
 fn default_queue_length() -> u32 {
@@ -285,12 +295,22 @@ fn default_aging_interval() -> Duration {
     Duration::from_secs(1)
 }
 
+fn default_standing_after() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_standing_wait() -> Duration {
+    Duration::from_secs(1)
+}
+
 impl Default for QueueSpec {
     fn default() -> Self {
         Self {
             max_length: default_queue_length(),
             timeout: default_queue_timeout(),
             aging_interval: default_aging_interval(),
+            standing_after: default_standing_after(),
+            standing_wait: default_standing_wait(),
         }
     }
 }

@@ -130,6 +130,9 @@ class Queueing:
     timeout_s: float
     max_length: int
     classes: tuple[tuple[str, int], ...] = ()  # (path prefix, class 0..4); other paths are class 2
+    # Causeway's ``queue.standingWait`` (shorter waits while the queue stands); HAProxy has no
+    # counterpart. ``None`` keeps Causeway's default.
+    standing_wait_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,12 @@ def _causeway_site(conf_dir: Path, policy: str, origins: list[Endpoint], queuein
         f"  limits: {{ connectTimeout: {CONNECT_TIMEOUT_S}s, responseTimeout: {RESPONSE_TIMEOUT_S}s }}",
     ]
     if queueing:
-        lines.append(f"  queue: {{ maxLength: {queueing.max_length}, timeout: {queueing.timeout_s * 1000:.0f}ms }}")
+        standing = (
+            f", standingWait: {queueing.standing_wait_s * 1000:.0f}ms" if queueing.standing_wait_s is not None else ""
+        )
+        lines.append(
+            f"  queue: {{ maxLength: {queueing.max_length}, timeout: {queueing.timeout_s * 1000:.0f}ms{standing} }}"
+        )
         rules = "".join(f"\n      - {{ class: {c}, match: {{ pathPrefix: {p} }} }}" for p, c in queueing.classes)
         lines.append(f"  priority:\n    defaultClass: 2\n    rules:{rules or ' []'}")
     site = conf_dir / "site.yaml"

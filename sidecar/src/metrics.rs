@@ -267,6 +267,7 @@ impl Metrics {
             }),
             queue_full: self.queue_rejections.with_label_values(&[site, "full"]),
             queue_timeout: self.queue_rejections.with_label_values(&[site, "timeout"]),
+            queue_shed: self.queue_rejections.with_label_values(&[site, "standing"]),
             durations: std::array::from_fn(|class| {
                 self.request_duration
                     .with_label_values(&[site, CLASS_LABELS[class]])
@@ -378,6 +379,8 @@ pub struct SiteMetrics {
     pub queue_full: IntCounter,
     /// Rejections of a queue timeout.
     pub queue_timeout: IntCounter,
+    /// Requests shed by a standing queue (overload) after its shorter wait.
+    pub queue_shed: IntCounter,
     durations: [Histogram; 5],
     requests: IntCounterVec,
 }

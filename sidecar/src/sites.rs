@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::health::{CheckThresholds, OutlierSettings};
+use crate::balancer::queue::QueueTiming;
 use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo, TypeNames};
 use crate::classify::{Classifier, ClassifyError};
 use crate::metrics::Metrics;
@@ -228,7 +229,11 @@ impl CompiledSite {
             failure_penalty: spec.load_balancing.failure_penalty.get(),
             queue_capacity: spec.queue.max_length as usize,
             queue_timeout: spec.queue.timeout.get(),
-            aging_interval: spec.queue.aging_interval.get(),
+            queue_timing: QueueTiming {
+                aging_interval: spec.queue.aging_interval.get(),
+                standing_after: spec.queue.standing_after.get(),
+                standing_wait: spec.queue.standing_wait.get(),
+            },
             outlier: OutlierSettings {
                 consecutive_failures: spec.outlier_detection.consecutive_failures,
                 base_ejection: spec.outlier_detection.base_ejection_time.get(),

@@ -72,7 +72,8 @@ async fn an_origin_never_sees_more_than_its_mark_and_the_queue_absorbs_the_rest(
     }
     let gateway = Gateway::start(&manifest(&[SiteYaml::new("mark", "mark.test")
         .origins(&origins, "maxInFlight: 4")
-        .spec("queue: { maxLength: 1000, timeout: 10s }")]))
+        // Standing wait off: this checks that the queue holds a standing backlog.
+        .spec("queue: { maxLength: 1000, timeout: 10s, standingWait: 10s }")]))
     .await;
     let client = client();
     let addr = gateway.addr;
@@ -172,7 +173,7 @@ async fn queued_requests_are_released_by_class_then_age() {
     let gateway = Gateway::start(&manifest(&[SiteYaml::new("prio", "prio.test")
         .origin(&origin, "maxInFlight: 1")
         .spec(
-            "queue: { maxLength: 100, timeout: 20s, agingInterval: 60s }
+            "queue: { maxLength: 100, timeout: 20s, agingInterval: 60s, standingWait: 20s }
 priority:
   defaultClass: 2
   rules:
@@ -423,7 +424,7 @@ async fn a_low_class_request_ages_ahead_of_newer_ones_but_not_of_class_0() {
     let gateway = Gateway::start(&manifest(&[SiteYaml::new("aging", "aging.test")
         .origin(&origin, "maxInFlight: 1")
         .spec(
-            "queue: { maxLength: 100, timeout: 20s, agingInterval: 100ms }
+            "queue: { maxLength: 100, timeout: 20s, agingInterval: 100ms, standingWait: 20s }
 priority:
   rules:
     - { class: 0, match: { pathPrefix: /checkout } }
@@ -461,4 +462,110 @@ priority:
         ),
         "{order:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_queue_sheds_at_once_while_a_burst_is_absorbed() {
+    let origin = Origin::start("standing").await;
+    origin.state.set_delay(Duration::from_millis(50));
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("standing", "standing.test")
+        .origin(&origin, "maxInFlight: 2")
+        .spec(
+            "queue: { maxLength: 1000, timeout: 10s, standingAfter: 400ms, standingWait: 100ms }",
+        )]))
+    .await;
+    let client = Arc::new(client());
+    let addr = gateway.addr;
+
+    // A burst of 10 on 2 slots drains in about 250 ms: the queue empties before it counts as
+    // standing, so every request is served, some after more than the standing wait.
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        burst.spawn(async move { send(&client, get_request(addr, "standing.test", "/")).await });
+    }
+    while let Some(answer) = burst.join_next().await {
+        let answer = answer.expect("burst task").expect("an answer");
+        assert_eq!(answer.status, 200, "a burst is absorbed: {}", answer.text());
+    }
+    assert_eq!(origin.state.requests(), 10);
+
+    // Sustained overload: 80 clients on 2 slots of 50 ms. Without shedding each request
+    // would wait about 2 s in a queue that never empties.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..80 {
+        let client = client.clone();
+        clients.spawn(async move {
+            let mut outcomes = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let started = std::time::Instant::now();
+                let answer = send(&client, get_request(addr, "standing.test", "/"))
+                    .await
+                    .expect("an answer");
+                let retry_after = answer.headers.contains_key(http::header::RETRY_AFTER);
+                outcomes.push((answer.status.as_u16(), started.elapsed(), retry_after));
+            }
+            outcomes
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        outcomes.extend(done.expect("client task"));
+    }
+    let served: Vec<Duration> = outcomes
+        .iter()
+        .filter(|(status, ..)| *status == 200)
+        .map(|&(_, waited, _)| waited)
+        .collect();
+    let shed: Vec<&(u16, Duration, bool)> = outcomes
+        .iter()
+        .filter(|(status, ..)| *status == 503)
+        .collect();
+    assert_eq!(
+        served.len() + shed.len(),
+        outcomes.len(),
+        "only 200 and 503: {outcomes:?}"
+    );
+    assert!(
+        shed.len() > served.len(),
+        "{} shed, {} served",
+        shed.len(),
+        served.len()
+    );
+    assert!(
+        shed.iter().all(|(_, _, retry_after)| *retry_after),
+        "503 without Retry-After"
+    );
+    let slowest_shed = shed.iter().map(|(_, waited, _)| *waited).max();
+    assert!(
+        slowest_shed.is_some_and(|waited| waited < Duration::from_secs(2)),
+        "shed after {slowest_shed:?}: at the standing wait, long before the 10 s timeout"
+    );
+    let slowest_served = served.iter().max();
+    assert!(
+        slowest_served.is_some_and(|waited| *waited < Duration::from_secs(1)),
+        "a served request waited {slowest_served:?}, not the whole backlog"
+    );
+    assert!(origin.state.max_in_flight() <= 2);
+    assert_eq!(
+        origin.state.requests(),
+        10 + served.len() as u64,
+        "a shed request never reached the origin"
+    );
+    let metrics = gateway.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "causeway_queue_rejections_total",
+            &[("site", "standing"), ("reason", "standing")]
+        ),
+        shed.len() as f64
+    );
+
+    // No backlog is left behind the overload: the next request goes straight through.
+    let after = send(&client, get_request(addr, "standing.test", "/"))
+        .await
+        .expect("an answer");
+    assert_eq!(after.status, 200, "{}", after.text());
 }

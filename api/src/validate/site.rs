@@ -37,6 +37,12 @@ impl SiteSpec {
             self.queue.aging_interval,
             "spec.queue.agingInterval",
         );
+        positive_duration(
+            &mut c,
+            self.queue.standing_after,
+            "spec.queue.standingAfter",
+        );
+        positive_duration(&mut c, self.queue.standing_wait, "spec.queue.standingWait");
         c.rule(
             is_fraction(self.retries.budget_ratio),
             "spec.retries.budgetRatio",

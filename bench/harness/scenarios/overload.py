@@ -7,7 +7,7 @@ What does not fit waits in the proxy's queue for at most :data:`QUEUE_TIMEOUT_S`
 answered 503 (see :class:`harness.peers.Queueing` for how each proxy is configured):
 
 * Causeway ``gateway`` (``qos``): ``maxInFlight``, ``queue.timeout``, a ``queue.maxLength``
-  the run never fills, and priority rules ``/checkout`` → class 0, ``/catalogue`` → class 4,
+  the run never fills, ``queue.standingWait`` :data:`STANDING_WAIT_S`, and priority rules ``/checkout`` → class 0, ``/catalogue`` → class 4,
   everything else class 2;
 * HAProxy ``leastconn`` with ``maxconn`` per server, ``timeout queue`` and
   ``http-request set-priority-class`` for the same paths (``haproxy/priority``), the fair peer;
@@ -54,6 +54,10 @@ ORIGIN_DELAY_S = 0.05
 PER_ORIGIN = 4
 CAPACITY_RPS = ORIGINS * PER_ORIGIN / ORIGIN_DELAY_S
 QUEUE_TIMEOUT_S = 1.0
+# Causeway's wait bound once the queue stands (not emptied for ``standingAfter``, 1 s): what
+# cannot be served is refused at once instead of at the timeout, and little is queued when
+# the load drops. HAProxy has no counterpart; its queue keeps the timeout.
+STANDING_WAIT_S = 0.25
 QUEUE_LENGTH = 4096  # more than the run ever queues: HAProxy's queue has no length bound either
 CLIENT_TIMEOUT_S = 2.0
 CLASS0_RPS = 10.0
@@ -157,7 +161,13 @@ def run(ctx: Context) -> Outcome:
 
 
 def _queueing(classes: tuple[tuple[str, int], ...]) -> Queueing:
-    return Queueing(per_origin=PER_ORIGIN, timeout_s=QUEUE_TIMEOUT_S, max_length=QUEUE_LENGTH, classes=classes)
+    return Queueing(
+        per_origin=PER_ORIGIN,
+        timeout_s=QUEUE_TIMEOUT_S,
+        max_length=QUEUE_LENGTH,
+        classes=classes,
+        standing_wait_s=STANDING_WAIT_S,
+    )
 
 
 def _one_run(ctx: Context, plan: Plan, label: str, origins: list[Endpoint], tag: str, warnings: list[str]) -> dict:

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use self::handover::IndexMap;
 use self::health::{ActiveHealth, CheckThresholds, Outlier, OutlierEvent, OutlierSettings};
 use self::peak_ewma::PeakEwma;
-use self::queue::ReleaseQueue;
+use self::queue::{QueueTiming, Queued, ReleaseQueue};
 use self::retry_budget::RetryBudget;
 use self::selection::{Choice, OriginView, RoundRobin, choose};
 use crate::classify::RequestProfile;
@@ -74,8 +74,8 @@ pub struct BalancerConfig {
     pub queue_capacity: usize,
     /// Longest wait in the queue.
     pub queue_timeout: Duration,
-    /// Aging interval of the queue.
-    pub aging_interval: Duration,
+    /// Aging and the standing-queue bound of the queue.
+    pub queue_timing: QueueTiming,
     /// Passive ejection settings.
     pub outlier: OutlierSettings,
     /// Most origins ejected at once, in percent.
@@ -126,6 +126,9 @@ pub enum AcquireError {
     /// The request waited in the queue for the whole queue timeout.
     #[error("no origin freed a slot within the queue timeout")]
     QueueTimeout,
+    /// The queue stood (sustained overload) and the request waited its standing wait.
+    #[error("the origins are overloaded: the queue has not emptied and newer requests wait")]
+    QueueShed,
 }
 
 /// A read-only picture of one origin, for status and logs.
@@ -165,7 +168,8 @@ struct Waiter {
     profile: RequestProfile,
     exclude: OriginSet,
     enqueued: Instant,
-    reply: oneshot::Sender<Lease>,
+    /// A lease, or why there will be none; dropped unsent only with the balancer.
+    reply: oneshot::Sender<Result<Lease, AcquireError>>,
 }
 
 struct State {
@@ -380,11 +384,12 @@ impl Balancer {
             match state.queue.push(profile.class, now, waiter) {
                 Ok(admitted) => {
                     if let Some(displaced) = admitted.displaced {
-                        // Its sender dropped, the displaced request's wait ends at once
-                        // with a 503 and Retry-After, as if the queue had been full for it.
+                        // Its wait ends at once with a 503 and Retry-After, as if the queue
+                        // had been full for it.
                         shared.metrics.queue_full.inc();
-                        drop(displaced);
+                        refuse(displaced, AcquireError::QueueFull);
                     }
+                    state.shed_stale(&shared, now);
                     shared.metrics.queue_depth.set(state.queue.len() as i64);
                     break (admitted.id, rx);
                 }
@@ -403,18 +408,17 @@ impl Balancer {
         let result = tokio::time::timeout(shared.config.queue_timeout, &mut reply).await;
         guard.waiting = false;
         match result {
-            Ok(Ok(lease)) => Ok(lease),
-            // The sender is only dropped after a successful send or a removal by someone
-            // else, so a closed channel means a better class took this entry's place in a
-            // full queue: refused as the queue being full.
-            Ok(Err(_)) => Err(AcquireError::QueueFull),
+            Ok(Ok(answer)) => answer,
+            // Every way out of the queue sends an answer; the sender drops unsent only with
+            // the whole balancer, whose requests have nowhere left to go.
+            Ok(Err(_)) => Err(AcquireError::Unavailable),
             Err(_) => {
                 if shared.remove_waiter(id, true) {
                     Err(AcquireError::QueueTimeout)
                 } else {
-                    // Released at the very moment the timer fired: the lease is in the
-                    // channel, sent under the lock `remove_waiter` took.
-                    reply.try_recv().map_err(|_| AcquireError::QueueTimeout)
+                    // Released or refused at the very moment the timer fired: the answer is
+                    // in the channel, sent under the lock `remove_waiter` took.
+                    reply.try_recv().unwrap_or(Err(AcquireError::QueueTimeout))
                 }
             }
         }
@@ -605,7 +609,7 @@ impl State {
         let views = Vec::with_capacity(origins.len());
         Self {
             origins,
-            queue: ReleaseQueue::new(config.queue_capacity, config.aging_interval),
+            queue: ReleaseQueue::new(config.queue_capacity, config.queue_timing),
             round_robin: RoundRobin::default(),
             rng: fastrand::Rng::with_seed(seed),
             budget: RetryBudget::new(config.retry_ratio, config.min_retries_per_second, now),
@@ -703,8 +707,17 @@ impl State {
         }
     }
 
+    /// Refuses the requests a standing queue holds too long (see [`ReleaseQueue::shed_stale`]).
+    fn shed_stale(&mut self, shared: &Shared, now: Instant) {
+        for entry in self.queue.shed_stale(now) {
+            shared.metrics.queue_shed.inc();
+            refuse(entry, AcquireError::QueueShed);
+        }
+    }
+
     /// Hands freed slots to waiting requests, best first, while any can be placed.
     fn release_waiters(&mut self, shared: &Arc<Shared>, now: Instant) {
+        self.shed_stale(shared, now);
         while !self.queue.is_empty() {
             let (rotation, room) = self.masks(shared, now);
             let placeable = |w: &Waiter| {
@@ -730,12 +743,13 @@ impl State {
                 waiter.exclude,
                 waited,
             );
-            match waiter.reply.send(lease) {
+            match waiter.reply.send(Ok(lease)) {
                 Ok(()) => {
                     shared.metrics.queue_wait[usize::from(entry.class.min(4))]
                         .observe(waited.as_secs_f64());
                 }
-                Err(mut lease) => {
+                Err(Err(_)) => {}
+                Err(Ok(mut lease)) => {
                     // The requester gave up (client gone) between its timeout and now.
                     lease.armed = false;
                     self.unplace(shared, origin, waiter.profile.cost, now);
@@ -743,6 +757,11 @@ impl State {
             }
         }
     }
+}
+
+/// Ends a queued request's wait with `why` (if it still waits: its client may have left).
+fn refuse(entry: Queued<Waiter>, why: AcquireError) {
+    let _gone = entry.payload.reply.send(Err(why));
 }
 
 /// Removes a queue entry whose requester stopped waiting (client went away).
@@ -951,7 +970,11 @@ mod tests {
             failure_penalty: Duration::from_secs(1),
             queue_capacity,
             queue_timeout: Duration::from_secs(5),
-            aging_interval: Duration::from_secs(60),
+            queue_timing: QueueTiming {
+                aging_interval: Duration::from_secs(60),
+                standing_after: Duration::MAX,
+                standing_wait: Duration::MAX,
+            },
             outlier: OutlierSettings {
                 consecutive_failures: 3,
                 base_ejection: ejection,

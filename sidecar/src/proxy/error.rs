@@ -73,6 +73,12 @@ pub enum ProxyError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The queue stood (the origins are overloaded) and the request waited its standing wait.
+    #[error("the origins are overloaded; please retry later")]
+    QueueShed {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The origin could not be reached.
     #[error("cannot connect to origin {origin}: {detail}")]
     Connect {
@@ -108,6 +114,7 @@ impl ProxyError {
             AcquireError::Unavailable => Self::NoOrigin,
             AcquireError::QueueFull => Self::QueueFull { retry_after },
             AcquireError::QueueTimeout => Self::QueueTimeout { retry_after },
+            AcquireError::QueueShed => Self::QueueShed { retry_after },
         }
     }
 
@@ -124,6 +131,7 @@ impl ProxyError {
             Self::NoOrigin
             | Self::QueueFull { .. }
             | Self::QueueTimeout { .. }
+            | Self::QueueShed { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
             | Self::Upstream { .. }
@@ -141,9 +149,10 @@ impl ProxyError {
             Self::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoOrigin | Self::QueueFull { .. } | Self::QueueTimeout { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoOrigin
+            | Self::QueueFull { .. }
+            | Self::QueueTimeout { .. }
+            | Self::QueueShed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } | Self::Link { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -163,7 +172,9 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         match self {
-            Self::QueueFull { retry_after } | Self::QueueTimeout { retry_after } => {
+            Self::QueueFull { retry_after }
+            | Self::QueueTimeout { retry_after }
+            | Self::QueueShed { retry_after } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),
