@@ -11,6 +11,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 started=$SECONDS
 
+# A fresh clone gains nothing from incremental compilation, whose caches take gigabytes.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
+log "disk free where the build goes: $(df -h --output=avail . | tail -n 1 | tr -d ' ')"
+
 # Debian packages the tests use; only missing ones are installed.
 packages=(bind9 bind9-dnsutils ca-certificates curl dnsperf iperf3 iproute2 procps prometheus util-linux)
 # Tests that drive these tools fail, rather than skip, when one is missing.
