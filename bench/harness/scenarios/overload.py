@@ -7,8 +7,8 @@ What does not fit waits in the proxy's queue for at most :data:`QUEUE_TIMEOUT_S`
 answered 503 (see :class:`harness.peers.Queueing` for how each proxy is configured):
 
 * Causeway ``gateway`` (``qos``): ``maxInFlight``, ``queue.timeout``, a ``queue.maxLength``
-  the run never fills, ``queue.standingWait`` :data:`STANDING_WAIT_S`, and priority rules ``/checkout`` → class 0, ``/catalogue`` → class 4,
-  everything else class 2;
+  the run never fills, ``queue.standingWait`` :data:`STANDING_WAIT_S`, and priority rules
+  ``/checkout`` → class 0, ``/catalogue`` → class 4, everything else class 2;
 * HAProxy ``leastconn`` with ``maxconn`` per server, ``timeout queue`` and
   ``http-request set-priority-class`` for the same paths (``haproxy/priority``), the fair peer;
 * the same HAProxy without priority classes (``haproxy/fifo``), for reference.
@@ -21,7 +21,10 @@ moment (the previous one may still be finishing its last requests): **under** (h
 capacity), **over** (three times), **after** (half again).
 
 Measured per proxy: class-0 p99 during *over* (failures count as the client timeout);
-goodput during *over* (2xx within the client timeout, per second, both streams);
+goodput during *over* (2xx within the client timeout, per second, both streams: it counts
+the *over* requests a queue still serves after the drop, which delays the *after* phase);
+goodput in the window (2xx answers that completed during *over*, whichever phase sent them:
+the origins' useful work, at most the capacity);
 ``recovery_s``, the scheduled start (from the drop) of the last request of the *after*
 phase that failed or took longer than :data:`RECOVERED_LATENCY_S`; and, from a probe
 sending class-4 requests during *over*, the share of 503s that carried ``Retry-After``.
@@ -120,17 +123,27 @@ def run(ctx: Context) -> Outcome:
         ratios = {
             "class0_p99_vs_haproxy": round(c["class0_p99_ms"] / h["class0_p99_ms"], 4),
             "goodput_vs_haproxy": round(c["goodput_rps"] / h["goodput_rps"], 4),
+            "goodput_in_window_vs_haproxy": round(c["goodput_in_window_rps"] / h["goodput_in_window_rps"], 4),
             "class0_p99_floor_vs_haproxy": round(c["class0_unqueued_p50_ms"] / h["class0_p99_ms"], 4),
         }
         rounds.append({"round": index + 1, "order": order, "runs": runs, "ratios": ratios})
 
-    figures = ("class0_p99_ms", "class0_unqueued_p50_ms", "goodput_rps", "recovery_s", "shed_503_with_retry_after_pct", "over_503_pct")
+    figures = (
+        "class0_p99_ms",
+        "class0_unqueued_p50_ms",
+        "goodput_rps",
+        "goodput_in_window_rps",
+        "recovery_s",
+        "shed_503_with_retry_after_pct",
+        "over_503_pct",
+    )
     per_proxy = {label: {f: spread([r["runs"][label][f] for r in rounds]) for f in figures} for label in labels}
     ratios = {k: spread([r["ratios"][k] for r in rounds]) for k in rounds[0]["ratios"]}
     mine = per_proxy[CAUSEWAY]
     result = {
         "class0_p99_ratio_vs_haproxy": ratios["class0_p99_vs_haproxy"]["median"],
         "goodput_ratio_vs_haproxy": ratios["goodput_vs_haproxy"]["median"],
+        "goodput_in_window_ratio_vs_haproxy": ratios["goodput_in_window_vs_haproxy"]["median"],
         "class0_p99_floor_ratio_vs_haproxy": ratios["class0_p99_floor_vs_haproxy"]["median"],
         "class0_p99_ms": mine["class0_p99_ms"]["median"],
         "class0_within_goal": float(mine["class0_p99_ms"]["max"] <= CLASS0_GOAL_MS),
@@ -177,6 +190,7 @@ def _one_run(ctx: Context, plan: Plan, label: str, origins: list[Endpoint], tag:
     ep, proxy = start_proxy(ctx.group, ctx.tools, ctx.workdir, spec, origins, PROXY_CPUS, _queueing(classes), name)
     urls = urls_file(ctx.workdir / f"{name}-urls.txt", ep, BACKGROUND_PATHS)
     started: dict[str, tuple[StartedFixedRate, StartedFixedRate]] = {}
+    offsets: dict[str, float] = {}
     probe = _ShedProbe(ep)
     try:
         t0 = time.monotonic()
@@ -184,6 +198,7 @@ def _one_run(ctx: Context, plan: Plan, label: str, origins: list[Endpoint], tag:
         for phase in plan.phases:
             time.sleep(max(0.0, t0 + offset - time.monotonic()))
             started[phase.name] = _start_phase(ctx, phase, ep, urls, f"{name}-{phase.name}")
+            offsets[phase.name] = offset
             if phase.name == "over":
                 probe.start(phase.duration_s)
             offset += phase.duration_s
@@ -214,6 +229,7 @@ def _one_run(ctx: Context, plan: Plan, label: str, origins: list[Endpoint], tag:
         "class0_p99_ms": over_res["class0"].latency_ms["p99"],
         "class0_unqueued_p50_ms": results["under"]["class0"].latency_ms["p50"],
         "goodput_rps": round((over_res["background"].ok + over_res["class0"].ok) / over.duration_s, 1),
+        "goodput_in_window_rps": _answered_within(started, offsets, offsets["over"], over.duration_s),
         "recovery_s": recovery_s,
         "after_untimed_failures": untimed,
         "over_503_pct": round(100 * over_res["background"].status.get("503", 0) / max(answered_over, 1), 2),
@@ -237,6 +253,25 @@ def _start_phase(
         start_fixed_rate(ctx.group, ctx.tools.oha, ep, background, ctx.workdir, f"{name}-mix", LOAD_CPUS, urls),
         start_fixed_rate(ctx.group, ctx.tools.oha, ep, class0, ctx.workdir, f"{name}-class0", LOAD_CPUS, CLASS0_PATH),
     )
+
+
+def _answered_within(
+    started: dict[str, tuple[StartedFixedRate, StartedFixedRate]],
+    offsets: dict[str, float],
+    start: float,
+    duration: float,
+) -> float:
+    """2xx answers per second that completed inside [start, start + duration) (seconds from the
+    first phase's start), whichever phase sent them: the origins' useful work in that window.
+    A queue that serves its backlog after the window earns nothing here for it."""
+    done = 0
+    for phase, streams in started.items():
+        for stream in streams:
+            for sched, latency, status in stream.rows():
+                finished = offsets[phase] + sched + latency
+                if 200 <= status < 300 and start <= finished < start + duration:
+                    done += 1
+    return round(done / duration, 1)
 
 
 def _recovery(

@@ -256,7 +256,8 @@ impl std::fmt::Debug for RequestBody {
 }
 
 /// Records a finished client request when dropped: its metrics, and the release of its
-/// origin slot, at the moment the last byte of the answer has gone (or the client left).
+/// origin slot, at the moment the last byte of the answer has come from the origin (or the
+/// client left).
 #[derive(Debug)]
 pub struct Completion {
     /// The request's slot on an origin, if it got one.
@@ -356,8 +357,15 @@ impl Body for ProxyBody {
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
         };
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
-            // Done: free the origin slot now rather than when hyper gets round to dropping us.
+        let done = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            // A body of known length ends with its last frame: hyper need not poll again,
+            // and the origin is free as soon as that frame is out of it.
+            Poll::Ready(Some(Ok(_))) => this.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if done {
+            // Free the origin slot now rather than when hyper gets round to dropping us.
             this.completion.take();
         }
         polled
