@@ -278,17 +278,26 @@ fn client_reaches_back_through_front() {
         .in_namespace("client", || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .expect("enter")
         .expect("bind 127.0.0.1");
-    let before = lab
-        .stats("client", "front")
-        .expect("stats")
-        .forwarded_packets;
+    // The connection to `front` closes as its stream drops; its FIN and ACKs must be
+    // through the forwarder before the count is taken.
+    let before = settled_forwarded(&lab, "client", "front");
     tcp_connect_from(&lab, "client", local.local_addr().expect("addr"));
-    assert_eq!(
-        lab.stats("client", "front")
-            .expect("stats")
-            .forwarded_packets,
-        before
-    );
+    assert_eq!(settled_forwarded(&lab, "client", "front"), before);
+}
+
+/// Packets forwarded `from` → `to` once the count has stopped moving (unchanged for 200 ms).
+fn settled_forwarded(lab: &NetLab, from: &str, to: &str) -> u64 {
+    let count = || lab.stats(from, to).expect("stats").forwarded_packets;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = count();
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = count();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
 }
 
 #[test]
