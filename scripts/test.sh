@@ -55,7 +55,10 @@ cargo build --workspace --all-targets --locked
 # The test bed runs this binary in its pods; naming it spares the harness a second build
 # with another feature set.
 CAUSEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/causeway"
-export CAUSEWAY_BIN
+# The same for the fault suite's redirector: building it there alone (`cargo build -p`) would
+# compile its dependencies again with another feature set.
+CAUSEWAY_REDIRECTOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/causeway-redirector"
+export CAUSEWAY_BIN CAUSEWAY_REDIRECTOR_BIN
 
 log "waiting for the test bed's binaries"
 if ! wait "$provision_pid"; then

@@ -81,6 +81,8 @@ pub(super) struct Storing {
     pub pending: Box<PendingBody>,
     /// The collapsed flight this fetch leads, told the outcome at the end.
     pub leader: Option<FlightLeader>,
+    /// The body's length as the head announced it (`Content-Length`), if it did.
+    pub announced_length: Option<u64>,
 }
 
 impl Storing {
@@ -90,6 +92,27 @@ impl Storing {
             leader.publish(outcome);
         }
     }
+
+    /// Stores the whole body and tells the followers.
+    fn commit(self) {
+        let outcome = match self.cache.commit(*self.pending, SystemTime::now()) {
+            Some(entry) => FlightOutcome::Stored(entry),
+            None => FlightOutcome::NotShared,
+        };
+        if let Some(leader) = self.leader {
+            leader.publish(outcome);
+        }
+    }
+}
+
+/// The body length `headers` announce, if they do.
+pub(super) fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Where the relay sends the client's bytes: all of them, or one range, or none (a background
@@ -156,6 +179,15 @@ where
         }
         let start = offset;
         offset += chunk.len() as u64;
+        if storing
+            .as_ref()
+            .is_some_and(|store| store.announced_length == Some(offset))
+            && let Some(store) = storing.take()
+        {
+            // Complete: stored before the client has its last byte, so a request it sends
+            // next finds the entry rather than this fill still in flight.
+            store.commit();
+        }
         if let Some(sender) = &client.sender {
             let part = match &client.window {
                 None => chunk,
@@ -169,19 +201,8 @@ where
             return;
         }
     }
-    if let Some(Storing {
-        cache,
-        pending,
-        leader,
-    }) = storing
-    {
-        let outcome = match cache.commit(*pending, SystemTime::now()) {
-            Some(entry) => FlightOutcome::Stored(entry),
-            None => FlightOutcome::NotShared,
-        };
-        if let Some(leader) = leader {
-            leader.publish(outcome);
-        }
+    if let Some(store) = storing {
+        store.commit();
     }
 }
 

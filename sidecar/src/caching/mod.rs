@@ -27,7 +27,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, response};
 use http_body::Body;
 
-use self::body::{CachedBody, ClientView, Storing, relay};
+use self::body::{CachedBody, ClientView, Storing, announced_length, relay};
 use crate::proxy::body::BoxError;
 use crate::proxy::error::ProxyError;
 
@@ -320,6 +320,7 @@ where
                 cache: Arc::clone(cache),
                 pending,
                 leader,
+                announced_length: announced_length(&head.headers),
             })
         }
         Admission::Skip(reason) => {
@@ -442,6 +443,7 @@ fn spawn_refresh<U: Upstream>(
                     cache: Arc::clone(&cache),
                     pending,
                     leader: Some(leader),
+                    announced_length: announced_length(&head.headers),
                 };
                 relay(body, Some(storing), ClientView::none()).await;
             }
