@@ -105,16 +105,6 @@ impl Storing {
     }
 }
 
-/// The body length `headers` announce, if they do.
-pub(super) fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
 /// Where the relay sends the client's bytes: all of them, or one range, or none (a background
 /// refresh, or a client answered without the body).
 pub(super) struct ClientView {

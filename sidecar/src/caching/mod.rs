@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use causeway_cache::range::{self, RangeAnswer};
 use causeway_cache::respond::{self, CACHE_STATUS, CacheStatus, Forward};
+use causeway_cache::storable::content_length;
 use causeway_cache::store::ExchangeTimes;
 use causeway_cache::{
     Admission, Bypass, Cache, Collapse, FlightLeader, FlightOutcome, Lookup, RevalidationResult,
@@ -27,7 +28,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, response};
 use http_body::Body;
 
-use self::body::{CachedBody, ClientView, Storing, announced_length, relay};
+use self::body::{CachedBody, ClientView, Storing, relay};
 use crate::proxy::body::BoxError;
 use crate::proxy::error::ProxyError;
 
@@ -320,7 +321,7 @@ where
                 cache: Arc::clone(cache),
                 pending,
                 leader,
-                announced_length: announced_length(&head.headers),
+                announced_length: content_length(&head.headers),
             })
         }
         Admission::Skip(reason) => {
@@ -363,13 +364,7 @@ fn client_range(parts: &Parts, head: &mut response::Parts) -> Option<ClientRange
         return None;
     }
     let asked = parts.headers.get(RANGE)?.to_str().ok()?;
-    let length: u64 = head
-        .headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
+    let length = content_length(&head.headers)?;
     match range::select(asked, length) {
         RangeAnswer::Full => None,
         RangeAnswer::Partial(part) => {
@@ -443,7 +438,7 @@ fn spawn_refresh<U: Upstream>(
                     cache: Arc::clone(&cache),
                     pending,
                     leader: Some(leader),
-                    announced_length: announced_length(&head.headers),
+                    announced_length: content_length(&head.headers),
                 };
                 relay(body, Some(storing), ClientView::none()).await;
             }

@@ -226,14 +226,9 @@ pub(crate) fn route<'a, S>(router: &'a Router<S>, parts: &Parts) -> Result<&'a A
 /// keeps memory per request small.
 pub(crate) const REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
 
+/// The request body's declared length (`Content-Length`), if valid.
 pub(crate) fn body_length(parts: &Parts) -> Option<u64> {
-    parts
-        .headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    causeway_cache::storable::content_length(&parts.headers)
 }
 
 /// Rewrites a client request's head for the origin hop.
