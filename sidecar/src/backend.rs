@@ -246,6 +246,7 @@ impl BackendService {
         let Ok(uri) = request.target.parse::<Uri>() else {
             return answer_error(&mut channel, ProxyError::BadTarget, None).await;
         };
+        let empty_body = request.empty_body;
         let mut head = Request::new(());
         *head.method_mut() = request.method;
         *head.uri_mut() = uri;
@@ -281,6 +282,9 @@ impl BackendService {
             receiver,
         } = channel;
         let body = match proxy::body_length(&parts) {
+            // The front-end said there is no body: the request can be replayed at once, with
+            // no wait for the stream's end.
+            _ if empty_body => RequestBody::Empty,
             Some(length) if length <= proxy::REPLAY_BUFFER_BYTES => {
                 match RequestBody::buffer_channel(receiver, proxy::REPLAY_BUFFER_BYTES).await {
                     Ok(body) => body,

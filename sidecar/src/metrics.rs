@@ -134,7 +134,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "causeway_origin_responses_total",
-                        "Attempts sent to an origin, by result.",
+                        "Attempts sent to an origin, by result: success, failure, or closed (a kept-alive connection the origin closed as the request went out; sent again).",
                     ),
                     &["site", "origin", "result"],
                 )?,
@@ -256,6 +256,9 @@ impl Metrics {
                         failures: self
                             .origin_responses
                             .with_label_values(&[site, origin, "failure"]),
+                        closed_connections: self
+                            .origin_responses
+                            .with_label_values(&[site, origin, "closed"]),
                     }
                 })
                 .collect(),
@@ -305,7 +308,7 @@ impl Metrics {
         let _ = self.origin_latency.remove_label_values(&labels);
         let _ = self.origin_healthy.remove_label_values(&labels);
         let _ = self.origin_ejections.remove_label_values(&labels);
-        for result in ["success", "failure"] {
+        for result in ["success", "failure", "closed"] {
             let _ = self
                 .origin_responses
                 .remove_label_values(&[site, origin, result]);
@@ -361,6 +364,9 @@ pub struct OriginMetrics {
     pub successes: IntCounter,
     /// Attempts that failed.
     pub failures: IntCounter,
+    /// Attempts lost to a kept-alive connection the origin closed as they went out, and sent
+    /// again: neither a success nor the origin's failure.
+    pub closed_connections: IntCounter,
 }
 
 /// Per-site handles.

@@ -24,9 +24,10 @@ use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo, TypeNam
 use crate::classify::{Classifier, ClassifyError};
 use crate::metrics::Metrics;
 use crate::proxy::body::RequestBody;
+use crate::proxy::origin_connection::OriginConnector;
 
 /// The HTTP/1.1 keep-alive client a site uses to reach its origins.
-pub type OriginClient = Client<HttpConnector, RequestBody>;
+pub type OriginClient = Client<OriginConnector, RequestBody>;
 
 /// Why a Site cannot be run by this process.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,9 @@ pub struct SiteRuntime {
     pub balancer: Balancer,
     /// Connection pool to the origins.
     pub client: OriginClient,
+    /// A client that keeps no connection, for a request a kept-alive connection lost as the
+    /// origin closed it: on a new connection that race cannot happen again.
+    pub fresh_client: OriginClient,
     /// Extra attempts allowed for idempotent requests.
     pub retry_attempts: u32,
     /// Largest request body.
@@ -318,7 +322,8 @@ impl CompiledSite {
             cache,
             classifier,
             balancer,
-            client: origin_client(spec.limits.connect_timeout.get()),
+            client: origin_client(spec.limits.connect_timeout.get(), Pooling::KeepAlive),
+            fresh_client: origin_client(spec.limits.connect_timeout.get(), Pooling::None),
             retry_attempts: spec.retries.attempts,
             max_body_bytes: spec.limits.max_request_body_bytes,
             response_timeout: spec.limits.response_timeout.get(),
@@ -365,8 +370,17 @@ impl SiteRuntime {
     }
 }
 
-/// A keep-alive HTTP/1.1 client for origins.
-pub fn origin_client(connect_timeout: Duration) -> OriginClient {
+/// Whether an origin client keeps connections for later requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Idle connections are kept (up to 90 s) and reused.
+    KeepAlive,
+    /// Every request opens a connection of its own, closed after the answer.
+    None,
+}
+
+/// An HTTP/1.1 client for origins.
+pub fn origin_client(connect_timeout: Duration, pooling: Pooling) -> OriginClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
@@ -375,11 +389,14 @@ pub fn origin_client(connect_timeout: Duration) -> OriginClient {
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(match pooling {
+            Pooling::KeepAlive => 1024,
+            Pooling::None => 0,
+        })
         // The client's Host header is forwarded as is; the origin authority is only where
         // to connect.
         .set_host(false)
-        .build(connector)
+        .build(OriginConnector::new(connector))
 }
 
 /// Finds the Site for a request's host; `S` is how this gateway runs a Site (origins and a

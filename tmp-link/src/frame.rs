@@ -101,6 +101,11 @@ pub struct RequestHead {
     pub target: String,
     /// Header fields, hop-by-hop ones already removed by the front-end.
     pub headers: HeaderMap,
+    /// The request has no body: the channel's stream ends right after the head. The back-end
+    /// can then send the request to an origin again when a kept-alive connection fails under
+    /// it, without waiting for the stream's end to learn there is nothing to replay. A peer
+    /// that does not know the flag leaves it clear, which only costs that replay.
+    pub empty_body: bool,
 }
 
 /// Where a tunnelled TCP channel goes.
@@ -127,6 +132,8 @@ pub struct ResponseHead {
 const KIND_HTTP: u8 = 1;
 const KIND_TCP: u8 = 2;
 const FLAG_ZSTD: u8 = 1;
+/// In a channel head's flags: the HTTP request has no body ([`RequestHead::empty_body`]).
+const FLAG_EMPTY_BODY: u8 = 2;
 
 /// Wraps an encoded payload in its length prefix.
 fn framed(payload: BytesMut) -> Bytes {
@@ -157,7 +164,11 @@ impl ChannelHead {
         });
         out.put_u8(self.class);
         out.put_u8(self.request_type);
-        out.put_u8(if self.accepts_zstd { FLAG_ZSTD } else { 0 });
+        let mut flags = if self.accepts_zstd { FLAG_ZSTD } else { 0 };
+        if matches!(&self.kind, ChannelKind::Http(head) if head.empty_body) {
+            flags |= FLAG_EMPTY_BODY;
+        }
+        out.put_u8(flags);
         match &self.kind {
             ChannelKind::Http(head) => {
                 put_short(&mut out, head.method.as_str().as_bytes());
@@ -201,6 +212,7 @@ impl ChannelHead {
                     method,
                     target,
                     headers,
+                    empty_body: flags & FLAG_EMPTY_BODY != 0,
                 })
             }
             KIND_TCP => {
@@ -367,6 +379,7 @@ mod tests {
                 method: Method::POST,
                 target: "/cart?item=7".to_owned(),
                 headers,
+                empty_body: false,
             }),
         }
     }
@@ -375,6 +388,19 @@ mod tests {
     fn request_heads_round_trip_with_repeated_headers() {
         let head = http_head();
         assert_eq!(ChannelHead::decode(payload(&head.encode())), Ok(head));
+    }
+
+    #[test]
+    fn an_empty_body_is_announced_in_the_flags_beside_zstd() {
+        let mut head = http_head();
+        let ChannelKind::Http(request) = &mut head.kind else {
+            unreachable!("http_head is an HTTP head");
+        };
+        request.empty_body = true;
+        let encoded = head.encode();
+        // Length prefix, then version, kind, class, request type, flags.
+        assert_eq!(encoded[4 + 4], FLAG_ZSTD | FLAG_EMPTY_BODY);
+        assert_eq!(ChannelHead::decode(payload(&encoded)), Ok(head));
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn get(class: u8) -> ChannelHead {
             method: Method::POST,
             target: "/echo".to_owned(),
             headers: HeaderMap::new(),
+            empty_body: false,
         }),
     }
 }

@@ -853,6 +853,18 @@ impl Lease {
         self.waited
     }
 
+    /// Records that the attempt says nothing about the origin — a kept-alive connection the
+    /// origin had closed failed under it — so neither its latency nor a failure is counted.
+    pub fn record_closed_connection(&self) {
+        self.recorded.store(true, Ordering::Relaxed);
+        self.shared
+            .with_state(Some(self.origin), |shared, _, origin| {
+                if let Some(origin) = origin {
+                    shared.metrics.origins[origin].closed_connections.inc();
+                }
+            });
+    }
+
     /// Records how the attempt went: its latency feeds the QoS estimate, its result the
     /// passive health of the origin.
     pub fn record(&self, latency: Duration, succeeded: bool) {

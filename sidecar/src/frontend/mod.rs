@@ -645,6 +645,7 @@ async fn forward(
 ) -> Result<Response<FrontBody>, ProxyError> {
     let replay = body.replay();
     let repeatable = replay.is_some() && proxy::is_idempotent(&parts.method);
+    let empty_body = matches!(body, RequestBody::Empty);
     let mut body = Some(body);
     let mut tried = 0u64;
     let mut attempts_left = site.retry_attempts;
@@ -660,6 +661,7 @@ async fn forward(
                 .map_or("/", |pq| pq.as_str())
                 .to_owned(),
             headers: parts.headers.clone(),
+            empty_body,
         }),
     };
     loop {

@@ -16,7 +16,7 @@ use tokio::time::error::Elapsed;
 
 use super::body::RequestBody;
 use crate::balancer::Lease;
-use crate::sites::SiteRuntime;
+use crate::sites::{OriginClient, SiteRuntime};
 
 /// What waiting for an origin's answer head gave.
 pub type AttemptResult =
@@ -30,10 +30,16 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Sends `request` on the slot `lease`; the answer head is awaited with [`Attempt::answer`].
-    pub fn send(site: &SiteRuntime, request: Request<RequestBody>, lease: Lease) -> Self {
+    /// Sends `request` on the slot `lease` with one of `site`'s clients; the answer head is
+    /// awaited with [`Attempt::answer`].
+    pub fn send(
+        site: &SiteRuntime,
+        client: &OriginClient,
+        request: Request<RequestBody>,
+        lease: Lease,
+    ) -> Self {
         Self {
-            in_progress: Some((site.client.request(request), lease)),
+            in_progress: Some((client.request(request), lease)),
             deadline: tokio::time::Instant::now() + site.response_timeout,
             sent: Instant::now(),
         }

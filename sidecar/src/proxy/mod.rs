@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod origin_connection;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -278,7 +279,9 @@ fn attempt_request(
 
 /// Sends the request to an origin, retrying on another where it is safe: the body can be sent
 /// again (none, or a small buffered one) and the request is idempotent — or it never reached
-/// the origin (connect failure).
+/// the origin (connect failure, or a kept-alive connection the origin closed as the request
+/// went out: that request is sent once more, on a new connection where the race cannot
+/// recur, and costs no retry).
 pub(crate) async fn forward(
     site: &SiteRuntime,
     parts: Parts,
@@ -291,6 +294,7 @@ pub(crate) async fn forward(
     let mut body = Some(body);
     let mut tried = OriginSet::default();
     let mut attempts_left = site.retry_attempts;
+    let mut resend_on_a_new_connection = false;
     // A reload may hand the Site's balancer over while the request waits: each lease comes
     // from the balancer in force, and a retry goes on from that one.
     let mut balancer = site.balancer.clone();
@@ -310,7 +314,12 @@ pub(crate) async fn forward(
         // The name is only wanted on the error paths; look it up there, not per request.
         let origin_index = lease.origin();
         let origin = || balancer.origins()[origin_index].name.clone();
-        let mut attempt = Attempt::send(site, request, lease);
+        let client = if resend_on_a_new_connection {
+            &site.fresh_client
+        } else {
+            &site.client
+        };
+        let mut attempt = Attempt::send(site, client, request, lease);
         let Some((result, lease)) = attempt.answer().await else {
             return Err(ProxyError::Upstream {
                 origin: origin(),
@@ -342,6 +351,17 @@ pub(crate) async fn forward(
                         ClientBodyError::Broken(e) => ProxyError::ClientBody(e.to_string()),
                         ClientBodyError::Link(e) => ProxyError::ClientBody(e.to_string()),
                     });
+                }
+                if replayable
+                    && !resend_on_a_new_connection
+                    && origin_connection::lost_to_a_closing_connection(&error)
+                {
+                    // The origin closed a connection it thought idle as the request went out:
+                    // nothing reached its application, and nothing is wrong with it.
+                    lease.record_closed_connection();
+                    resend_on_a_new_connection = true;
+                    tracing::debug!(site = %site.name, origin = %origin(), "kept-alive connection closed under the request; sending it again");
+                    continue;
                 }
                 lease.record(elapsed, false);
                 let detail = error_chain(&error);

@@ -1,0 +1,259 @@
+//! Origin connections that remember how they were used, so the proxy can tell a kept-alive
+//! connection the origin closed under a request from an origin that failed the request.
+//!
+//! An origin closes an idle kept-alive connection whenever it likes: its keep-alive timeout,
+//! a restart, a pod leaving the Site. A request written on that connection just as the close
+//! is on its way fails with no answer byte, and the origin's application never saw it; the
+//! origin itself is fine. Such a request is sent again — for any method, when its body can be
+//! sent again — at no cost to the retry budget and with no mark against the origin's health,
+//! as browsers do with a reused connection that closes before any answer byte and as HAProxy's
+//! `retry-on empty-response` does. A *fresh* connection that closes under a request is the
+//! origin failing it, and is retried only as any other failure is.
+//!
+//! hyper's pool does not say whether a connection was reused, so [`OriginConnector`] wraps
+//! each TCP stream in an [`OriginStream`] that counts the requests written on it and the answer
+//! bytes read since the last one began, and hands that [`ConnectionHistory`] to hyper-util as
+//! the connection's extra information, which comes back with the client's error.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::{Extensions, Uri};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Error as ClientError;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// How one origin connection has been used, shared between the stream and hyper-util.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionHistory(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// Requests begun on the connection: the first write after the previous answer's bytes.
+    requests: AtomicU32,
+    /// Bytes read since the current request began.
+    answer_bytes: AtomicU64,
+    /// Whether the last I/O was a read, so the next write begins a new request.
+    reading: AtomicBool,
+}
+
+impl ConnectionHistory {
+    /// Notes bytes written; the first write after a read (or ever) begins a request.
+    fn wrote(&self) {
+        let counters = &self.0;
+        if counters.reading.swap(false, Ordering::Relaxed)
+            || counters.requests.load(Ordering::Relaxed) == 0
+        {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            counters.answer_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes `bytes` read from the origin.
+    fn read(&self, bytes: usize) {
+        if bytes > 0 {
+            self.0.reading.store(true, Ordering::Relaxed);
+            self.0
+                .answer_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection carried an earlier request and nothing of the current one's answer has
+    /// arrived: a close now is the origin closing a connection it considered idle.
+    pub fn reused_with_no_answer(&self) -> bool {
+        self.0.requests.load(Ordering::Relaxed) > 1
+            && self.0.answer_bytes.load(Ordering::Relaxed) == 0
+    }
+
+    /// The history of the connection a failed request went out on, where there was one.
+    pub fn of_error(error: &ClientError) -> Option<Self> {
+        let mut extensions = Extensions::new();
+        error.connect_info()?.get_extras(&mut extensions);
+        extensions.remove::<Self>()
+    }
+}
+
+/// Whether a failed request is one a kept-alive connection lost as the origin closed it: the
+/// connection was reused, no answer byte came, and it ended in a close or a reset (not a
+/// timeout or a malformed answer, which the origin did send).
+pub fn lost_to_a_closing_connection(error: &ClientError) -> bool {
+    ConnectionHistory::of_error(error).is_some_and(|history| history.reused_with_no_answer())
+        && ends_in_a_close(error)
+}
+
+fn ends_in_a_close(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
+            && (hyper_error.is_incomplete_message() || hyper_error.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io_error) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io_error.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// hyper-util's TCP connector, with every stream wrapped in an [`OriginStream`].
+#[derive(Clone, Debug)]
+pub struct OriginConnector {
+    inner: HttpConnector,
+}
+
+impl OriginConnector {
+    /// Wraps a configured TCP connector.
+    pub fn new(inner: HttpConnector) -> Self {
+        Self { inner }
+    }
+}
+
+impl Service<Uri> for OriginConnector {
+    type Response = OriginStream;
+    type Error = <HttpConnector as Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<OriginStream, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let connecting = self.inner.call(destination);
+        Box::pin(async move {
+            let tcp = connecting.await?.into_inner();
+            Ok(OriginStream {
+                io: TokioIo::new(CountedTcp {
+                    tcp,
+                    history: ConnectionHistory::default(),
+                }),
+            })
+        })
+    }
+}
+
+/// A TCP connection to an origin that keeps its [`ConnectionHistory`].
+#[derive(Debug)]
+pub struct OriginStream {
+    io: TokioIo<CountedTcp>,
+}
+
+impl Connection for OriginStream {
+    fn connected(&self) -> Connected {
+        let counted = self.io.inner();
+        counted.tcp.connected().extra(counted.history.clone())
+    }
+}
+
+impl Read for OriginStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for OriginStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The TCP stream under an [`OriginStream`], counting at tokio's level, where a read's size is
+/// visible without unsafe code.
+#[derive(Debug)]
+struct CountedTcp {
+    tcp: TcpStream,
+    history: ConnectionHistory,
+}
+
+impl AsyncRead for CountedTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            self.history.read(buf.filled().len() - before);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for CountedTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.history.wrote();
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.history.wrote();
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
