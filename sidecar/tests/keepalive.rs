@@ -124,7 +124,16 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(Stri
     loop {
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut fields);
-        if let Ok(httparse::Status::Complete(head_len)) = request.parse(buffer) {
+        let parsed = match request.parse(buffer) {
+            // What is not a request gets the connection closed, as a real origin's 400 would:
+            // a wrong request then fails visibly instead of hanging the exchange.
+            Err(error) => {
+                eprintln!("origin: unparsable request head ({error}): {buffer:?}");
+                return None;
+            }
+            Ok(parsed) => parsed,
+        };
+        if let httparse::Status::Complete(head_len) = parsed {
             let body_len = request
                 .headers
                 .iter()
