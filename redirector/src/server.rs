@@ -54,20 +54,29 @@ impl Server {
     /// When either socket cannot be bound.
     pub async fn bind(config: ServerConfig) -> Result<Self> {
         let listen_error = |address, source| Error::Listen { address, source };
-        let udp = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|e| listen_error(config.listen, e))?;
-        let address = udp
-            .local_addr()
-            .map_err(|e| listen_error(config.listen, e))?;
-        let tcp = TcpListener::bind(address)
-            .await
-            .map_err(|e| listen_error(address, e))?;
-        Ok(Self {
-            udp: Arc::new(udp),
-            tcp,
-            config,
-        })
+        // With port 0 the UDP socket picks the port, and that port may already be a TCP
+        // socket's (any outgoing connection's, say): pick again rather than fail.
+        let mut tries_left = if config.listen.port() == 0 { 16 } else { 1 };
+        loop {
+            tries_left -= 1;
+            let udp = UdpSocket::bind(config.listen)
+                .await
+                .map_err(|e| listen_error(config.listen, e))?;
+            let address = udp
+                .local_addr()
+                .map_err(|e| listen_error(config.listen, e))?;
+            match TcpListener::bind(address).await {
+                Ok(tcp) => {
+                    return Ok(Self {
+                        udp: Arc::new(udp),
+                        tcp,
+                        config,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries_left > 0 => {}
+                Err(e) => return Err(listen_error(address, e)),
+            }
+        }
     }
 
     /// The bound address.
