@@ -405,25 +405,21 @@ pub(crate) async fn forward(
 fn client_body_error<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a ClientBodyError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
+    error_sources(error).find_map(|e| e.downcast_ref::<ClientBodyError>())
+}
+
+/// `error` and each error beneath it, outermost first.
+pub(crate) fn error_sources<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
+    error_sources(error)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl Handler for Proxy {

@@ -91,27 +91,19 @@ pub fn lost_to_a_closing_connection(error: &ClientError) -> bool {
 }
 
 fn ends_in_a_close(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
-            && (hyper_error.is_incomplete_message() || hyper_error.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io_error) = e.downcast_ref::<io::Error>()
-            && matches!(
-                io_error.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            )
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    super::error_sources(error).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+            || e.downcast_ref::<io::Error>().is_some_and(|io_error| {
+                matches!(
+                    io_error.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
 }
 
 /// hyper-util's TCP connector, with every stream wrapped in an [`OriginStream`].
