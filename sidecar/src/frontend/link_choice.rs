@@ -1,8 +1,9 @@
 //! Which TMP link a front-end sends a request over: a pure function of each link's state.
 //!
-//! Links whose quality breaks the Site's limits (RTT, loss) are left out while any other link
-//! is good — traffic moves off a degraded link — but are still used when nothing better is
-//! up. Among the candidates, two are drawn at random and the cheaper taken (power of two
+//! Links whose quality breaks the Site's limits (RTT, loss), and links whose peer has stopped
+//! answering (a path that died silently, seconds before QUIC's idle timeout would close it),
+//! are left out while any other link is good — traffic moves off a degraded link — but are
+//! still used when nothing better is up. Among the candidates, two are drawn at random and the cheaper taken (power of two
 //! choices), the cost being RTT inflated by loss and by the load on that back-end, so both
 //! links carry traffic when both are good and the faster, emptier one carries more.
 
@@ -23,6 +24,8 @@ pub struct LinkState {
     pub backend_in_flight: u64,
     /// Requests the back-end reports queued.
     pub backend_queued: u64,
+    /// The peer has left this end's packets unanswered for several RTTs.
+    pub stalled: bool,
 }
 
 /// A Site's limits on link quality.
@@ -73,7 +76,7 @@ pub fn choose(
     let good: Vec<usize> = pool
         .iter()
         .copied()
-        .filter(|&i| limits.accepts(&links[i]))
+        .filter(|&i| !links[i].stalled && limits.accepts(&links[i]))
         .collect();
     let pool = if good.is_empty() { pool } else { good };
     match pool.len() {
@@ -107,6 +110,7 @@ mod tests {
             channels: 0,
             backend_in_flight: 0,
             backend_queued: 0,
+            stalled: false,
         }
     }
 
@@ -163,6 +167,17 @@ mod tests {
         assert!(choose(&links, &LinkLimits::default(), 0b110, [0, 0]).is_some());
         assert_eq!(choose(&[down], &LinkLimits::default(), 0, [0, 0]), None);
         assert_eq!(choose(&[], &LinkLimits::default(), 0, [0, 0]), None);
+    }
+
+    #[test]
+    fn a_stalled_link_is_left_while_another_answers() {
+        let mut stalled = link(5, 0.0);
+        stalled.stalled = true;
+        let answering = link(80, 0.0);
+        let limits = LinkLimits::default();
+        assert_eq!(shares(&[stalled, answering], &limits), vec![0, 10_000]);
+        // A stalled link is still better than none: QUIC may yet get through.
+        assert_eq!(shares(&[stalled], &limits), vec![10_000]);
     }
 
     #[test]

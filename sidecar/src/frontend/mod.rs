@@ -20,6 +20,7 @@ use causeway_api::Site;
 use causeway_api::site::SiteSpec;
 use causeway_tmp::compress::Decompressor;
 use causeway_tmp::frame::ResponseHead;
+use causeway_tmp::link::silence::stall_after;
 use causeway_tmp::{
     ChannelHead, ChannelKind, Dialer, Link, LinkCredentials, LinkError, LinkHandle, LinkSettings,
     Load, LoadProbe, RequestHead,
@@ -182,14 +183,16 @@ impl FrontSite {
                         channels: 0,
                         backend_in_flight: 0,
                         backend_queued: 0,
+                        stalled: false,
                     },
                     Some(link) => {
                         let qos = link.qos();
                         let own = qos.frontend.as_ref();
                         let peer = qos.backend.as_ref();
+                        let rtt = link.sample().rtt;
                         LinkState {
                             up: true,
-                            rtt: link.sample().rtt,
+                            rtt,
                             // The worse of the two ends' views: loss on the way back shows
                             // only at the back-end.
                             loss: own
@@ -198,6 +201,7 @@ impl FrontSite {
                             channels: link.channels_open() as u64,
                             backend_in_flight: peer.map_or(0, |r| r.in_flight),
                             backend_queued: peer.map_or(0, |r| r.queued_requests),
+                            stalled: link.unanswered_for() > stall_after(rtt),
                         }
                     }
                 };

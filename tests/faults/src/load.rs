@@ -426,6 +426,17 @@ impl Outcomes {
             .count()
     }
 
+    /// Requests of `kind` that were open at `fault_at` or started within `unseen` after it:
+    /// those a tier may have sent onto a component that failed silently at `fault_at`, before
+    /// the failure could show (a link's stall detection, say). Both targets count: the load
+    /// cannot tell which link a request took.
+    pub fn open_or_sent_within(&self, kind: Kind, fault_at: Instant, unseen: Duration) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.kind == kind && r.finished >= fault_at && r.started <= fault_at + unseen)
+            .count()
+    }
+
     /// Requests of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
         self.records.iter().filter(|r| r.kind == kind).count()

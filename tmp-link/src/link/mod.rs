@@ -2,15 +2,18 @@
 //! blender, the count of channels it hosts, and both ends' latest QoS reports.
 //!
 //! [`dial`] keeps a front-end's link to one back-end up; [`listen`] accepts links on a
-//! back-end; [`control`] runs the control stream that carries QoS reports both ways.
+//! back-end; [`control`] runs the control stream that carries QoS reports both ways;
+//! [`silence`] tells a path that died silently long before QUIC's idle timeout does.
 
 pub mod control;
 pub mod dial;
 pub mod listen;
+pub mod silence;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -20,6 +23,7 @@ use crate::congestion::ChannelCount;
 use crate::error::LinkError;
 use crate::frame::ChannelHead;
 use crate::qos::{LinkQos, Load, Role, TransportSample};
+use silence::{Exchange, Silence};
 
 /// A function reporting this gateway's load with each QoS report.
 pub type LoadProbe = Arc<dyn Fn() -> Load + Send + Sync>;
@@ -37,6 +41,7 @@ pub struct Link {
     draining: AtomicBool,
     /// Wakes the control stream to send that report at once.
     drain_started: tokio::sync::Notify,
+    silence: Mutex<Silence>,
 }
 
 /// A link as `/qos` shows it.
@@ -73,6 +78,7 @@ impl Link {
             peer_name: Mutex::new(String::new()),
             draining: AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
+            silence: Mutex::new(Silence::default()),
         })
     }
 
@@ -178,6 +184,13 @@ impl Link {
             lost_packets: stats.path.lost_packets,
             sent_bytes: stats.udp_tx.bytes,
         }
+    }
+
+    /// How long the peer has left this end's frames unanswered (zero while it ACKs): a link
+    /// silent for longer than [`silence::stall_after`] its RTT has most likely lost its path.
+    pub fn unanswered_for(&self) -> Duration {
+        let sample = Exchange::of(&self.connection.stats());
+        lock(&self.silence).observe(sample, Instant::now())
     }
 
     /// Opens a channel and sends its head.
