@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -542,27 +542,28 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
     );
     bed.get("/w").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    // The origin now takes a second: a stale answer must not wait for it.
+    // The origin now takes three seconds: a stale answer must not wait for it. (A second of
+    // margin below that delay, so that a busy host's slow answer is not taken for waiting.)
     let mut slow = Resource::new("max-age=60", "v2").etag("\"2\"");
-    slow.delay = Duration::from_secs(1);
+    slow.delay = Duration::from_secs(3);
     bed.origin.set("/w", slow);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let stale = bed.get("/w").await;
     assert_eq!(stale.text(), "v1");
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_secs(2),
         "waited for the origin"
     );
     assert!(cache_status(&stale).contains("stale-while-revalidate"));
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(20), || async {
             bed.origin.count("/w") == 2
         })
         .await,
         "revalidated in the background"
     );
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(20), || async {
             bed.get("/w").await.text() == "v2"
         })
         .await
@@ -696,7 +697,7 @@ async fn ranges_are_cut_from_a_stored_full_response() {
     assert_eq!(first.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(first.text(), "0123");
     assert!(
-        eventually(Duration::from_secs(2), || async {
+        eventually(Duration::from_secs(20), || async {
             let hit = bed
                 .send(bed.request(Method::GET, "/r").header(RANGE, "bytes=2-5"))
                 .await;
@@ -915,25 +916,28 @@ async fn purge_is_refused_without_a_configured_token() {
 async fn hot_entries_are_refreshed_before_they_expire() {
     let bed =
         Bed::start("{ enabled: true, refreshAhead: { minHits: 2, windowPercent: 50 } }").await;
-    // Lifetimes here are a few seconds and the origin's Date header (whole seconds) may
-    // already age a copy by up to one.
-    bed.origin.set("/hot", Resource::new("max-age=4", "hot"));
+    // The origin's Date header (whole seconds) may already age a copy by up to one: the
+    // first copy expires between 9 and 10 s after it was fetched. The lifetime is long
+    // enough that a busy host's slow requests still fall in the windows below.
+    bed.origin.set("/hot", Resource::new("max-age=10", "hot"));
+    let fetched = Instant::now();
     bed.get("/hot").await;
     bed.get("/hot").await;
     bed.get("/hot").await;
     assert_eq!(bed.origin.count("/hot"), 1);
     // In the last half of its lifetime, a hit starts a background refresh.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    tokio::time::sleep_until((fetched + Duration::from_secs(6)).into()).await;
     bed.get("/hot").await;
+    let expiry = fetched + Duration::from_secs(9);
     assert!(
-        eventually(Duration::from_secs(2), || async {
+        eventually(expiry.saturating_duration_since(Instant::now()), || async {
             bed.origin.count("/hot") == 2
         })
         .await,
         "refreshed ahead of expiry"
     );
     // Past the first copy's expiry, clients still get hits: it never went stale.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep_until((fetched + Duration::from_millis(10_500)).into()).await;
     let answer = bed.get("/hot").await;
     assert!(cache_status(&answer).contains("hit"), "{answer:?}");
     assert!(!cache_status(&answer).contains("fwd"), "{answer:?}");
