@@ -571,21 +571,28 @@ async fn one_client_cannot_hold_every_connection() {
     let mut answer = Vec::new();
     other.read_to_end(&mut answer).await.expect("read");
     assert_ok(&answer);
-    // Once the held connections close, the first client gets in again.
+    // Once the held connections close, the first client gets in again (as soon as the
+    // gateway has seen them close: until then it is still refused).
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    still_serving(gateway, "the held connections closed").await;
+    let client = client();
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            send(&client, get_request(gateway.addr, "raw.test", "/after"))
+                .await
+                .is_ok_and(|answer| answer.status == 200)
+        })
+        .await,
+        "the first client is served again once its held connections closed"
+    );
     // The listener's counters reach the metric families once a second.
-    let mut refused = 0.0;
-    for _ in 0..30 {
-        let metrics = gateway.metrics().await;
-        refused = support::metric(&metrics, "causeway_client_connections_refused_total", &[]);
-        if refused >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(refused >= 1.0, "the refusal is counted");
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            let metrics = gateway.metrics().await;
+            support::metric(&metrics, "causeway_client_connections_refused_total", &[]) >= 1.0
+        })
+        .await,
+        "the refusal is counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +609,14 @@ async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
     for n in 0..4u8 {
         held.push(connect_from([127, 0, 0, 10 + n], gateway.addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The gateway has taken all four (the open-connection gauge is copied once a second).
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            support::metric(&gateway.metrics().await, "causeway_client_connections", &[]) == 4.0
+        })
+        .await,
+        "the gateway holds the four connections"
+    );
     // ...so a fifth waits in the kernel's backlog, unanswered but not refused...
     let mut waiting = connect_from([127, 0, 0, 20], gateway.addr).await;
     write_get(&mut waiting, "/waiting").await;
@@ -617,7 +631,7 @@ async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
     assert_eq!(target.origin.state.requests(), 0);
     // ...and is served as soon as one of them leaves.
     drop(held.pop());
-    tokio::time::timeout(Duration::from_secs(5), waiting.read_to_end(&mut answer))
+    tokio::time::timeout(Duration::from_secs(20), waiting.read_to_end(&mut answer))
         .await
         .expect("served once a slot is free")
         .expect("read");
