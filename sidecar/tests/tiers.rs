@@ -51,13 +51,15 @@ async fn requests_cross_the_link_and_bodies_arrive_whole() {
 
     // The JSON body crossed the link compressed: far fewer link bytes than body bytes. Link
     // metrics are copied once a second.
-    let mut blended = 0.0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while blended < 3_000_000.0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let blended_bytes = || async {
         let metrics = tiers.backends[0].metrics().await;
-        blended = support::metric(&metrics, "causeway_link_blended_bytes_total", &[]);
-    }
+        support::metric(&metrics, "causeway_link_blended_bytes_total", &[])
+    };
+    support::eventually(Duration::from_secs(20), || async {
+        blended_bytes().await >= 3_000_000.0
+    })
+    .await;
+    let blended = blended_bytes().await;
     assert!(
         blended > 3_000_000.0 && blended < 5_000_000.0,
         "the back-end sent {blended} bytes for 6 MB of answers, half of them compressible"
@@ -200,7 +202,14 @@ async fn idempotent_requests_move_to_another_backend_when_one_dies() {
             (n % 4 == 3, send(&client, request).await.map(|a| a.status))
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The back-end dies once every request has reached an origin (each takes 1.5 s there).
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            origins.iter().map(|o| o.state.requests()).sum::<u64>() >= 12
+        })
+        .await,
+        "the twelve requests reach the origins"
+    );
     tiers.backends[0].restart().await;
     let (mut gets_ok, mut gets, mut posts_failed) = (0, 0, 0);
     for task in tasks {
