@@ -259,6 +259,9 @@ impl Metrics {
                         closed_connections: self
                             .origin_responses
                             .with_label_values(&[site, origin, "closed"]),
+                        unsent: self
+                            .origin_responses
+                            .with_label_values(&[site, origin, "unsent"]),
                     }
                 })
                 .collect(),
@@ -308,7 +311,7 @@ impl Metrics {
         let _ = self.origin_latency.remove_label_values(&labels);
         let _ = self.origin_healthy.remove_label_values(&labels);
         let _ = self.origin_ejections.remove_label_values(&labels);
-        for result in ["success", "failure", "closed"] {
+        for result in ["success", "failure", "closed", "unsent"] {
             let _ = self
                 .origin_responses
                 .remove_label_values(&[site, origin, result]);
@@ -367,6 +370,9 @@ pub struct OriginMetrics {
     /// Attempts lost to a kept-alive connection the origin closed as they went out, and sent
     /// again: neither a success nor the origin's failure.
     pub closed_connections: IntCounter,
+    /// Attempts whose pooled connection never wrote them within the connect timeout, sent
+    /// again on a new connection: nothing reached the origin.
+    pub unsent: IntCounter,
 }
 
 /// Per-site handles.

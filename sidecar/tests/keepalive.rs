@@ -256,8 +256,18 @@ fn assert_nothing_lost(
             )
         })
         .sum();
+    let unsent: f64 = origins
+        .iter()
+        .map(|o| {
+            metric(
+                metrics,
+                "causeway_origin_responses_total",
+                &[("origin", &o.name), ("result", "unsent")],
+            )
+        })
+        .sum();
     eprintln!(
-        "GET {:?} POST {:?}; origins closed {closes} connections after answers; {resent} requests resent; the hang-up origin took {} GETs and {hung_up_posts} POSTs",
+        "GET {:?} POST {:?}; origins closed {closes} connections after answers; {resent} requests resent after a close, {unsent} after a connection never wrote them; the hang-up origin took {} GETs and {hung_up_posts} POSTs",
         gets.statuses,
         posts.statuses,
         hangs_up.hung_up_gets.load(Ordering::SeqCst)

@@ -779,6 +779,15 @@ impl Drop for QueueGuard<'_> {
     }
 }
 
+/// Why an attempt that says nothing about its origin is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resent {
+    /// A kept-alive connection the origin had closed failed under it, before any answer byte.
+    ClosedConnection,
+    /// The pooled connection it was handed never wrote it: not one byte left for the origin.
+    NeverWritten,
+}
+
 /// One request's slot on one origin, counted against the origin's high-water mark until
 /// dropped — which, for a proxied response, is when its body has been sent.
 pub struct Lease {
@@ -853,14 +862,18 @@ impl Lease {
         self.waited
     }
 
-    /// Records that the attempt says nothing about the origin — a kept-alive connection the
-    /// origin had closed failed under it — so neither its latency nor a failure is counted.
-    pub fn record_closed_connection(&self) {
+    /// Records that the attempt says nothing about the origin and is sent again, so neither
+    /// its latency nor a failure is counted.
+    pub fn record_resent(&self, why: Resent) {
         self.recorded.store(true, Ordering::Relaxed);
         self.shared
             .with_state(Some(self.origin), |shared, _, origin| {
                 if let Some(origin) = origin {
-                    shared.metrics.origins[origin].closed_connections.inc();
+                    let metrics = &shared.metrics.origins[origin];
+                    match why {
+                        Resent::ClosedConnection => metrics.closed_connections.inc(),
+                        Resent::NeverWritten => metrics.unsent.inc(),
+                    }
                 }
             });
     }

@@ -21,10 +21,10 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::attempt::Attempt;
+use self::attempt::{Attempt, AttemptResult};
 use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
 use self::error::ProxyError;
-use crate::balancer::{Lease, OriginSet};
+use crate::balancer::{Lease, OriginSet, Resent};
 use crate::caching::{self, Upstream, body::CachedBody};
 use crate::classify::RequestProfile;
 use crate::framing_guard::AmbiguousLength;
@@ -328,11 +328,11 @@ pub(crate) async fn forward(
         };
         let elapsed = attempt.sent().elapsed();
         let (error, may_retry) = match result {
-            Ok(Ok(response)) if !is_gateway_error(response.status()) => {
+            AttemptResult::Answered(Ok(response)) if !is_gateway_error(response.status()) => {
                 lease.record(elapsed, true);
                 return Ok((response, lease));
             }
-            Ok(Ok(response)) => {
+            AttemptResult::Answered(Ok(response)) => {
                 lease.record(elapsed, false);
                 if !(replayable && idempotent && attempts_left > 0 && balancer.try_retry()) {
                     return Ok((response, lease));
@@ -341,7 +341,29 @@ pub(crate) async fn forward(
                 attempts_left -= 1;
                 continue;
             }
-            Ok(Err(error)) => {
+            AttemptResult::NeverWritten if !resend_on_a_new_connection => {
+                // The pooled connection took the request and never wrote it: nothing reached
+                // the origin, and nothing is known against it.
+                lease.record_resent(Resent::NeverWritten);
+                resend_on_a_new_connection = true;
+                tracing::debug!(site = %site.name, origin = %origin(), "origin connection never wrote the request; sending it on a new one");
+                continue;
+            }
+            AttemptResult::NeverWritten | AttemptResult::Stalled => {
+                lease.record(elapsed, false);
+                // Unwritten twice is like a connect failure: any method may go elsewhere. A
+                // write begun as the request was abandoned may have reached the origin.
+                let unwritten = matches!(result, AttemptResult::NeverWritten);
+                (
+                    ProxyError::Upstream {
+                        origin: origin(),
+                        detail: "the origin connection stalled before writing the request"
+                            .to_owned(),
+                    },
+                    replayable && (unwritten || idempotent),
+                )
+            }
+            AttemptResult::Answered(Err(error)) => {
                 if let Some(client_error) = client_body_error(&error) {
                     // The client's fault, not the origin's: no penalty, no retry.
                     return Err(match client_error {
@@ -358,7 +380,7 @@ pub(crate) async fn forward(
                 {
                     // The origin closed a connection it thought idle as the request went out:
                     // nothing reached its application, and nothing is wrong with it.
-                    lease.record_closed_connection();
+                    lease.record_resent(Resent::ClosedConnection);
                     resend_on_a_new_connection = true;
                     tracing::debug!(site = %site.name, origin = %origin(), "kept-alive connection closed under the request; sending it again");
                     continue;
@@ -383,7 +405,7 @@ pub(crate) async fn forward(
                     )
                 }
             }
-            Err(_) => {
+            AttemptResult::TimedOut => {
                 lease.record(elapsed, false);
                 (
                     ProxyError::Timeout {

@@ -74,11 +74,33 @@ impl ConnectionHistory {
             && self.0.answer_bytes.load(Ordering::Relaxed) == 0
     }
 
+    /// How many requests the connection has begun writing, and whether it is between
+    /// requests (nothing written since the last answer bytes, or nothing ever): the state a
+    /// pooled connection is in when a request is handed to it.
+    pub fn write_state(&self) -> (u32, bool) {
+        let counters = &self.0;
+        let requests = counters.requests.load(Ordering::Relaxed);
+        (
+            requests,
+            requests == 0 || counters.reading.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether both are the history of the same connection.
+    pub fn same_connection(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The history in a connection's metadata, as hyper-util captured it.
+    pub fn of_connected(connected: &Connected) -> Option<Self> {
+        let mut extensions = Extensions::new();
+        connected.get_extras(&mut extensions);
+        extensions.remove::<Self>()
+    }
+
     /// The history of the connection a failed request went out on, where there was one.
     pub fn of_error(error: &ClientError) -> Option<Self> {
-        let mut extensions = Extensions::new();
-        error.connect_info()?.get_extras(&mut extensions);
-        extensions.remove::<Self>()
+        Self::of_connected(error.connect_info()?)
     }
 }
 
