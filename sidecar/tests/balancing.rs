@@ -188,33 +188,22 @@ priority:
         tokio::spawn(async move { send(&client, get_request(addr, "prio.test", &path)).await })
     };
 
-    // Occupy the only slot, then queue low-class requests before high-class ones.
-    let busy = spawn("/busy?sleep=1000".into());
+    // Occupy the only slot (long enough for a busy host to queue the rest), then queue
+    // low-class requests before high-class ones.
+    let busy = spawn("/busy?sleep=5000".into());
     assert!(
         origin.state.wait_in_flight(1, Duration::from_secs(5)).await,
         "the busy request reached the origin"
     );
     let mut waiting = Vec::new();
-    let queued = |n: f64| {
-        let gateway = &gateway;
-        async move {
-            support::eventually(Duration::from_secs(5), || async {
-                metric(
-                    &gateway.metrics().await,
-                    "causeway_queue_depth",
-                    &[("site", "prio")],
-                ) == n
-            })
-            .await
-        }
-    };
+    let queued = |n: usize| gateway.wait_queue_depth("prio", n, Duration::from_secs(20));
     for i in 0..3 {
         waiting.push(spawn(format!("/low/{i}?sleep=10")));
-        assert!(queued(f64::from(i + 1)).await, "low {i} queued");
+        assert!(queued(i + 1).await, "low {i} queued");
     }
     for i in 0..3 {
         waiting.push(spawn(format!("/high/{i}?sleep=10")));
-        assert!(queued(f64::from(i + 4)).await, "high {i} queued");
+        assert!(queued(i + 4).await, "high {i} queued");
     }
     let busy = busy.await.expect("busy task").expect("busy answer");
     assert_eq!(busy.status, 200);
@@ -375,6 +364,9 @@ async fn a_client_that_gives_up_does_not_free_its_slot_before_the_origin_does() 
     assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
     abandoned.abort();
     let _ = abandoned.await;
+    // A lower bound, not a wait for an event: the gateway gets time to see the hang-up and
+    // (wrongly) free the slot. A host too busy for that makes the check below pass without
+    // testing anything; it cannot make it fail.
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The next request must wait for the origin, not be sent next to the abandoned one.
     let next = send(&client(), get_request(addr, "gone.test", "/"))
@@ -438,15 +430,25 @@ priority:
         let (client, path) = (client.clone(), path.to_owned());
         tokio::spawn(async move { send(&client, get_request(addr, "aging.test", &path)).await })
     };
-    let busy = spawn("/busy?sleep=1200");
+    // The busy request holds the only slot long enough for a busy host to queue the rest.
+    let busy = spawn("/busy?sleep=5000");
     assert!(origin.state.wait_in_flight(1, Duration::from_secs(5)).await);
+    let queued = |n: usize| gateway.wait_queue_depth("aging", n, Duration::from_secs(20));
     // The low request waits long enough to climb to class 1 (and, were there no ceiling,
-    // to class 0) before the newer ones come.
+    // to class 0) before the newer ones come: the sleep is the aging under test, counted
+    // from when the request is queued.
     let low = spawn("/low/old");
+    assert!(queued(1).await, "the low request queued");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let urgent = [spawn("/urgent/0"), spawn("/urgent/1")];
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(queued(3).await, "the urgent requests queued");
     let checkout = spawn("/checkout/pay");
+    assert!(queued(4).await, "the checkout request queued");
+    assert_eq!(
+        origin.state.requests(),
+        1,
+        "all four queued while the busy request held the slot"
+    );
     for task in [busy, low, checkout].into_iter().chain(urgent) {
         assert_eq!(task.await.expect("task").expect("answer").status, 200);
     }

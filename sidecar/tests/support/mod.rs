@@ -1005,6 +1005,18 @@ impl Gateway {
         .await
     }
 
+    /// Waits up to `limit` for `causeway_queue_depth` of `site` to be `depth`.
+    pub async fn wait_queue_depth(&self, site: &str, depth: usize, limit: Duration) -> bool {
+        eventually(limit, || async {
+            metric(
+                &self.metrics().await,
+                "causeway_queue_depth",
+                &[("site", site)],
+            ) == depth as f64
+        })
+        .await
+    }
+
     /// Waits up to `limit` for the process to exit; its exit code if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
