@@ -200,8 +200,16 @@ fn class_shares_follow_the_weights_on_a_saturated_link() {
                 }
             });
         }
-        // Let every download reach its stride, then measure a window in which all five are
-        // backlogged.
+        // Every download is flowing; then 3 s more for each to reach its stride (the link's
+        // rate and the blender's shares settle over time, which has no event of its own: a
+        // lower bound), then measure a window in which all five are backlogged.
+        assert!(
+            support::eventually(Duration::from_secs(30), || async {
+                received.iter().all(|r| r.load(Ordering::Relaxed) > 0)
+            })
+            .await,
+            "every class's download is flowing: {received:?}"
+        );
         tokio::time::sleep(Duration::from_secs(3)).await;
         let before: Vec<u64> = received.iter().map(|r| r.load(Ordering::Relaxed)).collect();
         tokio::time::sleep(Duration::from_secs(6)).await;
