@@ -141,14 +141,27 @@ async fn both_ends_know_the_whole_link() {
     let authority = LinkAuthority::generate("test CA").expect("CA");
     let pair = pair(&authority);
     let link = pair.dialer.connect(pair.address).await.expect("link");
-    // Three reporting intervals: each end has sent reports and received the peer's.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let backend_link = pair
-        .listener
-        .registry()
-        .links()
-        .pop()
-        .expect("accepted link");
+    // Three reporting intervals: each end has sent reports and received the peer's third
+    // (reports count from 1).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let backend_link = loop {
+        let accepted = pair.listener.registry().links().pop();
+        if let Some(backend_link) = accepted
+            && link.qos().backend.is_some_and(|report| report.seq >= 3)
+            && backend_link
+                .qos()
+                .frontend
+                .is_some_and(|report| report.seq >= 3)
+        {
+            break backend_link;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three reports each way within 20 s: {:?}",
+            link.qos()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let front_view = link.qos();
     let back_view = backend_link.qos();
     let front_own = front_view.frontend.clone().expect("front-end's own report");
