@@ -539,8 +539,15 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     )
     .await
     .expect("everything settles");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = versions(&ns).await;
+    // Settled: nothing changes over 3 s (the Deployment controller's last status writes may
+    // land after Progressing=False). The 3 s is the quiet window; a write in it starts again.
+    let settled = wait_for("the operator's objects to settle", TIMEOUT, || async {
+        let before = versions(&ns).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (versions(&ns).await == before).then_some(before)
+    })
+    .await
+    .expect("the operator's objects settle");
     ns.kubectl(
         &[
             "delete",
@@ -564,9 +571,40 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     })
     .await
     .expect("a new operator replica leads");
+    let led = Instant::now();
     step(&format!("new leader {new_leader}"));
-    // The new leader reconciles every object at start; give it time to do so.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The new leader reconciles every object at start: compare once it has finished with
+    // the Site and the Frontend (a reconciliation is timed when it ends). Only the new pods
+    // are ready: the deleted ones are terminating.
+    wait_for("the new leader's first reconciliations", TIMEOUT, || async {
+        for ip in support::ready_ips(&ns, "app.kubernetes.io/component=operator").await {
+            let Ok(answer) = get(SocketAddr::new(ip, 9090), "operator", "/metrics").await else {
+                continue;
+            };
+            let reconciled = |controller: &str| {
+                let sample = format!(
+                    "causeway_operator_reconcile_duration_seconds_count{{controller=\"{controller}\"}} "
+                );
+                answer.body.lines().any(|line| {
+                    line.strip_prefix(&sample)
+                        .and_then(|n| n.trim().parse::<f64>().ok())
+                        .is_some_and(|n| n >= 1.0)
+                })
+            };
+            if answer.body.lines().any(|l| l == "causeway_operator_leader 1")
+                && reconciled("site")
+                && reconciled("frontend")
+            {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the new leader reconciles the Site and the Frontend");
+    // And no sooner than 8 s after it took the Lease: a lower bound, so that a write made
+    // after those first reconciliations (a requeue, the signer) would still show.
+    tokio::time::sleep_until((led + Duration::from_secs(8)).into()).await;
     let after = versions(&ns).await;
     assert_eq!(settled, after, "an operator restart rewrote nothing");
     let count = |selector: &'static str| {
