@@ -189,7 +189,8 @@ impl FrontSite {
                         let qos = link.qos();
                         let own = qos.frontend.as_ref();
                         let peer = qos.backend.as_ref();
-                        let rtt = link.sample().rtt;
+                        let (sample, unanswered) = link.sample_and_silence();
+                        let rtt = sample.rtt;
                         LinkState {
                             up: true,
                             rtt,
@@ -201,7 +202,7 @@ impl FrontSite {
                             channels: link.channels_open() as u64,
                             backend_in_flight: peer.map_or(0, |r| r.in_flight),
                             backend_queued: peer.map_or(0, |r| r.queued_requests),
-                            stalled: link.unanswered_for() > stall_after(rtt),
+                            stalled: unanswered > stall_after(rtt),
                         }
                     }
                 };

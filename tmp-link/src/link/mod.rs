@@ -175,7 +175,10 @@ impl Link {
 
     /// Transport counters now.
     pub fn sample(&self) -> TransportSample {
-        let stats = self.connection.stats();
+        self.sample_of(&self.connection.stats())
+    }
+
+    fn sample_of(&self, stats: &quinn::ConnectionStats) -> TransportSample {
         TransportSample {
             rtt: stats.path.rtt,
             min_rtt: self.connection.min_rtt(),
@@ -188,9 +191,15 @@ impl Link {
 
     /// How long the peer has left this end's frames unanswered (zero while it ACKs): a link
     /// silent for longer than [`silence::stall_after`] its RTT has most likely lost its path.
-    pub fn unanswered_for(&self) -> Duration {
-        let sample = Exchange::of(&self.connection.stats());
-        lock(&self.silence).observe(sample, Instant::now())
+    fn unanswered_of(&self, stats: &quinn::ConnectionStats) -> Duration {
+        lock(&self.silence).observe(Exchange::of(stats), Instant::now())
+    }
+
+    /// Transport counters and the peer's silence from one read of the connection's
+    /// statistics, for a choice made per request.
+    pub fn sample_and_silence(&self) -> (TransportSample, Duration) {
+        let stats = self.connection.stats();
+        (self.sample_of(&stats), self.unanswered_of(&stats))
     }
 
     /// Opens a channel and sends its head.
