@@ -14,7 +14,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p causeway-sidecar --bin causeway \
+        -p causeway --bin causeway \
         -p causeway-redirector --bin causeway-redirector \
     && install -D -m 0755 target/release/causeway /out/causeway \
     && install -D -m 0755 target/release/causeway-redirector /out/causeway-redirector

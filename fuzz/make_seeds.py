@@ -2,7 +2,7 @@
 """Writes the committed seed inputs under fuzz/seeds/TARGET/: a few real inputs per target.
 
 * frame_decode: TMP frames as the link sends them (selector byte, then the payload; selector 2
-  takes a stream of length-prefixed frames), encoded in tmp-link's wire format.
+  takes a stream of length-prefixed frames), encoded in the link crate's wire format.
 * site_classify: the repo's examples/site.yaml and a Site with every kind of rule, each
   followed by real request heads (NUL-separated).
 * cache_control: Cache-Control values origins and browsers send, with Date, Expires, Age,

@@ -147,47 +147,17 @@ fn parse<K: Kind>(source_name: &str, yaml: &str) -> Result<Vec<K>, ManifestError
     let mut resources = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
         let number = index + 1;
-        let syntax = |field: String, reason: String| ManifestError::Syntax {
-            source_name: source_name.to_owned(),
-            document: number,
-            field,
-            reason,
-        };
-        let value: serde_yaml_ng::Value = serde_yaml_ng::Value::deserialize(document)
-            .map_err(|e| syntax(".".into(), e.to_string()))?;
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::Value::deserialize(document).map_err(|e| ManifestError::Syntax {
+                source_name: source_name.to_owned(),
+                document: number,
+                field: ".".into(),
+                reason: e.to_string(),
+            })?;
         if value.is_null() {
             continue;
         }
-        // The kind is checked before the spec is read, so that another kind's document is
-        // reported as such rather than as a spec full of unknown fields.
-        let header: Header = serde_path_to_error::deserialize(value.clone())
-            .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
-        if header.api_version != API_VERSION || header.kind != K::KIND {
-            return Err(ManifestError::WrongKind {
-                source_name: source_name.to_owned(),
-                document: number,
-                expected: K::KIND,
-                api_version: header.api_version,
-                kind: header.kind,
-            });
-        }
-        let parsed: Document<K::Spec> = serde_path_to_error::deserialize(value)
-            .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
-        let name = parsed.metadata.name.clone().unwrap_or_default();
-        if name.is_empty() {
-            return Err(syntax(
-                "metadata.name".into(),
-                format!("a {} needs a name", K::KIND),
-            ));
-        }
-        K::validate(&parsed.spec).map_err(|violations| ManifestError::Invalid {
-            source_name: source_name.to_owned(),
-            document: number,
-            kind: K::KIND,
-            name,
-            violations,
-        })?;
-        resources.push(K::build(parsed.metadata, parsed.spec));
+        resources.push(parse_document(source_name, number, value)?);
     }
     if resources.is_empty() {
         return Err(ManifestError::Empty {
@@ -196,6 +166,63 @@ fn parse<K: Kind>(source_name: &str, yaml: &str) -> Result<Vec<K>, ManifestError
         });
     }
     Ok(resources)
+}
+
+/// Reads and validates one Site document already parsed as YAML: a Site embedded in a larger
+/// document (the gateway configuration), checked exactly as a Site file is.
+///
+/// # Errors
+/// [`ManifestError`] naming `source_name` and document `number` when the value is not a
+/// Site or breaks a rule.
+pub fn site_from_value(
+    source_name: &str,
+    number: usize,
+    value: serde_yaml_ng::Value,
+) -> Result<Site, ManifestError> {
+    parse_document(source_name, number, value)
+}
+
+fn parse_document<K: Kind>(
+    source_name: &str,
+    number: usize,
+    value: serde_yaml_ng::Value,
+) -> Result<K, ManifestError> {
+    let syntax = |field: String, reason: String| ManifestError::Syntax {
+        source_name: source_name.to_owned(),
+        document: number,
+        field,
+        reason,
+    };
+    // The kind is checked before the spec is read, so that another kind's document is
+    // reported as such rather than as a spec full of unknown fields.
+    let header: Header = serde_path_to_error::deserialize(value.clone())
+        .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
+    if header.api_version != API_VERSION || header.kind != K::KIND {
+        return Err(ManifestError::WrongKind {
+            source_name: source_name.to_owned(),
+            document: number,
+            expected: K::KIND,
+            api_version: header.api_version,
+            kind: header.kind,
+        });
+    }
+    let parsed: Document<K::Spec> = serde_path_to_error::deserialize(value)
+        .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
+    let name = parsed.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(syntax(
+            "metadata.name".into(),
+            format!("a {} needs a name", K::KIND),
+        ));
+    }
+    K::validate(&parsed.spec).map_err(|violations| ManifestError::Invalid {
+        source_name: source_name.to_owned(),
+        document: number,
+        kind: K::KIND,
+        name,
+        violations,
+    })?;
+    Ok(K::build(parsed.metadata, parsed.spec))
 }
 
 /// The part of a document that says what it is.

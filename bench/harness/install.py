@@ -6,7 +6,7 @@
 * oha comes from crates.io (``cargo install oha --locked``, into ``~/.cargo/bin``).
 * iperf3, nftables, openssl and curl (the WAN scenarios) come from Debian too; the WAN link
   emulator ``causeway-linkem`` is built from this workspace (or ``LINKEM_BIN``).
-* Causeway is built from this workspace (``cargo build --release -p causeway-sidecar``),
+* Causeway is built from this workspace (``cargo build --release -p causeway``),
   unless ``CAUSEWAY_BIN`` names a binary to use as is.
 """
 
@@ -131,9 +131,9 @@ def _ensure_causeway(repo: Path, subcommands: tuple[str, ...]) -> str:
     if override:
         binary = Path(override)
     else:
-        _log("building causeway: cargo build --release -p causeway-sidecar")
+        _log("building causeway: cargo build --release -p causeway")
         try:
-            _check_call(["cargo", "build", "--release", "-p", "causeway-sidecar"], None, cwd=repo)
+            _check_call(["cargo", "build", "--release", "-p", "causeway"], None, cwd=repo)
         except HarnessError as err:
             raise HarnessError(f"could not build causeway ({err}; cargo's errors are above)") from None
         target = Path(os.environ.get("CARGO_TARGET_DIR", repo / "target"))

@@ -5,7 +5,7 @@
 //! the rest is the frame payload as it would arrive after the 4-byte length prefix.
 #![no_main]
 
-use causeway_tmp::frame::{self, ChannelHead, ResponseHead};
+use causeway_link::frame::{self, ChannelHead, ResponseHead};
 use libfuzzer_sys::fuzz_target;
 
 /// Splits an encoded frame into its length prefix's value and its payload.

@@ -8,7 +8,7 @@
 #![no_main]
 
 use causeway_api::{parse_frontends, parse_sites};
-use causeway_sidecar::classify::Classifier;
+use causeway_gateway::classify::Classifier;
 use http::request::Parts;
 use libfuzzer_sys::fuzz_target;
 

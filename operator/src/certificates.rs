@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use causeway_tmp::LinkAuthority;
-use causeway_tmp::tls::RequestedCertificate;
+use causeway_link::LinkAuthority;
+use causeway_link::tls::RequestedCertificate;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn a_reloaded_ca_signs_requests_the_stored_ca_verifies()
     -> std::result::Result<(), Box<dyn std::error::Error>> {
-        use causeway_tmp::tls::certificate_request;
+        use causeway_link::tls::certificate_request;
         use rustls::client::WebPkiServerVerifier;
         use rustls::client::danger::ServerCertVerifier;
         use rustls_pki_types::pem::PemObject;

@@ -53,7 +53,7 @@ pub const BACKEND_ADMIN_PORT: u16 = 9902;
 
 /// The DNS name in back-end certificates; the front-ends verify it (the sidecar's default
 /// `--link-server-name`).
-pub const BACKEND_CERT_NAME: &str = causeway_tmp::settings::DEFAULT_SERVER_NAME;
+pub const BACKEND_CERT_NAME: &str = causeway_link::settings::DEFAULT_SERVER_NAME;
 
 /// The DNS name in front-end (client) certificates.
 pub const FRONTEND_CERT_NAME: &str = "causeway-frontend";

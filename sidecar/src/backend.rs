@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use causeway_api::Site;
-use causeway_tmp::compress::{self, Compressor};
-use causeway_tmp::frame::ResponseHead;
-use causeway_tmp::{
+use causeway_link::compress::{self, Compressor};
+use causeway_link::frame::ResponseHead;
+use causeway_link::{
     Channel, ChannelHandler, ChannelHead, ChannelKind, ChannelReset, Link, LinkCredentials,
     LinkError, LinkRegistry, LinkSettings, Listener, Load, LoadProbe, RequestHead, TcpTarget,
 };
@@ -442,7 +442,7 @@ enum SendError {
 /// Streams a response onto the channel, compressed when the front-end accepts zstd and the
 /// content is worth it.
 async fn send_response(
-    sender: &mut causeway_tmp::ChannelSender,
+    sender: &mut causeway_link::ChannelSender,
     response: Response<ProxyBody>,
     accepts_zstd: bool,
 ) -> Result<(), SendError> {

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use causeway_link::LinkCredentials;
+use causeway_link::tls::{TlsError, certificate_request};
 use causeway_operator::names::LINK_SIGNER;
 use causeway_operator::reconcile::signer::{self, MAX_LIFETIME, MIN_LIFETIME, RequestState};
-use causeway_tmp::LinkCredentials;
-use causeway_tmp::tls::{TlsError, certificate_request};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_tmp::{Link, LinkView, QosReport};
+use causeway_link::{Link, LinkView, QosReport};
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 use tokio::sync::watch;
 
@@ -17,7 +17,7 @@ pub trait LinkSource: Send + Sync + 'static {
     fn live_links(&self) -> Vec<Arc<Link>>;
 }
 
-impl LinkSource for causeway_tmp::LinkRegistry {
+impl LinkSource for causeway_link::LinkRegistry {
     fn live_links(&self) -> Vec<Arc<Link>> {
         self.links()
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use causeway_api::{ManifestError, Site, parse_sites};
 use tokio::sync::watch;
 
-use causeway_tmp::{LinkAuthority, LinkSettings};
+use causeway_link::{LinkAuthority, LinkSettings};
 
 use crate::backend::{self, BackendError, BackendOptions};
 use crate::frontend::{self, FrontendError, FrontendOptions};
@@ -44,7 +44,7 @@ pub enum LocalError {
     Backend(#[from] BackendError),
     /// Link credentials could not be made.
     #[error("link credentials: {0}")]
-    Credentials(#[from] causeway_tmp::tls::TlsError),
+    Credentials(#[from] causeway_link::tls::TlsError),
     /// A demo origin could not bind.
     #[error("cannot start a demo origin: {0}")]
     Origin(std::io::Error),
@@ -210,7 +210,7 @@ async fn start_two_tier(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Started, LocalError> {
     let authority = LinkAuthority::generate("causeway local link CA")?;
-    let backend_credentials = authority.issue(&[causeway_tmp::settings::DEFAULT_SERVER_NAME])?;
+    let backend_credentials = authority.issue(&[causeway_link::settings::DEFAULT_SERVER_NAME])?;
     let frontend_credentials = authority.issue(&["causeway-frontend"])?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let backend = backend::start(

@@ -87,7 +87,8 @@ fn start_tiers(lab: &NetLab) -> Tiers {
     let pki = LinkPki::new();
     let link = SocketAddr::new(IpAddr::V4(lab.address("back")), 4433);
     let frontend = SocketAddr::new(IpAddr::V4(lab.address("front")), 8080);
-    let causeway = env!("CARGO_BIN_EXE_causeway");
+    let causeway = support::causeway_bin();
+    let causeway = causeway.to_str().expect("a UTF-8 binary path");
     let mut args: Vec<String> = [
         "backend",
         "--link-listen",
@@ -337,7 +338,7 @@ fn four_channels_take_about_four_flows_share() {
     assert_fair(4);
 }
 
-/// Slower (about 45 s each); run with `cargo test -p causeway-sidecar --test fairness -- --ignored`.
+/// Slower (about 45 s each); run with `cargo test -p causeway-gateway --test fairness -- --ignored`.
 #[test]
 #[ignore = "two more 45 s runs; the N = 4 case runs by default"]
 fn one_and_sixteen_channels_take_their_flows_share() {

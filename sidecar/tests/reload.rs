@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use causeway_sidecar::frontend::{self, BackendMap, FrontendOptions, RunningFrontend};
-use causeway_sidecar::gateway::GatewayOptions;
-use causeway_sidecar::server::ConnectionLimits;
-use causeway_tmp::LinkSettings;
+use causeway_gateway::frontend::{self, BackendMap, FrontendOptions, RunningFrontend};
+use causeway_gateway::gateway::GatewayOptions;
+use causeway_gateway::server::ConnectionLimits;
+use causeway_link::LinkSettings;
 use http::StatusCode;
 use support::{
     Gateway, LinkPki, Origin, SiteYaml, client, get, get_request, load, manifest, metric, send,

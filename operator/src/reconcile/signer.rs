@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_tmp::tls::RequestedCertificate;
+use causeway_link::tls::RequestedCertificate;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Pod;
@@ -364,7 +364,7 @@ async fn sign_request(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_tmp::tls::certificate_request;
+    use causeway_link::tls::certificate_request;
 
     fn request(
         common_name: &str,

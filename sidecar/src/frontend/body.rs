@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use causeway_tmp::compress::Decompressor;
+use causeway_link::compress::Decompressor;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::metrics::SiteMetrics;

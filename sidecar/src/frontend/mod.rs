@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use causeway_api::Site;
 use causeway_api::site::SiteSpec;
-use causeway_tmp::compress::Decompressor;
-use causeway_tmp::frame::ResponseHead;
-use causeway_tmp::link::silence::stall_after;
-use causeway_tmp::{
+use causeway_link::compress::Decompressor;
+use causeway_link::frame::ResponseHead;
+use causeway_link::link::silence::stall_after;
+use causeway_link::{
     ChannelHead, ChannelKind, Dialer, Link, LinkCredentials, LinkError, LinkHandle, LinkSettings,
     Load, LoadProbe, RequestHead,
 };
@@ -727,7 +727,7 @@ async fn exchange(
     started: Instant,
 ) -> Result<Response<FrontBody>, Failure> {
     let channel = link.open(head).await?;
-    let causeway_tmp::Channel {
+    let causeway_link::Channel {
         mut sender,
         mut receiver,
     } = channel;
@@ -744,7 +744,7 @@ async fn exchange(
                 Err(error) => {
                     // The back-end must not take a cut-off body for a whole one.
                     tracing::debug!(%error, "client body failed; cancelling the channel");
-                    sender.reset(causeway_tmp::ChannelReset::Cancelled);
+                    sender.reset(causeway_link::ChannelReset::Cancelled);
                     return;
                 }
             }
@@ -760,7 +760,7 @@ async fn exchange(
         }
         Err(_) => {
             upload.abort();
-            receiver.stop(causeway_tmp::ChannelReset::Cancelled);
+            receiver.stop(causeway_link::ChannelReset::Cancelled);
             return Err(Failure::Timeout);
         }
     };

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use causeway_api::Site;
-use causeway_tmp::{Dialer, LinkHandle};
+use causeway_link::{Dialer, LinkHandle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +73,8 @@ impl FrontendReloader {
     /// When they do not make a TLS configuration.
     pub fn set_link_credentials(
         &self,
-        credentials: &causeway_tmp::LinkCredentials,
-    ) -> Result<(), causeway_tmp::LinkError> {
+        credentials: &causeway_link::LinkCredentials,
+    ) -> Result<(), causeway_link::LinkError> {
         self.inner.parts.dialer.set_credentials(credentials)
     }
 

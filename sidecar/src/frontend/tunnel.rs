@@ -8,7 +8,7 @@
 //! on).
 
 use bytes::Bytes;
-use causeway_tmp::{Channel, ChannelHead, ChannelKind, ChannelReset, LinkError, TcpTarget};
+use causeway_link::{Channel, ChannelHead, ChannelKind, ChannelReset, LinkError, TcpTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

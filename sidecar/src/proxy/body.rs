@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use causeway_tmp::{ChannelReceiver, LinkError};
+use causeway_link::{ChannelReceiver, LinkError};
 use futures_util::{Stream, StreamExt};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -32,7 +32,7 @@ pub enum ClientBodyError {
     Broken(#[source] hyper::Error),
     /// The front-end's channel broke (back-end side: the client or the link went away).
     #[error("request body from the front-end: {0}")]
-    Link(#[source] causeway_tmp::LinkError),
+    Link(#[source] causeway_link::LinkError),
 }
 
 /// A request body arriving on a TMP channel.

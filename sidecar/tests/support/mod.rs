@@ -699,21 +699,41 @@ fn scratch_path(what: &str) -> PathBuf {
     ))
 }
 
-/// The `causeway` binary: Cargo's own build of it for the sidecar's tests; elsewhere (the
-/// fault suite includes this module) `$CAUSEWAY_BIN`, else `debug/causeway` beside the
-/// running test binary's `deps/` directory.
+/// The `causeway` binary: `$CAUSEWAY_BIN` when set; else the workspace's debug build of
+/// package `causeway`, (re)built once per test process so that a test never runs stale code
+/// (the binary is its own crate, so Cargo does not build it for the gateway's tests).
 pub fn causeway_bin() -> PathBuf {
-    if let Some(built) = option_env!("CARGO_BIN_EXE_causeway") {
-        return PathBuf::from(built);
-    }
-    if let Some(path) = std::env::var_os("CAUSEWAY_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join("causeway"))
-        .expect("a target directory above the test binary")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("CAUSEWAY_BIN").filter(|p| !p.is_empty()) {
+                return PathBuf::from(path);
+            }
+            let root = workspace_root();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet", "-p", "causeway", "--bin", "causeway"])
+                .status()
+                .expect("run cargo build for the causeway binary");
+            assert!(status.success(), "cargo build -p causeway failed: {status}");
+            std::env::var_os("CARGO_TARGET_DIR")
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| root.join("target"), PathBuf::from)
+                .join("debug")
+                .join("causeway")
+        })
+        .clone()
+}
+
+/// The workspace root: the nearest directory above this crate holding `Cargo.lock`.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or(manifest_dir)
+        .to_path_buf()
 }
 
 /// A loopback address no one listened on a moment ago.
@@ -1059,7 +1079,7 @@ impl LinkPki {
     pub fn new() -> Self {
         let dir = scratch_path("pki");
         std::fs::create_dir_all(&dir).expect("pki dir");
-        let authority = causeway_tmp::LinkAuthority::generate("test link CA").expect("CA");
+        let authority = causeway_link::LinkAuthority::generate("test link CA").expect("CA");
         for (role, name) in [
             ("backend", "causeway-backend"),
             ("frontend", "causeway-frontend"),
@@ -1074,8 +1094,8 @@ impl LinkPki {
 
     /// The link credentials of one role (`backend` or `frontend`), for a tier run in the
     /// test process.
-    pub fn credentials(&self, role: &str) -> causeway_tmp::LinkCredentials {
-        causeway_tmp::LinkCredentials::from_pem_files(
+    pub fn credentials(&self, role: &str) -> causeway_link::LinkCredentials {
+        causeway_link::LinkCredentials::from_pem_files(
             &self.dir.join("ca.pem"),
             &self.dir.join(format!("{role}.pem")),
             &self.dir.join(format!("{role}.key")),

@@ -550,7 +550,7 @@ pub fn chart() -> PathBuf {
 /// # Errors
 /// When `CAUSEWAY_BIN` names no file, or the build fails.
 pub async fn causeway_binary() -> Result<PathBuf> {
-    workspace_binary("causeway-sidecar", "causeway", "CAUSEWAY_BIN").await
+    workspace_binary("causeway", "causeway", "CAUSEWAY_BIN").await
 }
 
 /// Binary `bin` of workspace package `package`: the path in `env_var` if set; else the

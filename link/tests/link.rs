@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use causeway_tmp::frame::ResponseHead;
-use causeway_tmp::{
+use causeway_link::frame::ResponseHead;
+use causeway_link::{
     Channel, ChannelHandler, ChannelHead, ChannelKind, Dialer, Link, LinkAuthority, LinkError,
     LinkSettings, Listener, Load, LoadProbe, RequestHead, Role,
 };
@@ -211,7 +211,7 @@ async fn a_peer_from_another_ca_is_refused() {
     std::fs::write(dir.join("ca.pem"), authority.ca_pem()).expect("write");
     std::fs::write(dir.join("cert.pem"), &pem.cert).expect("write");
     std::fs::write(dir.join("key.pem"), &pem.key).expect("write");
-    let credentials = causeway_tmp::LinkCredentials::from_pem_files(
+    let credentials = causeway_link::LinkCredentials::from_pem_files(
         &dir.join("ca.pem"),
         &dir.join("cert.pem"),
         &dir.join("key.pem"),

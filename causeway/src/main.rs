@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
+use causeway_gateway::backend::{self, BackendOptions};
+use causeway_gateway::cluster_config::{self, ClusterConfig, Version};
+use causeway_gateway::frontend::{self, BackendMap, FrontendOptions};
+use causeway_gateway::gateway::{self, GatewayOptions};
+use causeway_gateway::link_identity::{self, PodIdentity};
+use causeway_gateway::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
+use causeway_gateway::reload::ReloadReport;
+use causeway_gateway::server::{self, ConnectionLimits, ListenerStats};
+use causeway_gateway::telemetry::{self, LogFormat};
+use causeway_gateway::{local, shutdown};
+use causeway_link::{BlendSettings, LinkCredentials, LinkSettings};
 use causeway_operator::names::FRONTEND_CERT_NAME;
-use causeway_sidecar::backend::{self, BackendOptions};
-use causeway_sidecar::cluster_config::{self, ClusterConfig, Version};
-use causeway_sidecar::frontend::{self, BackendMap, FrontendOptions};
-use causeway_sidecar::gateway::{self, GatewayOptions};
-use causeway_sidecar::link_identity::{self, PodIdentity};
-use causeway_sidecar::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
-use causeway_sidecar::reload::ReloadReport;
-use causeway_sidecar::server::{self, ConnectionLimits, ListenerStats};
-use causeway_sidecar::telemetry::{self, LogFormat};
-use causeway_sidecar::{local, shutdown};
-use causeway_tmp::{BlendSettings, LinkCredentials, LinkSettings};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -238,7 +238,7 @@ struct LinkArgs {
     #[arg(long, default_value = "24h")]
     link_cert_lifetime: TextDuration,
     /// DNS name back-end certificates carry.
-    #[arg(long, default_value = causeway_tmp::settings::DEFAULT_SERVER_NAME)]
+    #[arg(long, default_value = causeway_link::settings::DEFAULT_SERVER_NAME)]
     link_server_name: String,
     /// Longest RTT a link should run at full rate over (sizes flow-control windows).
     #[arg(long, default_value = "200ms")]
@@ -255,7 +255,7 @@ struct LinkArgs {
     )]
     blender_weights: Vec<u32>,
     /// Most bytes one channel sends per blender turn.
-    #[arg(long, default_value_t = causeway_tmp::blender::schedule::DEFAULT_SUB_PACKET)]
+    #[arg(long, default_value_t = causeway_link::blender::schedule::DEFAULT_SUB_PACKET)]
     sub_packet_bytes: usize,
     /// QoS report interval on each link.
     #[arg(long, default_value = "1s")]
@@ -293,7 +293,7 @@ impl LinkArgs {
     }
 
     /// Credentials from the link files, when given.
-    fn file_credentials(&self) -> Result<Option<LinkCredentials>, causeway_tmp::tls::TlsError> {
+    fn file_credentials(&self) -> Result<Option<LinkCredentials>, causeway_link::tls::TlsError> {
         match (&self.link_ca, &self.link_cert, &self.link_key) {
             (Some(ca), Some(cert), Some(key)) => {
                 LinkCredentials::from_pem_files(ca, cert, key).map(Some)
@@ -378,7 +378,7 @@ fn read_admin_token(path: &std::path::Path) -> Result<std::sync::Arc<str>, Strin
 fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let authority = causeway_tmp::LinkAuthority::generate("causeway link CA")?;
+    let authority = causeway_link::LinkAuthority::generate("causeway link CA")?;
     let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
         let path = out.join(name);
         let mut file = std::fs::OpenOptions::new()
@@ -393,7 +393,7 @@ fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Err
     };
     write("ca.pem", &authority.ca_pem(), 0o644)?;
     for (role, name) in [
-        ("backend", causeway_tmp::settings::DEFAULT_SERVER_NAME),
+        ("backend", causeway_link::settings::DEFAULT_SERVER_NAME),
         ("frontend", "causeway-frontend"),
     ] {
         let issued = authority.issue_pem(&[name])?;
@@ -752,7 +752,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             interval,
             once,
         } => {
-            causeway_sidecar::top::run(causeway_sidecar::top::TopOptions {
+            causeway_gateway::top::run(causeway_gateway::top::TopOptions {
                 namespace,
                 interval: interval.get(),
                 once,
