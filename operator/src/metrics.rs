@@ -5,8 +5,7 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::error::Error;
@@ -112,7 +111,7 @@ impl Metrics {
         let qos_scrapes = IntCounterVec::new(
             Opts::new(
                 "causeway_operator_qos_scrapes_total",
-                "Scrapes of gateway pods' /metrics by the QoS loop, by result (ok, failed).",
+                "Fetches of gateway pods' QoS reports (/qos/pod) by the QoS loop, by result (ok, failed; a reply that is not a valid report is failed).",
             ),
             &["result"],
         )
@@ -199,14 +198,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every family.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        if TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .is_err()
-        {
-            return String::new();
-        }
-        String::from_utf8(buffer).unwrap_or_default()
+        causeway_admin::render(&self.registry)
+    }
+
+    /// The registry every family is in, for the admin server's `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::directory::Index;
 use crate::wire::{Malformed, Outcome, Transport};
@@ -155,10 +152,12 @@ impl Metrics {
 
     /// The text exposition of every family.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding into a Vec fails only on a metric with invalid names, which we never make.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
-        String::from_utf8(buffer).unwrap_or_default()
+        causeway_admin::render(&self.registry)
+    }
+
+    /// The registry every family is in, for the admin server's `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Counts a directory applied (with its serial) or refused.

@@ -189,7 +189,8 @@ pub fn start(
     )
     .with_qos(Arc::new(
         move || serde_json::json!({ "links": qos_links.views() }),
-    ));
+    ))
+    .with_links(links.clone());
     tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
     tasks.spawn(crate::link_metrics::export(
         metrics,

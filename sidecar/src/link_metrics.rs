@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_api::contract::qos::{LinkEnd, LinkReport};
 use causeway_link::{Link, LinkView, QosReport};
 use prometheus::{GaugeVec, IntCounterVec, Opts};
 use tokio::sync::watch;
@@ -83,11 +84,7 @@ impl LinkFamilies {
         view: &LinkView,
         blended_before: &mut std::collections::HashMap<String, [u64; 5]>,
     ) {
-        let peer = if view.peer_name.is_empty() {
-            view.peer_address.to_string()
-        } else {
-            view.peer_name.clone()
-        };
+        let peer = peer_label(view);
         for (end, report) in [
             ("frontend", &view.qos.frontend),
             ("backend", &view.qos.backend),
@@ -124,6 +121,41 @@ impl LinkFamilies {
         self.queued
             .with_label_values(&labels)
             .set(report.queued_bytes as f64);
+    }
+}
+
+/// The links' part of the pod's QoS report: each live link, with both ends' latest view.
+/// A link neither end has reported on yet is left out (it has no figures), as it is from
+/// the `causeway_link_*` families.
+pub fn qos_links(links: &dyn LinkSource) -> Vec<LinkReport> {
+    let end = |report: &QosReport| LinkEnd {
+        rtt_ms: finite(report.rtt_ms),
+        loss: finite(report.loss_smoothed),
+        channels: report.channels,
+    };
+    links
+        .live_links()
+        .iter()
+        .map(|link| link.view())
+        .filter(|view| view.qos.frontend.is_some() || view.qos.backend.is_some())
+        .map(|view| LinkReport {
+            peer: peer_label(&view),
+            frontend: view.qos.frontend.as_ref().map(end),
+            backend: view.qos.backend.as_ref().map(end),
+        })
+        .collect()
+}
+
+fn finite(value: f64) -> f64 {
+    if value.is_finite() { value } else { 0.0 }
+}
+
+/// The peer's label: its gateway name, or its address until the name is known.
+fn peer_label(view: &LinkView) -> String {
+    if view.peer_name.is_empty() {
+        view.peer_address.to_string()
+    } else {
+        view.peer_name.clone()
     }
 }
 

@@ -2,6 +2,11 @@
 //! and per-site and per-origin handles resolved up front so the request path does no lookup
 //! it can avoid. Labels are bounded: site, class, origin, code — never a client address.
 
+use std::collections::BTreeMap;
+
+use causeway_api::contract::qos::{
+    self, Bucket, ClassHistogram, CodeCount, OriginReport, RequestCount, SiteReport,
+};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
@@ -330,6 +335,145 @@ impl Metrics {
         self.requests
             .with_label_values(&["", "", code_label(code).as_ref()])
             .inc();
+    }
+
+    /// The Sites' part of the pod's QoS report, read from the live families (the same
+    /// series `/metrics` shows): every Site with a series, and the unrouted requests.
+    pub fn qos_sites(&self) -> (Vec<SiteReport>, Vec<CodeCount>) {
+        let mut sites: BTreeMap<String, SiteReport> = BTreeMap::new();
+        let mut unrouted = Vec::new();
+        for metric in series(&self.requests) {
+            let count = whole(metric.get_counter().get_value());
+            let (Some(name), Some(code)) = (label(&metric, "site"), label(&metric, "code")) else {
+                continue;
+            };
+            let Ok(code) = code.parse::<u16>() else {
+                continue;
+            };
+            if name.is_empty() {
+                unrouted.push(CodeCount { code, count });
+                continue;
+            }
+            let Some(class) = label(&metric, "class").and_then(|c| c.parse::<u8>().ok()) else {
+                continue;
+            };
+            site_entry(&mut sites, name)
+                .requests
+                .push(RequestCount { class, code, count });
+        }
+        for (family, duration) in [(&self.request_duration, true), (&self.queue_wait, false)] {
+            for metric in series(family) {
+                let (Some(name), Some(class)) = (
+                    label(&metric, "site"),
+                    label(&metric, "class").and_then(|c| c.parse::<u8>().ok()),
+                ) else {
+                    continue;
+                };
+                let histogram = ClassHistogram {
+                    class,
+                    histogram: histogram(metric.get_histogram()),
+                };
+                let report = site_entry(&mut sites, name);
+                if duration {
+                    report.duration.push(histogram);
+                } else {
+                    report.queue_wait.push(histogram);
+                }
+            }
+        }
+        for metric in series(&self.queue_depth) {
+            if let Some(name) = label(&metric, "site") {
+                site_entry(&mut sites, name).queue_depth = whole(metric.get_gauge().get_value());
+            }
+        }
+        let in_flight = by_origin(&self.origin_in_flight);
+        let latency = by_origin(&self.origin_latency);
+        // The healthy gauge names the origins, as in `/metrics`: an origin a reload removed
+        // has no series left.
+        for ((name, origin), healthy) in by_origin(&self.origin_healthy) {
+            let key = (name, origin);
+            let latency_seconds = latency.get(&key).copied().unwrap_or(0.0);
+            let in_flight = in_flight.get(&key).copied().unwrap_or(0.0);
+            let (name, origin) = key;
+            site_entry(&mut sites, &name).origins.push(OriginReport {
+                name: origin,
+                healthy: healthy >= 1.0,
+                latency_ewma_ms: finite(latency_seconds * 1000.0),
+                in_flight: whole(in_flight),
+            });
+        }
+        (sites.into_values().collect(), unrouted)
+    }
+}
+
+/// The report of Site `name`, made empty the first time.
+fn site_entry<'s>(sites: &'s mut BTreeMap<String, SiteReport>, name: &str) -> &'s mut SiteReport {
+    sites.entry(name.to_owned()).or_insert_with(|| SiteReport {
+        site: name.to_owned(),
+        ..SiteReport::default()
+    })
+}
+
+/// Every series of a family, as the registry would gather it.
+fn series(family: &impl Collector) -> Vec<prometheus::proto::Metric> {
+    family
+        .collect()
+        .into_iter()
+        .flat_map(|mut family| family.take_metric())
+        .collect()
+}
+
+/// The value of one label of a series.
+fn label<'m>(metric: &'m prometheus::proto::Metric, name: &str) -> Option<&'m str> {
+    metric
+        .get_label()
+        .iter()
+        .find(|pair| pair.name() == name)
+        .map(|pair| pair.value())
+}
+
+/// A per-origin gauge family's values, by site and origin.
+fn by_origin(family: &impl Collector) -> BTreeMap<(String, String), f64> {
+    series(family)
+        .iter()
+        .filter_map(|metric| {
+            let key = (
+                label(metric, "site")?.to_owned(),
+                label(metric, "origin")?.to_owned(),
+            );
+            Some((key, metric.get_gauge().get_value()))
+        })
+        .collect()
+}
+
+/// A histogram's buckets as the report carries them: finite bounds only.
+fn histogram(histogram: &prometheus::proto::Histogram) -> qos::Histogram {
+    qos::Histogram {
+        buckets: histogram
+            .get_bucket()
+            .iter()
+            .filter(|bucket| bucket.upper_bound().is_finite())
+            .map(|bucket| Bucket {
+                le: bucket.upper_bound(),
+                count: bucket.cumulative_count(),
+            })
+            .collect(),
+        count: histogram.get_sample_count(),
+        sum: finite(histogram.get_sample_sum()),
+    }
+}
+
+/// JSON has no infinity or NaN: such a figure would make the whole report unreadable.
+fn finite(value: f64) -> f64 {
+    if value.is_finite() { value } else { 0.0 }
+}
+
+/// An integer counter's or gauge's value: the client library hands them out as f64.
+fn whole(value: f64) -> u64 {
+    if value.is_finite() && value > 0.0 {
+        value as u64
+    } else {
+        0
     }
 }
 

@@ -1,5 +1,6 @@
-//! The QoS loop's I/O: every interval, scrape each gateway pod's `/metrics`, compute its
-//! figures against the previous scrape ([`super::figures`]), and write each Site's and
+//! The QoS loop's I/O: every interval, fetch each gateway pod's QoS report (`GET /qos/pod`
+//! on its admin port, [`causeway_api::contract::qos`]), compute its figures against the
+//! previous report ([`super::figures`]), and write each Site's and
 //! Frontend's `status.qos` — only when a figure moved past a threshold or the set of pods
 //! changed, so a quiet system makes no writes, and never more than once per object per
 //! interval. Writes use their own field manager, so they never conflict with the
@@ -22,7 +23,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::exposition::Scrape;
+use causeway_api::contract::qos::{MAX_REPORT_BYTES, PodReport, REPORT_PATH, ReportError};
+
 use super::figures::{Interval, Scope, pod_qos};
 use crate::metrics::Metrics;
 use crate::names::{BACKEND_ADMIN_PORT, COMPONENT_LABEL, FRONTEND_ADMIN_PORT, SITE_LABEL, Tier};
@@ -30,17 +32,14 @@ use crate::names::{BACKEND_ADMIN_PORT, COMPONENT_LABEL, FRONTEND_ADMIN_PORT, SIT
 /// The field manager of the QoS loop's status writes.
 pub const QOS_FIELD_MANAGER: &str = "causeway-qos";
 
-/// How often pods are scraped (and at most how often an object's status is written).
+/// How often pods are asked for their report (and at most how often an object's status is written).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The longest a scrape may take.
+/// The longest fetching a report may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Largest `/metrics` body read from a pod.
-const MAX_SCRAPE_BYTES: usize = 4 << 20;
-
-/// A pod's scrape this round and its previous one, if any.
-type PodRound<'a> = (&'a GatewayPod, Scrape, Option<(Scrape, Instant)>);
+/// A pod's report this round and its previous one, if any.
+type PodRound<'a> = (&'a GatewayPod, PodReport, Option<(PodReport, Instant)>);
 
 /// A gateway pod found this round.
 struct GatewayPod {
@@ -53,13 +52,13 @@ struct GatewayPod {
     address: String,
 }
 
-/// The collector's memory: each pod's last scrape and when it was taken.
+/// The collector's memory: each pod's last report and when it was fetched.
 pub struct Collector {
     client: kube::Client,
     namespace: Option<String>,
     metrics: Metrics,
     http: Client<HttpConnector, Empty<Bytes>>,
-    previous: HashMap<String, (Scrape, Instant)>,
+    previous: HashMap<String, (PodReport, Instant)>,
 }
 
 impl Collector {
@@ -129,6 +128,11 @@ impl Collector {
                     let before = self.previous.remove(&pod.uid);
                     rounds.push((pod, scrape, before));
                 }
+                // A reply that is not a report this build reads is a fault to see (an
+                // operator and gateways of different versions); a pod not answering yet is not.
+                Err(error @ ScrapeError::Report(_)) => {
+                    tracing::warn!(pod = %pod.name, %error, "QoS report refused");
+                }
                 Err(error) => {
                     tracing::debug!(pod = %pod.name, %error, "scrape failed");
                 }
@@ -136,8 +140,8 @@ impl Collector {
         }
         let figures = |pod: &GatewayPod,
                        scope: Scope<'_>,
-                       now_scrape: &Scrape,
-                       before: &Option<(Scrape, Instant)>| {
+                       now_scrape: &PodReport,
+                       before: &Option<(PodReport, Instant)>| {
             let interval = Interval {
                 before: before.as_ref().map(|(s, _)| s),
                 now: now_scrape,
@@ -244,7 +248,7 @@ impl Collector {
                 }
             }
         }
-        // Keep this round's scrapes for the next; pods not seen are forgotten.
+        // Keep this round's reports for the next; pods not seen are forgotten.
         self.previous = rounds
             .into_iter()
             .map(|(pod, scrape, _)| (pod.uid.clone(), (scrape, now)))
@@ -285,7 +289,7 @@ fn gateway_pod(pod: &Pod) -> Option<GatewayPod> {
     })
 }
 
-/// Why a scrape failed.
+/// Why fetching a pod's report failed (counted as a failed scrape).
 #[derive(Debug, thiserror::Error)]
 enum ScrapeError {
     #[error("{0}")]
@@ -294,19 +298,17 @@ enum ScrapeError {
     Timeout,
     #[error("answered {0}")]
     Status(http::StatusCode),
-    #[error("body larger than {MAX_SCRAPE_BYTES} bytes or unreadable")]
+    #[error("body larger than {MAX_REPORT_BYTES} bytes or unreadable")]
     Body,
-    #[error("not UTF-8")]
-    Encoding,
     #[error(transparent)]
-    Parse(#[from] super::exposition::ParseError),
+    Report(#[from] ReportError),
 }
 
 async fn scrape(
     http: &Client<HttpConnector, Empty<Bytes>>,
     address: &str,
-) -> Result<Scrape, ScrapeError> {
-    let uri: http::Uri = format!("http://{address}/metrics")
+) -> Result<PodReport, ScrapeError> {
+    let uri: http::Uri = format!("http://{address}{REPORT_PATH}")
         .parse()
         .map_err(|e: http::uri::InvalidUri| ScrapeError::Http(e.to_string()))?;
     let exchange = async {
@@ -317,18 +319,25 @@ async fn scrape(
         if !response.status().is_success() {
             return Err(ScrapeError::Status(response.status()));
         }
-        let limited = http_body_util::Limited::new(response.into_body(), MAX_SCRAPE_BYTES);
-        limited
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|_| ScrapeError::Body)
+        read_report(response.into_body()).await
     };
-    let body = tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
+    tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
         .await
-        .map_err(|_| ScrapeError::Timeout)??;
-    let text = std::str::from_utf8(&body).map_err(|_| ScrapeError::Encoding)?;
-    Ok(Scrape::parse(text)?)
+        .map_err(|_| ScrapeError::Timeout)?
+}
+
+/// Reads a reply body as a report, never more than [`MAX_REPORT_BYTES`] of it.
+async fn read_report<B>(body: B) -> Result<PodReport, ScrapeError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let body = http_body_util::Limited::new(body, MAX_REPORT_BYTES)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| ScrapeError::Body)?;
+    Ok(PodReport::from_json(&body)?)
 }
 
 /// Whether `new` differs from the status in force enough to be written: another set of
@@ -383,6 +392,34 @@ mod tests {
             origins: Vec::new(),
             updated: Time(Timestamp::UNIX_EPOCH),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_or_oversized_reply_is_an_error_not_a_report() {
+        let body = |bytes: Vec<u8>| http_body_util::Full::new(Bytes::from(bytes));
+        let good = PodReport::default().to_json().expect("serializes");
+        assert_eq!(
+            read_report(body(good)).await.expect("reads"),
+            PodReport::default()
+        );
+        let text = b"causeway_requests_total{site=\"ns/shop\"} 1\n".to_vec();
+        assert!(matches!(
+            read_report(body(text)).await,
+            Err(ScrapeError::Report(ReportError::Syntax(_)))
+        ));
+        assert!(matches!(
+            read_report(body(br#"{"version": 99}"#.to_vec())).await,
+            Err(ScrapeError::Report(ReportError::Version {
+                found: Some(99)
+            }))
+        ));
+        let mut huge = br#"{"version": 1, "sites": [], "pad": ""#.to_vec();
+        huge.resize(MAX_REPORT_BYTES + 10, b'x');
+        huge.extend_from_slice(br#""}"#);
+        assert!(matches!(
+            read_report(body(huge)).await,
+            Err(ScrapeError::Body)
+        ));
     }
 
     #[test]

@@ -1,46 +1,55 @@
 //! One pod's quality-of-service figures for one Site (or all its Sites), from two successive
-//! scrapes of its `/metrics`: rates and percentiles over the interval between them, gauges as
-//! they are now. Pure: the collector does the scraping.
+//! QoS reports of the pod ([`PodReport`]): rates and percentiles over the interval between
+//! them, gauges as they are now. Pure: the collector fetches the reports.
 
+use causeway_api::contract::qos::{ClassHistogram, PodReport, SiteReport};
 use causeway_api::status::{LinkQos, OriginQos, PodQos, PodRole};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-use super::exposition::Scrape;
-
-/// Request counter, by site, class and code.
-const REQUESTS: &str = "causeway_requests_total";
-/// Response-time histogram, by site and class.
-const DURATION_BUCKETS: &str = "causeway_request_duration_seconds_bucket";
-/// Release-queue wait histogram, by site and class.
-const QUEUE_WAIT_BUCKETS: &str = "causeway_queue_wait_seconds_bucket";
 
 /// Which of a pod's Sites the figures are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope<'a> {
     /// One Site, by the name the gateway labels it with (`namespace/name`).
     Site(&'a str),
-    /// Every Site the pod serves, together.
+    /// Every Site the pod serves, together (and the requests that reached none).
     Pod,
 }
 
-impl<'a> Scope<'a> {
-    fn matching(self) -> Vec<(&'static str, &'a str)> {
-        match self {
-            Self::Site(site) => vec![("site", site)],
-            Self::Pod => Vec::new(),
-        }
+impl Scope<'_> {
+    /// The Sites of `report` in scope.
+    fn sites<'r>(self, report: &'r PodReport) -> impl Iterator<Item = &'r SiteReport> {
+        report.sites.iter().filter(move |site| match self {
+            Self::Site(name) => site.site == name,
+            Self::Pod => true,
+        })
     }
 }
 
-/// Two scrapes of one pod and the seconds between them.
+/// Two reports of one pod and the seconds between them.
 #[derive(Clone, Copy, Debug)]
 pub struct Interval<'a> {
-    /// The earlier scrape, if there is one yet.
-    pub before: Option<&'a Scrape>,
-    /// The latest scrape.
-    pub now: &'a Scrape,
+    /// The earlier report, if there is one yet.
+    pub before: Option<&'a PodReport>,
+    /// The latest report.
+    pub now: &'a PodReport,
     /// Seconds between the two.
     pub seconds: f64,
+}
+
+/// Which histogram of a Site.
+#[derive(Clone, Copy)]
+enum Family {
+    Duration,
+    QueueWait,
+}
+
+impl Family {
+    fn of(self, site: &SiteReport) -> &[ClassHistogram] {
+        match self {
+            Self::Duration => &site.duration,
+            Self::QueueWait => &site.queue_wait,
+        }
+    }
 }
 
 /// The figures of `pod` for `scope` over `interval`, taken at `at`.
@@ -51,21 +60,28 @@ pub fn pod_qos(
     interval: Interval<'_>,
     at: Time,
 ) -> PodQos {
-    let matching = scope.matching();
-    let counter = |scrape: &Scrape, code_class: Option<char>| {
-        scrape
-            .samples(REQUESTS, &matching)
-            .filter(|(labels, _)| {
-                code_class.is_none_or(|first| {
-                    labels
-                        .get("code")
-                        .is_some_and(|code| code.starts_with(first))
-                })
-            })
-            .map(|(_, v)| v)
-            .sum::<f64>()
+    // `code_class` is the hundreds digit of the codes counted (5 for 5xx), or every code.
+    let counter = |report: &PodReport, code_class: Option<u16>| {
+        let matches = |code: u16| code_class.is_none_or(|class| code / 100 == class);
+        let routed: u64 = scope
+            .sites(report)
+            .flat_map(|site| &site.requests)
+            .filter(|r| matches(r.code))
+            .map(|r| r.count)
+            .sum();
+        let unrouted: u64 = match scope {
+            Scope::Pod => report
+                .unrouted
+                .iter()
+                .filter(|r| matches(r.code))
+                .map(|r| r.count)
+                .sum(),
+            Scope::Site(_) => 0,
+        };
+        // Counts fit an f64 exactly far beyond any pod's lifetime.
+        (routed + unrouted) as f64
     };
-    let rate = |code_class: Option<char>| match interval.before {
+    let rate = |code_class: Option<u16>| match interval.before {
         Some(before) if interval.seconds > 0.0 => {
             increase(
                 counter(before, code_class),
@@ -74,11 +90,11 @@ pub fn pod_qos(
         }
         _ => 0.0,
     };
-    let percentile = |family: &str, q: f64| {
-        let now = buckets(interval.now, family, &matching);
+    let percentile = |family: Family, q: f64| {
+        let now = buckets(interval.now, family, scope);
         let before = interval
             .before
-            .map(|b| buckets(b, family, &matching))
+            .map(|b| buckets(b, family, scope))
             .unwrap_or_default();
         let delta: Vec<(f64, f64)> = now
             .iter()
@@ -94,27 +110,37 @@ pub fn pod_qos(
     };
     let links = links(interval.now);
     let origins = match (role, scope) {
-        (PodRole::Backend, Scope::Site(_)) => origins(interval.now, &matching),
+        (PodRole::Backend, Scope::Site(_)) => origins(interval.now, scope),
         _ => Vec::new(),
     };
-    let in_flight = match role {
-        PodRole::Backend => interval.now.sum("causeway_origin_in_flight", &matching),
+    let in_flight: u64 = match role {
+        PodRole::Backend => scope
+            .sites(interval.now)
+            .flat_map(|site| &site.origins)
+            .map(|origin| origin.in_flight)
+            .sum(),
+        // A front-end's load is the channels it has open on its links: its own end's count.
         PodRole::Frontend => interval
             .now
-            .sum("causeway_link_channels", &[("end", "local")]),
+            .links
+            .iter()
+            .filter_map(|link| link.frontend.as_ref())
+            .map(|end| end.channels)
+            .sum(),
     };
+    let queued: u64 = scope.sites(interval.now).map(|site| site.queue_depth).sum();
     PodQos {
         pod: pod.to_owned(),
         role,
         rtt_ms: links.iter().map(|l| l.rtt_ms).fold(0.0, f64::max),
         loss: links.iter().map(|l| l.loss).fold(0.0, f64::max),
-        p50_ms: round(percentile(DURATION_BUCKETS, 0.5)),
-        p99_ms: round(percentile(DURATION_BUCKETS, 0.99)),
+        p50_ms: round(percentile(Family::Duration, 0.5)),
+        p99_ms: round(percentile(Family::Duration, 0.99)),
         request_rate: round(rate(None)),
-        error_rate: round(rate(Some('5'))),
+        error_rate: round(rate(Some(5))),
         in_flight: whole(in_flight),
-        queued: whole(interval.now.sum("causeway_queue_depth", &matching)),
-        queue_wait_p99_ms: round(percentile(QUEUE_WAIT_BUCKETS, 0.99)),
+        queued: whole(queued),
+        queue_wait_p99_ms: round(percentile(Family::QueueWait, 0.99)),
         links,
         origins,
         updated: at,
@@ -126,28 +152,26 @@ fn increase(before: f64, now: f64) -> f64 {
     if now >= before { now - before } else { now }
 }
 
-/// The cumulative buckets of a histogram family, summed over the other labels, by `le`.
-fn buckets(scrape: &Scrape, family: &str, matching: &[(&str, &str)]) -> Vec<(f64, f64)> {
+/// The cumulative buckets of one histogram of the Sites in scope, summed over Sites and
+/// classes, by bound; the open-ended bucket (every observation) last, at infinity.
+fn buckets(report: &PodReport, family: Family, scope: Scope<'_>) -> Vec<(f64, f64)> {
     let mut by_bound: Vec<(f64, f64)> = Vec::new();
-    for (labels, count) in scrape.samples(family, matching) {
-        let Some(le) = labels.get("le").and_then(|le| parse_bound(le)) else {
-            continue;
-        };
+    let mut add = |le: f64, count: u64| {
+        // Counts fit an f64 exactly far beyond any pod's lifetime.
+        let count = count as f64;
         match by_bound.iter_mut().find(|(bound, _)| *bound == le) {
             Some((_, total)) => *total += count,
             None => by_bound.push((le, count)),
         }
+    };
+    for class in scope.sites(report).flat_map(|site| family.of(site)) {
+        for bucket in &class.histogram.buckets {
+            add(bucket.le, bucket.count);
+        }
+        add(f64::INFINITY, class.histogram.count);
     }
     by_bound.sort_by(|a, b| a.0.total_cmp(&b.0));
     by_bound
-}
-
-fn parse_bound(le: &str) -> Option<f64> {
-    if le == "+Inf" {
-        Some(f64::INFINITY)
-    } else {
-        le.parse().ok()
-    }
 }
 
 /// The `q` quantile of cumulative `buckets` (sorted by bound), interpolated within its bucket
@@ -180,58 +204,41 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     Some(lower_bound)
 }
 
-/// Every TMP link of the pod, the worse of its two ends' figures.
-fn links(scrape: &Scrape) -> Vec<LinkQos> {
+/// Every TMP link of the pod, the worse of its two ends' figures (and of its links to the
+/// same peer, should there be two for a moment).
+fn links(report: &PodReport) -> Vec<LinkQos> {
     let mut links: Vec<LinkQos> = Vec::new();
-    let mut entry = |peer: &str| -> usize {
-        if let Some(index) = links.iter().position(|l| l.peer == peer) {
-            return index;
+    for link in &report.links {
+        let index = match links.iter().position(|l| l.peer == link.peer) {
+            Some(index) => index,
+            None => {
+                links.push(LinkQos {
+                    peer: link.peer.clone(),
+                    rtt_ms: 0.0,
+                    loss: 0.0,
+                });
+                links.len() - 1
+            }
+        };
+        for end in [&link.frontend, &link.backend].into_iter().flatten() {
+            links[index].rtt_ms = round(links[index].rtt_ms.max(end.rtt_ms));
+            links[index].loss = round4(links[index].loss.max(end.loss));
         }
-        links.push(LinkQos {
-            peer: peer.to_owned(),
-            rtt_ms: 0.0,
-            loss: 0.0,
-        });
-        links.len() - 1
-    };
-    let mut rtts = Vec::new();
-    for (labels, seconds) in scrape.samples("causeway_link_rtt_seconds", &[]) {
-        if let Some(peer) = labels.get("peer") {
-            rtts.push((entry(peer), seconds * 1000.0));
-        }
-    }
-    let mut losses = Vec::new();
-    for (labels, loss) in scrape.samples("causeway_link_loss_ratio", &[]) {
-        if let Some(peer) = labels.get("peer") {
-            losses.push((entry(peer), loss));
-        }
-    }
-    for (index, ms) in rtts {
-        links[index].rtt_ms = round(links[index].rtt_ms.max(ms));
-    }
-    for (index, loss) in losses {
-        links[index].loss = round4(links[index].loss.max(loss));
     }
     links.sort_by(|a, b| a.peer.cmp(&b.peer));
     links
 }
 
 /// The Site's origins as the back-end sees them.
-fn origins(scrape: &Scrape, matching: &[(&str, &str)]) -> Vec<OriginQos> {
-    let mut origins: Vec<OriginQos> = scrape
-        .samples("causeway_origin_healthy", matching)
-        .filter_map(|(labels, healthy)| {
-            let name = labels.get("origin")?;
-            let mut own: Vec<(&str, &str)> = matching.to_vec();
-            own.push(("origin", name));
-            Some(OriginQos {
-                name: name.clone(),
-                healthy: healthy >= 1.0,
-                latency_ms: round(
-                    scrape.sum("causeway_origin_latency_ewma_seconds", &own) * 1000.0,
-                ),
-                in_flight: whole(scrape.sum("causeway_origin_in_flight", &own)),
-            })
+fn origins(report: &PodReport, scope: Scope<'_>) -> Vec<OriginQos> {
+    let mut origins: Vec<OriginQos> = scope
+        .sites(report)
+        .flat_map(|site| &site.origins)
+        .map(|origin| OriginQos {
+            name: origin.name.clone(),
+            healthy: origin.healthy,
+            latency_ms: round(origin.latency_ewma_ms),
+            in_flight: whole(origin.in_flight),
         })
         .collect();
     origins.sort_by(|a, b| a.name.cmp(&b.name));
@@ -256,49 +263,99 @@ fn round4(value: f64) -> f64 {
     }
 }
 
-fn whole(value: f64) -> u32 {
-    if value.is_finite() && value > 0.0 {
-        // Gauges of small counts; the cast saturates on absurd values.
-        value.round() as u32
-    } else {
-        0
-    }
+/// A count as the status carries it, saturating on absurd values.
+fn whole(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_api::contract::qos::{
+        Bucket, Histogram, LinkEnd, LinkReport, OriginReport, REPORT_VERSION, RequestCount,
+    };
     use k8s_openapi::jiff::Timestamp;
 
-    fn scrape(requests_200: f64, requests_503: f64, fast: f64, slow: f64) -> Scrape {
-        let site = "site=\"ns/shop\"";
-        let text = format!(
-            "causeway_requests_total{{{site},class=\"2\",code=\"200\"}} {requests_200}\n\
-             causeway_requests_total{{{site},class=\"2\",code=\"503\"}} {requests_503}\n\
-             causeway_requests_total{{site=\"ns/other\",class=\"2\",code=\"200\"}} 1000\n\
-             causeway_request_duration_seconds_bucket{{{site},class=\"2\",le=\"0.01\"}} {fast}\n\
-             causeway_request_duration_seconds_bucket{{{site},class=\"2\",le=\"0.1\"}} {fast}\n\
-             causeway_request_duration_seconds_bucket{{{site},class=\"2\",le=\"1\"}} {}\n\
-             causeway_request_duration_seconds_bucket{{{site},class=\"2\",le=\"+Inf\"}} {}\n\
-             causeway_origin_healthy{{{site},origin=\"a\"}} 1\n\
-             causeway_origin_healthy{{{site},origin=\"b\"}} 0\n\
-             causeway_origin_latency_ewma_seconds{{{site},origin=\"a\"}} 0.0123\n\
-             causeway_origin_in_flight{{{site},origin=\"a\"}} 3\n\
-             causeway_queue_depth{{{site}}} 2\n\
-             causeway_link_rtt_seconds{{peer=\"10.0.0.9:4433\",end=\"local\"}} 0.020\n\
-             causeway_link_rtt_seconds{{peer=\"10.0.0.9:4433\",end=\"remote\"}} 0.025\n\
-             causeway_link_loss_ratio{{peer=\"10.0.0.9:4433\",end=\"local\"}} 0.01\n",
-            fast + slow,
-            fast + slow,
-        );
-        Scrape::parse(&text).expect("parses")
+    fn requests(class: u8, code: u16, count: f64) -> RequestCount {
+        RequestCount {
+            class,
+            code,
+            count: count as u64,
+        }
+    }
+
+    /// A back-end's report: `ns/shop` with the given counts, `ns/other` busy, one link.
+    fn report(requests_200: f64, requests_503: f64, fast: f64, slow: f64) -> PodReport {
+        let bucket = |le: f64, count: f64| Bucket {
+            le,
+            count: count as u64,
+        };
+        PodReport {
+            version: REPORT_VERSION,
+            unrouted: Vec::new(),
+            sites: vec![
+                SiteReport {
+                    site: "ns/shop".into(),
+                    requests: vec![
+                        requests(2, 200, requests_200),
+                        requests(2, 503, requests_503),
+                    ],
+                    duration: vec![ClassHistogram {
+                        class: 2,
+                        histogram: Histogram {
+                            buckets: vec![
+                                bucket(0.01, fast),
+                                bucket(0.1, fast),
+                                bucket(1.0, fast + slow),
+                            ],
+                            count: (fast + slow) as u64,
+                            sum: 0.0,
+                        },
+                    }],
+                    queue_wait: Vec::new(),
+                    queue_depth: 2,
+                    origins: vec![
+                        OriginReport {
+                            name: "a".into(),
+                            healthy: true,
+                            latency_ewma_ms: 12.3,
+                            in_flight: 3,
+                        },
+                        OriginReport {
+                            name: "b".into(),
+                            healthy: false,
+                            latency_ewma_ms: 0.0,
+                            in_flight: 0,
+                        },
+                    ],
+                },
+                SiteReport {
+                    site: "ns/other".into(),
+                    requests: vec![requests(2, 200, 1000.0)],
+                    ..SiteReport::default()
+                },
+            ],
+            links: vec![LinkReport {
+                peer: "10.0.0.9:4433".into(),
+                frontend: Some(LinkEnd {
+                    rtt_ms: 20.0,
+                    loss: 0.01,
+                    channels: 5,
+                }),
+                backend: Some(LinkEnd {
+                    rtt_ms: 25.0,
+                    loss: 0.0,
+                    channels: 5,
+                }),
+            }],
+        }
     }
 
     #[test]
     fn rates_and_percentiles_come_from_the_interval() {
-        let before = scrape(100.0, 0.0, 100.0, 0.0);
+        let before = report(100.0, 0.0, 100.0, 0.0);
         // 10 s later: 190 more OK answers and 10 errors; 100 fast and 100 slow (0.1–1 s).
-        let now = scrape(290.0, 10.0, 200.0, 100.0);
+        let now = report(290.0, 10.0, 200.0, 100.0);
         let interval = Interval {
             before: Some(&before),
             now: &now,
@@ -328,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_first_scrape_has_no_rates_and_a_restart_counts_from_zero() {
-        let now = scrape(50.0, 0.0, 50.0, 0.0);
+        let now = report(50.0, 0.0, 50.0, 0.0);
         let first = Interval {
             before: None,
             now: &now,
@@ -344,6 +401,41 @@ mod tests {
         assert_eq!(qos.request_rate, 0.0);
         assert!(qos.origins.is_empty(), "front-ends report no origins");
         assert_eq!(increase(500.0, 20.0), 20.0);
+    }
+
+    #[test]
+    fn a_pod_scope_counts_every_site_and_unrouted_requests() {
+        let mut before = report(100.0, 0.0, 100.0, 0.0);
+        let mut now = report(200.0, 0.0, 100.0, 0.0);
+        before.unrouted = vec![causeway_api::contract::qos::CodeCount {
+            code: 404,
+            count: 0,
+        }];
+        now.unrouted = vec![causeway_api::contract::qos::CodeCount {
+            code: 404,
+            count: 10,
+        }];
+        if let Some(other) = now.sites.get_mut(1) {
+            other.requests = vec![requests(2, 200, 1100.0), requests(1, 502, 40.0)];
+        }
+        let interval = Interval {
+            before: Some(&before),
+            now: &now,
+            seconds: 10.0,
+        };
+        let qos = pod_qos(
+            "frontend-0",
+            PodRole::Frontend,
+            Scope::Pod,
+            interval,
+            Time(Timestamp::UNIX_EPOCH),
+        );
+        // 100 more on ns/shop, 140 on ns/other (40 of them 502), 10 unrouted: 250 in 10 s.
+        assert_eq!(qos.request_rate, 25.0);
+        assert_eq!(qos.error_rate, 4.0);
+        assert_eq!(qos.queued, 2);
+        assert_eq!(qos.in_flight, 5, "the front-end's own channels");
+        assert_eq!(qos.links.len(), 1);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The QoS loop: the operator scrapes every gateway pod's `/metrics`, folds the figures into
+//! The QoS loop: the operator fetches every gateway pod's QoS report (`/qos/pod`, typed by
+//! [`causeway_api::contract::qos`]), folds the figures into
 //! the Sites' and Frontends' status ([`collector`]), judges them against each Site's goals
 //! ([`goals`]) and adds or gives back pods ([`scaling`]).
 //!
@@ -8,7 +9,6 @@
 //! a pod that is gone simply stops appearing instead of leaving a stale entry to clean up.
 
 pub mod collector;
-pub mod exposition;
 pub mod figures;
 pub mod goals;
 pub mod scaling;

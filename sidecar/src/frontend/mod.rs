@@ -427,6 +427,7 @@ pub fn start(
             .collect();
         serde_json::json!({ "links": links })
     }))
+    .with_links(links.clone())
     .with_purge(purger);
     tasks.spawn(Arc::new(admin_handler).serve(admin_listener, shutdown.clone()));
     tasks.spawn(crate::gateway::export_listener_stats(
