@@ -52,7 +52,7 @@ pub enum IdentityError {
     )]
     Timeout(String),
     /// The ConfigMap carries no CA to verify peers with.
-    #[error("the configuration carries no link CA (key link-ca.crt)")]
+    #[error("the configuration carries no link CA (linkCa in the ConfigMap's gateway.yaml)")]
     NoCa,
 }
 
