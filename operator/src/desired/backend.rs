@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 
 use causeway_api::Site;
 use causeway_api::site::OriginSpec;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, Service, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
+use super::{
+    PodSettings, admin_probe, container_port, link_args, meta, pod_env, rolling_update,
+    security_context, service_port, template_annotations,
+};
 use crate::error::{Error, Result};
 use crate::names::{
-    self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_CA_KEY, LINK_PORT,
-    RESTART_HASH_ANNOTATION, Tier,
+    self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_CA_KEY, LINK_PORT, Tier,
 };
 
 /// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
@@ -92,17 +95,17 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
         ..ConfigMap::default()
     };
 
-    let mut service: Service = typed(
-        "the back-end Service",
-        json!({
-            "spec": {
-                "clusterIP": "None",
-                "selector": selector,
-                "ports": [{ "name": "tmp", "protocol": "UDP", "port": LINK_PORT, "targetPort": LINK_PORT }],
-            },
+    let service = Service {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        spec: Some(ServiceSpec {
+            // Headless: each front-end keeps a TMP link to every back-end pod.
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector.clone()),
+            ports: Some(vec![service_port("tmp", "UDP", LINK_PORT, LINK_PORT)]),
+            ..ServiceSpec::default()
         }),
-    )?;
-    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        ..Service::default()
+    };
 
     let mut args = vec![
         "backend".to_owned(),
@@ -114,63 +117,56 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
     args.extend(link_args());
     args.extend(["--config-map".to_owned(), workload.clone()]);
 
-    let mut deployment: Deployment = typed(
-        "the back-end Deployment",
-        json!({
-            "spec": {
-                "replicas": desired_replicas(site),
-                // A new back-end counts as available only after this long, so a roll keeps
-                // the old back-ends while the front-ends roll onto the new list.
-                "minReadySeconds": BACKEND_MIN_READY_SECONDS,
-                "selector": { "matchLabels": selector },
-                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {
-                            RESTART_HASH_ANNOTATION: restart_hash,
-                            // Prometheus's pod-discovery convention: scrape the admin port.
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": BACKEND_ADMIN_PORT.to_string(),
-                            "prometheus.io/path": "/metrics",
-                        },
-                    },
-                    "spec": {
-                        "serviceAccountName": inputs.pod.service_account,
-                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                        "automountServiceAccountToken": true,
-                        "terminationGracePeriodSeconds": 10,
-                        "containers": [{
-                            "name": "backend",
-                            "image": inputs.pod.image,
-                            "args": args,
-                            "env": pod_env(),
-                            "ports": [
-                                { "name": "tmp", "containerPort": LINK_PORT, "protocol": "UDP" },
-                                { "name": "admin", "containerPort": BACKEND_ADMIN_PORT, "protocol": "TCP" },
-                            ],
-                            "readinessProbe": {
-                                "httpGet": { "path": "/readyz", "port": "admin" },
-                                "periodSeconds": 1,
-                                "failureThreshold": 3,
-                            },
-                            "livenessProbe": {
-                                "httpGet": { "path": "/healthz", "port": "admin" },
-                                "periodSeconds": 10,
-                                "failureThreshold": 3,
-                            },
-                            "securityContext": security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
-    )?;
-    deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
-    deployment.metadata.annotations = Some(BTreeMap::from([(
+    let container = Container {
+        name: "backend".to_owned(),
+        image: Some(inputs.pod.image.clone()),
+        args: Some(args),
+        env: Some(pod_env()),
+        ports: Some(vec![
+            container_port("tmp", LINK_PORT, "UDP"),
+            container_port("admin", BACKEND_ADMIN_PORT, "TCP"),
+        ]),
+        readiness_probe: Some(admin_probe("/readyz", 1)),
+        liveness_probe: Some(admin_probe("/healthz", 10)),
+        security_context: Some(security_context()),
+        ..Container::default()
+    };
+    let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+    metadata.annotations = Some(BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_owned(),
         config_hash.clone(),
     )]));
+    let deployment = Deployment {
+        metadata,
+        spec: DeploymentSpec {
+            replicas: Some(desired_replicas(site)),
+            // A new back-end counts as available only after this long, so a roll keeps the
+            // old back-ends while the front-ends roll onto the new list.
+            min_ready_seconds: Some(BACKEND_MIN_READY_SECONDS),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            strategy: Some(rolling_update()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(template_annotations(restart_hash, BACKEND_ADMIN_PORT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(inputs.pod.service_account.clone()),
+                    // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                    automount_service_account_token: Some(true),
+                    termination_grace_period_seconds: Some(10),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    };
     Ok(BackendObjects {
         config_map,
         service,
@@ -183,6 +179,7 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
 pub(crate) mod tests {
     use super::*;
     use crate::desired::site_file;
+    use crate::names::RESTART_HASH_ANNOTATION;
 
     pub(crate) fn site(name: &str) -> Site {
         let mut site = Site::new(name, crate::desired::site_file::tests_support::shop());

@@ -13,16 +13,21 @@ use std::net::SocketAddr;
 use causeway_api::Frontend;
 use causeway_api::frontend::ServiceType;
 use causeway_api::site::SiteSpec;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Service, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
+use super::{
+    PodSettings, admin_probe, container_port, link_args, meta, pod_env, rolling_update,
+    security_context, service_port, template_annotations,
+};
 use crate::error::{Error, Result};
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
-    LINK_CA_KEY, RESTART_HASH_ANNOTATION, Tier,
+    LINK_CA_KEY, Tier,
 };
 
 /// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
@@ -194,26 +199,25 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
-    let mut ports = vec![json!({
-        "name": "http", "protocol": "TCP",
-        "port": spec.service.http_port, "targetPort": FRONTEND_HTTP_PORT,
-    })];
+    let mut ports = vec![service_port(
+        "http",
+        "TCP",
+        spec.service.http_port,
+        FRONTEND_HTTP_PORT,
+    )];
     if let (Some(port), Some(_)) = (https_port, &tls_secret) {
-        ports.push(json!({
-            "name": "https", "protocol": "TCP", "port": port, "targetPort": FRONTEND_HTTPS_PORT,
-        }));
+        ports.push(service_port("https", "TCP", port, FRONTEND_HTTPS_PORT));
     }
-    let mut service: Service = typed(
-        "the front-end Service",
-        json!({
-            "spec": {
-                "type": service_type,
-                "selector": selector,
-                "ports": ports,
-            },
+    let service = Service {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        spec: Some(ServiceSpec {
+            type_: Some(service_type.to_owned()),
+            selector: Some(selector.clone()),
+            ports: Some(ports),
+            ..ServiceSpec::default()
         }),
-    )?;
-    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        ..Service::default()
+    };
 
     let deployment = if serving.is_empty() {
         None
@@ -255,86 +259,82 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         }
         args.extend(link_args());
         args.extend(["--config-map".to_owned(), workload.clone()]);
-        let mut container = json!({
-            "name": "frontend",
-            "image": inputs.pod.image,
-            "args": args,
-            "env": pod_env(),
-            "ports": [
-                { "name": "http", "containerPort": FRONTEND_HTTP_PORT, "protocol": "TCP" },
-                { "name": "admin", "containerPort": FRONTEND_ADMIN_PORT, "protocol": "TCP" },
-            ],
-            "readinessProbe": {
-                "httpGet": { "path": "/readyz", "port": "admin" },
-                "periodSeconds": 1,
-                "failureThreshold": 3,
-            },
-            "livenessProbe": {
-                "httpGet": { "path": "/healthz", "port": "admin" },
-                "periodSeconds": 10,
-                "failureThreshold": 3,
-            },
-            "securityContext": security_context(),
-            "volumeMounts": [],
-        });
+        let mut container_ports = vec![
+            container_port("http", FRONTEND_HTTP_PORT, "TCP"),
+            container_port("admin", FRONTEND_ADMIN_PORT, "TCP"),
+        ];
+        let mut mounts = Vec::new();
         let mut volumes = Vec::new();
         if let Some(secret) = &tls_secret {
-            volumes.push(json!({ "name": "tls", "secret": { "secretName": secret } }));
-            container["volumeMounts"]
-                .as_array_mut()
-                .into_iter()
-                .for_each(|mounts| {
-                    mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }))
-                });
-            container["ports"]
-                .as_array_mut()
-                .into_iter()
-                .for_each(|ports| ports.push(json!({ "name": "https", "containerPort": FRONTEND_HTTPS_PORT, "protocol": "TCP" })));
+            volumes.push(Volume {
+                name: "tls".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: "tls".to_owned(),
+                mount_path: TLS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            container_ports.push(container_port("https", FRONTEND_HTTPS_PORT, "TCP"));
         }
-        if let Some(resources) = &spec.resources {
-            container["resources"] =
-                serde_json::to_value(resources).map_err(|e| Error::Render {
-                    what: "front-end resources".to_owned(),
-                    reason: e.to_string(),
-                })?;
-        }
-        let mut deployment: Deployment = typed(
-            "the front-end Deployment",
-            json!({
-                "spec": {
-                    "replicas": spec.replicas,
-                    "selector": { "matchLabels": selector },
-                    "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-                    "template": {
-                        "metadata": {
-                            "labels": labels,
-                            "annotations": {
-                                RESTART_HASH_ANNOTATION: restart_hash,
-                                // Prometheus's pod-discovery convention: scrape the admin port.
-                                "prometheus.io/scrape": "true",
-                                "prometheus.io/port": FRONTEND_ADMIN_PORT.to_string(),
-                                "prometheus.io/path": "/metrics",
-                            },
-                        },
-                        "spec": {
-                            "serviceAccountName": inputs.pod.service_account,
-                            // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                            "automountServiceAccountToken": true,
-                            "terminationGracePeriodSeconds": 10,
-                            "nodeSelector": { REGION_LABEL: spec.region },
-                            "containers": [container],
-                            "volumes": volumes,
-                        },
-                    },
-                },
-            }),
-        )?;
-        deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
-        deployment.metadata.annotations = Some(BTreeMap::from([(
+        // The mount and volume lists are applied even when empty, so that removing `tls`
+        // from every Site takes the Secret's volume back out of the pods.
+        let container = Container {
+            name: "frontend".to_owned(),
+            image: Some(inputs.pod.image.clone()),
+            args: Some(args),
+            env: Some(pod_env()),
+            ports: Some(container_ports),
+            readiness_probe: Some(admin_probe("/readyz", 1)),
+            liveness_probe: Some(admin_probe("/healthz", 10)),
+            security_context: Some(security_context()),
+            volume_mounts: Some(mounts),
+            resources: spec.resources.clone(),
+            ..Container::default()
+        };
+        let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        metadata.annotations = Some(BTreeMap::from([(
             CONFIG_HASH_ANNOTATION.to_owned(),
             config_hash.clone(),
         )]));
-        Some(deployment)
+        Some(Deployment {
+            metadata,
+            spec: DeploymentSpec {
+                replicas: Some(spec.replicas),
+                selector: LabelSelector {
+                    match_labels: Some(selector),
+                    ..LabelSelector::default()
+                },
+                strategy: Some(rolling_update()),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        annotations: Some(template_annotations(restart_hash, FRONTEND_ADMIN_PORT)),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(inputs.pod.service_account.clone()),
+                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                        automount_service_account_token: Some(true),
+                        termination_grace_period_seconds: Some(10),
+                        node_selector: Some(BTreeMap::from([(
+                            REGION_LABEL.to_owned(),
+                            spec.region.clone(),
+                        )])),
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            },
+            ..Deployment::default()
+        })
     };
     Ok(FrontendObjects {
         config_map,
@@ -349,15 +349,21 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
 mod tests {
     use super::*;
     use crate::desired::site_file::tests_support::shop;
+    use crate::names::RESTART_HASH_ANNOTATION;
 
     fn frontend() -> Frontend {
-        let mut frontend: Frontend = serde_json::from_value(json!({
-            "apiVersion": "causeway.dev/v1alpha1",
-            "kind": "Frontend",
-            "metadata": {"name": "edge", "namespace": "web", "uid": "uid-2"},
-            "spec": {"region": "eu-west", "replicas": 3, "sites": ["shop"],
-                     "service": {"type": "ClusterIP", "httpPort": 80}},
-        }))
+        let mut frontend: Frontend = serde_yaml_ng::from_str(
+            r#"
+apiVersion: causeway.dev/v1alpha1
+kind: Frontend
+metadata: { name: edge, namespace: web, uid: uid-2 }
+spec:
+  region: eu-west
+  replicas: 3
+  sites: [shop]
+  service: { type: ClusterIP, httpPort: 80 }
+"#,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
         frontend.spec.blender.sub_packet_bytes = 4096;
         frontend

@@ -85,13 +85,14 @@ pub(crate) mod tests_support {
 
     /// A Site with a primary Service origin and a URL mirror.
     pub(crate) fn shop() -> SiteSpec {
-        serde_json::from_value(serde_json::json!({
-            "hostnames": ["shop.example.com"],
-            "origins": [
-                {"name": "main", "service": {"name": "shop-origin", "port": 80}, "primary": true},
-                {"name": "mirror", "url": "http://192.0.2.1:8080"},
-            ],
-        }))
+        serde_yaml_ng::from_str(
+            r#"
+hostnames: [shop.example.com]
+origins:
+  - { name: main, service: { name: shop-origin, port: 80 }, primary: true }
+  - { name: mirror, url: "http://192.0.2.1:8080" }
+"#,
+        )
         .unwrap_or_else(|e| panic!("{e}"))
     }
 }
