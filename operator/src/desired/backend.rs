@@ -1,10 +1,11 @@
-//! A Site's back-end gateways: a ConfigMap with the Site file (origins resolved to endpoint
-//! URLs), a headless Service for the TMP port (UDP), and a Deployment running
+//! A Site's back-end gateways: a ConfigMap with the gateway configuration document (the Site,
+//! origins resolved to endpoint URLs, and the link CA), a headless Service for the TMP port (UDP), and a Deployment running
 //! `causeway backend`, which watches the ConfigMap and has the link certificate mounted.
 
 use std::collections::BTreeMap;
 
 use causeway_api::Site;
+use causeway_api::contract::GatewayConfig;
 use causeway_api::site::OriginSpec;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -13,20 +14,15 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use super::{
-    PodSettings, admin_probe, container_port, link_args, meta, pod_env, rolling_update,
-    security_context, service_port, template_annotations,
+    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
+    rolling_update, security_context, service_port, template_annotations,
 };
 use crate::error::{Error, Result};
-use crate::names::{
-    self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_CA_KEY, LINK_PORT, Tier,
-};
+use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
 
 /// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
 /// for the front-ends, whose back-end list the new pod changed, to roll onto it first.
 pub const BACKEND_MIN_READY_SECONDS: i32 = 5;
-
-/// The ConfigMap key of the back-end Site file.
-pub const SITE_KEY: &str = "site.yaml";
 
 /// Everything a Site's back-end objects are computed from.
 #[derive(Clone, Debug)]
@@ -47,13 +43,13 @@ pub struct BackendInputs<'a> {
 /// The back-end objects of one Site.
 #[derive(Clone, Debug)]
 pub struct BackendObjects {
-    /// The Site file.
+    /// The gateway configuration document.
     pub config_map: ConfigMap,
     /// The headless TMP Service.
     pub service: Service,
     /// The gateways.
     pub deployment: Deployment,
-    /// The hash of the published configuration (the ConfigMap's data).
+    /// The hash of the published configuration (the ConfigMap's data, without the link CA).
     pub config_hash: String,
 }
 
@@ -79,19 +75,25 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
             });
         }
     };
-    let file = super::site_file::render(name, namespace, &site.spec, inputs.origins.clone())?;
+    let site_for_gateways =
+        super::site_file::render(name, namespace, &site.spec, inputs.origins.clone())?;
     let workload = names::workload(name, Tier::Backend);
     let labels = names::labels(name, Tier::Backend);
     let selector = names::selector(name, Tier::Backend);
-    let config_hash = names::content_hash([file.as_bytes()]);
+    let mut config = GatewayConfig {
+        sites: vec![site_for_gateways],
+        backends: BTreeMap::new(),
+        link_ca: None,
+    };
+    // The CA is left out of the configuration hash: the back-ends read it only at start, and
+    // a new one rolls them through the restart hash, not as a live change.
+    let config_hash = data_hash(&config_data(&config)?);
+    config.link_ca = Some(inputs.link_ca.to_owned());
     let restart_hash = names::content_hash([inputs.link_ca.as_bytes()]);
 
     let config_map = ConfigMap {
         metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
-        data: Some(BTreeMap::from([
-            (SITE_KEY.to_owned(), file),
-            (LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned()),
-        ])),
+        data: Some(config_data(&config)?),
         ..ConfigMap::default()
     };
 
@@ -247,26 +249,16 @@ pub(crate) mod tests {
             template["spec"]["volumes"].is_null(),
             "no certificate Secret is mounted: the pod asks for its own"
         );
-        assert_eq!(
-            objects
-                .config_map
-                .data
-                .as_ref()
-                .map(|d| d[LINK_CA_KEY].as_str()),
-            Some("ca-1")
-        );
+        let published = site_file::tests_support::document(&objects.config_map)?;
+        assert_eq!(published.link_ca.as_deref(), Some("ca-1"));
         assert_eq!(template["spec"]["automountServiceAccountToken"], true);
         let env = template["spec"]["containers"][0]["env"].to_string();
         assert!(env.contains("POD_NAMESPACE"), "{env}");
 
-        let file = &objects
-            .config_map
-            .data
-            .as_ref()
-            .map(|d| d[SITE_KEY].clone())
-            .unwrap_or_default();
-        let parsed = site_file::parse(file)?;
-        assert_eq!(parsed.spec.origins, origins());
+        assert_eq!(published.sites.len(), 1);
+        assert_eq!(published.sites[0].metadata.name.as_deref(), Some("shop"));
+        assert_eq!(published.sites[0].spec.origins, origins());
+        assert!(published.backends.is_empty(), "back-ends dial no back-end");
         assert_eq!(
             objects
                 .service
@@ -325,6 +317,13 @@ pub(crate) mod tests {
             ..inputs
         })?;
         assert_eq!(first.config_hash, new_cert.config_hash);
+        assert_eq!(
+            site_file::tests_support::document(&new_cert.config_map)?
+                .link_ca
+                .as_deref(),
+            Some("ca-2"),
+            "the new CA is published all the same"
+        );
         assert!(restart_hash(&first).is_some());
         assert_ne!(restart_hash(&first), restart_hash(&new_cert));
         Ok(())

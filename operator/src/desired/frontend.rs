@@ -1,9 +1,9 @@
-//! A Frontend's front-end gateways: a ConfigMap with the file of each Site served and the
-//! list of back-ends, a Service for clients, and a Deployment running `causeway frontend`
-//! placed in the Frontend's region.
+//! A Frontend's front-end gateways: a ConfigMap with the gateway configuration document (each
+//! Site served, its back-ends, the link CA), a Service for clients, and a Deployment running
+//! `causeway frontend` placed in the Frontend's region.
 //!
-//! Front-ends reach back-ends by pod IP (one `SITE=IP:4433` line per ready back-end pod in
-//! the ConfigMap's `backends.txt`): the test bed has no kube-proxy, and a front-end keeps one
+//! Front-ends reach back-ends by pod IP (each Site's ready back-end pods at `IP:4433` in the
+//! document's `backends`): the test bed has no kube-proxy, and a front-end keeps one
 //! TMP link per back-end anyway, which a headless Service gives in a real cluster too. The
 //! front-ends watch the ConfigMap, so a back-end coming or going reaches them live.
 
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use causeway_api::Frontend;
+use causeway_api::contract::GatewayConfig;
 use causeway_api::frontend::ServiceType;
 use causeway_api::site::SiteSpec;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -21,16 +22,18 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use super::{
-    PodSettings, admin_probe, container_port, link_args, meta, pod_env, rolling_update,
-    security_context, service_port, template_annotations,
+    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
+    rolling_update, security_context, service_port, template_annotations,
 };
 use crate::error::{Error, Result};
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
-    LINK_CA_KEY, Tier,
+    Tier,
 };
 
-/// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
+/// The key the gateways' ConfigMap reader (`sidecar/src/cluster_config.rs`) still names for a
+/// front-end's back-ends. The operator writes only [`causeway_api::contract::CONFIG_KEY`] now;
+/// this goes once that reader reads the configuration document.
 pub const BACKENDS_KEY: &str = "backends.txt";
 
 /// The node label holding a node's region.
@@ -66,7 +69,7 @@ pub struct FrontendInputs<'a> {
 /// The front-end objects of one Frontend.
 #[derive(Clone, Debug)]
 pub struct FrontendObjects {
-    /// Site files and the back-end list.
+    /// The gateway configuration document: the Sites and their back-ends.
     pub config_map: ConfigMap,
     /// The client-facing Service.
     pub service: Service,
@@ -123,25 +126,6 @@ pub fn client_tls(sites: &[&ServedSite], https_port: Option<u16>) -> (Option<Str
     (Some((*secret).to_owned()), warnings)
 }
 
-/// The ConfigMap key of `site`'s file.
-pub fn site_key(site: &str) -> String {
-    format!("site-{site}.yaml")
-}
-
-/// The back-end list, one `SITE=IP:PORT` a line, sites and addresses sorted.
-pub fn backend_lines(sites: &[ServedSite]) -> String {
-    let mut sorted: Vec<&ServedSite> = sites.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted
-        .iter()
-        .flat_map(|site| {
-            site.backends
-                .iter()
-                .map(move |a| format!("{}={a}\n", site.name))
-        })
-        .collect()
-}
-
 /// The front-end objects of `inputs.frontend`.
 ///
 /// # Errors
@@ -169,20 +153,24 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         .copied()
         .filter(|s| !s.backends.is_empty())
         .collect();
-    let mut data = BTreeMap::new();
+    let mut config = GatewayConfig {
+        sites: Vec::with_capacity(serving.len()),
+        backends: BTreeMap::new(),
+        link_ca: Some(inputs.link_ca.to_owned()),
+    };
     for site in &serving {
         let origins = super::site_file::frontend_origins(namespace, &site.spec);
-        data.insert(
-            site_key(&site.name),
-            super::site_file::render(&site.name, namespace, &site.spec, origins)?,
-        );
+        config.sites.push(super::site_file::render(
+            &site.name, namespace, &site.spec, origins,
+        )?);
+        config
+            .backends
+            .insert(site.name.clone(), site.backends.clone());
     }
-    data.insert(BACKENDS_KEY.to_owned(), backend_lines(inputs.sites));
-    data.insert(LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned());
+    let data = config_data(&config)?;
     let https_port = frontend.spec.service.https_port;
     let (tls_secret, warnings) = client_tls(&sites, https_port);
-    let config_hash =
-        names::content_hash(data.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]));
+    let config_hash = data_hash(&data);
     let restart_hash = names::content_hash([
         inputs.link_ca.as_bytes(),
         tls_secret.as_deref().unwrap_or_default().as_bytes(),
@@ -348,7 +336,7 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::site_file::tests_support::shop;
+    use crate::desired::site_file::tests_support::{document, shop};
     use crate::names::RESTART_HASH_ANNOTATION;
 
     fn frontend() -> Frontend {
@@ -429,14 +417,21 @@ spec:
             ["--config-map".to_owned(), "edge-frontend".to_owned()]
         );
         assert_eq!(pod["automountServiceAccountToken"], true);
-        let data = objects.config_map.data.unwrap_or_default();
+        let published = document(&objects.config_map)?;
         assert_eq!(
-            data[BACKENDS_KEY],
-            "shop=127.64.1.7:4433\nshop=127.64.2.3:4433\n"
+            published.backends,
+            BTreeMap::from([(
+                "shop".to_owned(),
+                vec![
+                    SocketAddr::from(([127, 64, 1, 7], 4433)),
+                    SocketAddr::from(([127, 64, 2, 3], 4433)),
+                ]
+            )])
         );
-        let file = crate::desired::site_file::parse(&data[&site_key("shop")])?;
+        assert_eq!(published.link_ca.as_deref(), Some("ca"));
+        assert_eq!(published.sites[0].metadata.name.as_deref(), Some("shop"));
         assert_eq!(
-            file.spec.origins[0].url.as_deref(),
+            published.sites[0].spec.origins[0].url.as_deref(),
             Some("http://shop-origin.web.svc:80")
         );
         let service = serde_json::to_value(&objects.service).unwrap_or_default();
@@ -561,9 +556,14 @@ spec:
         blog.name = "blog".into();
         blog.backends.clear();
         sites.push(blog);
-        let data = render(&sites)?.config_map.data.unwrap_or_default();
-        assert!(data.contains_key(&site_key("shop")));
-        assert!(!data.contains_key(&site_key("blog")));
+        let published = document(&render(&sites)?.config_map)?;
+        let names: Vec<Option<&str>> = published
+            .sites
+            .iter()
+            .map(|s| s.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, [Some("shop")]);
+        assert!(!published.backends.contains_key("blog"));
         Ok(())
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Configuration reaches the pods through the API: each gateway watches its own ConfigMap
 //! (`--config-map`) and applies a new version live, without dropping a connection. The
-//! ConfigMap also carries the TMP link CA; each pod gets its own link certificate through a
-//! CertificateSigningRequest. What a gateway reads only at start (the CA, the client TLS
+//! ConfigMap holds one key, [`CONFIG_KEY`], the typed gateway configuration document
+//! ([`GatewayConfig`]: the Sites, a front-end's back-ends, the TMP link CA); each pod gets its
+//! own link certificate through a CertificateSigningRequest. What a gateway reads only at start (the CA, the client TLS
 //! Secret) is hashed into the pod template, so a change there rolls the pods, new before old
 //! (`maxUnavailable: 0`).
 
@@ -16,10 +17,11 @@ pub mod site_file;
 
 use std::collections::BTreeMap;
 
+use causeway_api::contract::{CONFIG_KEY, ConfigDocumentError, GatewayConfig};
 use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
-    SecurityContext, ServiceAccount, ServicePort,
+    Capabilities, ConfigMap, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Probe, SecurityContext, ServiceAccount, ServicePort,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -27,7 +29,8 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::names::{GATEWAY_CONFIG_ROLE, RESTART_HASH_ANNOTATION};
+use crate::error::{Error, Result};
+use crate::names::{self, GATEWAY_CONFIG_ROLE, RESTART_HASH_ANNOTATION};
 
 /// What every gateway pod needs besides its own spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +142,37 @@ pub fn config_role_binding(account: &str, namespace: &str) -> RoleBinding {
         role_ref: role_ref("Role", GATEWAY_CONFIG_ROLE),
         subjects: gateway_subjects(account, namespace),
     }
+}
+
+/// The data of a gateway ConfigMap: `config` as its one document.
+///
+/// # Errors
+/// [`Error::Render`] when the document cannot be written.
+fn config_data(config: &GatewayConfig) -> Result<BTreeMap<String, String>> {
+    let text = config.to_yaml().map_err(|e| Error::Render {
+        what: "the gateway configuration".to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(BTreeMap::from([(CONFIG_KEY.to_owned(), text)]))
+}
+
+/// The hash of a ConfigMap's data, every key and value framed.
+fn data_hash(data: &BTreeMap<String, String>) -> String {
+    names::content_hash(data.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
+}
+
+/// The configuration document a gateway ConfigMap carries, read as the gateways read it;
+/// `None` when it has none (a ConfigMap written before the document existed).
+///
+/// # Errors
+/// [`ConfigDocumentError`] when the document is refused, also for a front-end's that lists no
+/// Site yet ([`ConfigDocumentError::NoSites`]).
+pub fn published(map: &ConfigMap) -> Result<Option<GatewayConfig>, ConfigDocumentError> {
+    map.data
+        .as_ref()
+        .and_then(|data| data.get(CONFIG_KEY))
+        .map(|text| GatewayConfig::from_yaml(text))
+        .transpose()
 }
 
 /// The pod security settings of every gateway: not root, nothing to escalate, read-only root.
