@@ -270,8 +270,6 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             });
             container_ports.push(container_port("https", FRONTEND_HTTPS_PORT, "TCP"));
         }
-        // The mount and volume lists are applied even when empty, so that removing `tls`
-        // from every Site takes the Secret's volume back out of the pods.
         let container = Container {
             name: "frontend".to_owned(),
             image: Some(inputs.pod.image.clone()),
