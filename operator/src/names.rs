@@ -62,7 +62,10 @@ pub const FRONTEND_CERT_NAME: &str = "causeway-frontend";
 /// those, and only those, with the TMP link CA.
 pub const LINK_SIGNER: &str = "causeway.dev/tmp-link";
 
-/// The ConfigMap key holding the TMP link CA certificate (PEM) gateways verify peers with.
+/// The key the gateways' ConfigMap reader (`sidecar/src/cluster_config.rs`) still names for the
+/// TMP link CA. The operator publishes the CA in the configuration document
+/// ([`causeway_api::contract::GatewayConfig::link_ca`]) now; this goes once that reader reads
+/// the document.
 pub const LINK_CA_KEY: &str = "link-ca.crt";
 
 /// The longest DNS label.
