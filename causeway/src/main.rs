@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
+use causeway_api::contract::signing::FRONTEND_CERT_NAME;
 use causeway_gateway::backend::{self, BackendOptions};
 use causeway_gateway::cluster_config::{self, ClusterConfig, Version};
 use causeway_gateway::frontend::{self, BackendMap, FrontendOptions};
@@ -18,7 +19,6 @@ use causeway_gateway::server::{self, ConnectionLimits, ListenerStats};
 use causeway_gateway::telemetry::{self, LogFormat};
 use causeway_gateway::{local, shutdown};
 use causeway_link::{BlendSettings, LinkCredentials, LinkSettings};
-use causeway_operator::names::FRONTEND_CERT_NAME;
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -378,7 +378,7 @@ fn read_admin_token(path: &std::path::Path) -> Result<std::sync::Arc<str>, Strin
 fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let authority = causeway_link::LinkAuthority::generate("causeway link CA")?;
+    let authority = causeway_pki::LinkAuthority::generate("causeway link CA")?;
     let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
         let path = out.join(name);
         let mut file = std::fs::OpenOptions::new()

@@ -439,7 +439,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
             .is_empty()),
         "every one signed: {ours:?}"
     );
-    let forged = causeway_link::tls::certificate_request(
+    let forged = causeway_pki::certificate_request(
         &format!("{}/not-a-gateway", ns.name()),
         &["causeway-backend".to_owned()],
     )
