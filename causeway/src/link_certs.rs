@@ -4,7 +4,7 @@
 pub fn write_link_certs(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let authority = causeway_link::LinkAuthority::generate("causeway link CA")?;
+    let authority = causeway_pki::LinkAuthority::generate("causeway link CA")?;
     let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
         let path = out.join(name);
         let mut file = std::fs::OpenOptions::new()

@@ -21,7 +21,7 @@ use causeway_gateway::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
 use causeway_gateway::server::{self, ConnectionLimits, ListenerStats};
 use causeway_gateway::telemetry::{self, LogFormat};
 use causeway_gateway::{local, shutdown};
-use causeway_operator::names::FRONTEND_CERT_NAME;
+use causeway_api::contract::signing::FRONTEND_CERT_NAME;
 use clap::{Parser, Subcommand};
 
 use crate::args::{BackendArg, LinkArgs, ServeArgs};

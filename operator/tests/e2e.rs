@@ -522,7 +522,7 @@ async fn each_gateway_pod_holds_its_own_link_certificate_and_a_forged_request_is
             .is_empty()),
         "every one signed: {ours:?}"
     );
-    let forged = causeway_link::tls::certificate_request(
+    let forged = causeway_pki::certificate_request(
         &format!("{}/not-a-gateway", ns.name()),
         &["causeway-backend".to_owned()],
     )

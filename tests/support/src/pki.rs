@@ -16,7 +16,7 @@ impl LinkPki {
     pub fn new() -> Self {
         let dir = scratch_path("pki");
         std::fs::create_dir_all(&dir).expect("pki dir");
-        let authority = causeway_link::LinkAuthority::generate("test link CA").expect("CA");
+        let authority = causeway_pki::LinkAuthority::generate("test link CA").expect("CA");
         for (role, name) in [
             ("backend", "causeway-backend"),
             ("frontend", "causeway-frontend"),
