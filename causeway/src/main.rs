@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_api::Duration as TextDuration;
+use causeway_api::contract::signing::FRONTEND_CERT_NAME;
 use causeway_gateway::backend::{self, BackendOptions};
 use causeway_gateway::config_source::{ConfigSource, LinkIdentity};
 use causeway_gateway::frontend::{self, BackendMap, FrontendOptions};
@@ -21,7 +22,6 @@ use causeway_gateway::origin::{DemoOrigin, DemoOriginConfig, SlowWindow};
 use causeway_gateway::server::{self, ConnectionLimits, ListenerStats};
 use causeway_gateway::telemetry::{self, LogFormat};
 use causeway_gateway::{local, shutdown};
-use causeway_api::contract::signing::FRONTEND_CERT_NAME;
 use clap::{Parser, Subcommand};
 
 use crate::args::{BackendArg, LinkArgs, ServeArgs};

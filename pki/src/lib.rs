@@ -6,7 +6,7 @@
 //! - [`request`]: [`certificate_request`] (the gateway's side) and [`RequestedCertificate`]
 //!   (the signer's side);
 //! - [`pem`]: PEM texts to DER certificates and keys;
-//! - [`error`]: [`PkiError`].
+//! - [`error`]: the crate's error, [`PkiError`].
 //!
 //! What the signer and the gateway agree on (signer name, lifetimes, names, subject form) is
 //! not here but in `causeway_api::contract::signing`, so the API crate stays free of crypto.
