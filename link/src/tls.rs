@@ -157,13 +157,9 @@ mod tests {
         let authority = LinkAuthority::generate("test CA")?;
         let names = vec!["causeway-backend".to_owned()];
         let made = certificate_request("web/shop-backend-abc", &names)?;
+        // What the request itself carries is causeway-pki's test; this one is the link's
+        // side: the signed chain makes credentials the CA verifies.
         let request = RequestedCertificate::parse(&made.request_pem)?;
-        assert_eq!(request.subject_alt_names(), ["DNS:causeway-backend"]);
-        assert_eq!(
-            request.common_name().as_deref(),
-            Some("web/shop-backend-abc")
-        );
-        assert!(!request.asks_for_ca());
         let chain = authority.sign(&request, std::time::Duration::from_secs(3600))?;
         let credentials = LinkCredentials::from_pem(&authority.ca_pem(), &chain, &made.key_pem)?;
         // rustls checks the key matches the certificate when it builds the configurations.

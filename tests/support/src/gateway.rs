@@ -73,25 +73,8 @@ impl Gateway {
         site_file: &Path,
         extra_args: &[&str],
     ) -> Result<Self, String> {
-        let log = scratch_path(&format!("{mode}.log"));
-        let file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(causeway_bin())
-            .arg(mode)
-            .arg(listen_flag)
-            .arg(addr.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .args(extra_args)
-            .arg(site_file)
-            .env(
-                "RUST_LOG",
-                std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start causeway");
+        let (child, log) = launch(mode, listen_flag, addr, admin, extra_args, site_file)
+            .unwrap_or_else(|e| panic!("start causeway {mode}: {e}"));
         let mut gateway = Self {
             child,
             addr,
@@ -115,25 +98,9 @@ impl Gateway {
         self.kill();
         let (mode, flag, args) = self.command.clone();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let log = scratch_path(&format!("{mode}.log"));
-        let file = std::fs::File::create(&log).expect("create log file");
-        self.child = Command::new(causeway_bin())
-            .arg(&mode)
-            .arg(&flag)
-            .arg(self.addr.to_string())
-            .arg("--admin-listen")
-            .arg(self.admin.to_string())
-            .args(&args)
-            .arg(&self.site_file)
-            .env(
-                "RUST_LOG",
-                std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("restart causeway");
+        let (child, log) = launch(&mode, &flag, self.addr, self.admin, &args, &self.site_file)
+            .unwrap_or_else(|e| panic!("restart causeway {mode}: {e}"));
+        self.child = child;
         let _ = std::fs::remove_file(&self.log);
         self.log = log;
         if let Err(log) = self.wait_ready().await {
@@ -312,4 +279,35 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
                 .ok()
         })
         .map(|kib| kib * 1024)
+}
+
+/// Starts `causeway MODE LISTEN_FLAG ADDR --admin-listen ADMIN ARGS.. SITE_FILE`, its output
+/// in a fresh scratch log: the child and the log's path.
+fn launch(
+    mode: &str,
+    listen_flag: &str,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    extra_args: &[&str],
+    site_file: &Path,
+) -> std::io::Result<(Child, PathBuf)> {
+    let log = scratch_path(&format!("{mode}.log"));
+    let file = std::fs::File::create(&log)?;
+    let child = Command::new(causeway_bin())
+        .arg(mode)
+        .arg(listen_flag)
+        .arg(addr.to_string())
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .args(extra_args)
+        .arg(site_file)
+        .env(
+            "RUST_LOG",
+            std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()?;
+    Ok((child, log))
 }
