@@ -7,7 +7,8 @@
 //!   hosts;
 //! - [`qos`]: each end's view of the link, exchanged so both know the whole link;
 //! - [`link`]: dialling, accepting and running links; [`channel`]: one exchange on a link;
-//! - [`compress`]: optional zstd for compressible bodies; [`tls`]: mutual TLS.
+//! - [`compress`]: optional zstd for compressible bodies; [`tls`]: mutual TLS (the
+//!   certificates themselves come from `causeway_pki`).
 
 #![forbid(unsafe_code)]
 
@@ -31,4 +32,4 @@ pub use link::listen::{ChannelHandler, LinkRegistry, Listener};
 pub use link::{Link, LinkView, LoadProbe};
 pub use qos::{LinkQos, Load, QosReport, Role};
 pub use settings::LinkSettings;
-pub use tls::{LinkAuthority, LinkCredentials};
+pub use tls::LinkCredentials;

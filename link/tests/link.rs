@@ -7,9 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use causeway_link::frame::ResponseHead;
 use causeway_link::{
-    Channel, ChannelHandler, ChannelHead, ChannelKind, Dialer, Link, LinkAuthority, LinkError,
+    Channel, ChannelHandler, ChannelHead, ChannelKind, Dialer, Link, LinkCredentials, LinkError,
     LinkSettings, Listener, Load, LoadProbe, RequestHead, Role,
 };
+use causeway_pki::LinkAuthority;
 use http::{HeaderMap, Method, StatusCode};
 
 /// Answers every HTTP channel with 200 and the request body, echoed.
@@ -72,10 +73,9 @@ struct Pair {
 }
 
 fn pair(authority: &LinkAuthority) -> Pair {
-    let backend = authority
-        .issue(&["causeway-backend"])
-        .expect("backend credentials");
-    let frontend = authority.issue(&["fe-1"]).expect("frontend credentials");
+    let backend =
+        LinkCredentials::issued_by(authority, &["causeway-backend"]).expect("backend credentials");
+    let frontend = LinkCredentials::issued_by(authority, &["fe-1"]).expect("frontend credentials");
     let listener =
         Arc::new(Listener::bind(loopback(), &backend, settings("be-1"), load(7)).expect("bind"));
     let address = listener.local_addr().expect("address");
@@ -211,7 +211,7 @@ async fn a_peer_from_another_ca_is_refused() {
     std::fs::write(dir.join("ca.pem"), authority.ca_pem()).expect("write");
     std::fs::write(dir.join("cert.pem"), &pem.cert).expect("write");
     std::fs::write(dir.join("key.pem"), &pem.key).expect("write");
-    let credentials = causeway_link::LinkCredentials::from_pem_files(
+    let credentials = LinkCredentials::from_pem_files(
         &dir.join("ca.pem"),
         &dir.join("cert.pem"),
         &dir.join("key.pem"),
@@ -275,7 +275,8 @@ async fn front_ends_redial_a_restarted_back_end() {
     pair.listener.close();
     drop(pair.listener);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let backend = authority.issue(&["causeway-backend"]).expect("credentials");
+    let backend =
+        LinkCredentials::issued_by(&authority, &["causeway-backend"]).expect("credentials");
     // The old endpoint lets go of its socket once its connections have drained.
     let rebind_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let listener = loop {

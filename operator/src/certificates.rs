@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use causeway_link::LinkAuthority;
-use causeway_link::tls::RequestedCertificate;
+use causeway_pki::{LinkAuthority, RequestedCertificate};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -152,7 +151,8 @@ mod tests {
     #[test]
     fn a_reloaded_ca_signs_requests_the_stored_ca_verifies()
     -> std::result::Result<(), Box<dyn std::error::Error>> {
-        use causeway_link::tls::certificate_request;
+        use causeway_api::contract::signing::BACKEND_CERT_NAME;
+        use causeway_pki::certificate_request;
         use rustls::client::WebPkiServerVerifier;
         use rustls::client::danger::ServerCertVerifier;
         use rustls_pki_types::pem::PemObject;
@@ -164,7 +164,7 @@ mod tests {
         let reloaded = Authority::from_pem(&pem(CA_CERT_KEY), &pem(CA_KEY_KEY))?;
         assert_eq!(reloaded.ca_pem(), original.ca_pem());
 
-        let made = certificate_request("web/p", &[names::BACKEND_CERT_NAME.to_owned()])?;
+        let made = certificate_request("web/p", &[BACKEND_CERT_NAME.to_owned()])?;
         let request = RequestedCertificate::parse(&made.request_pem)?;
         let signed = reloaded.sign(&request, Duration::from_secs(3600))?;
         let mut roots = rustls::RootCertStore::empty();
@@ -176,7 +176,7 @@ mod tests {
             WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
                 .build()?;
         let leaf = CertificateDer::from_pem_slice(signed.as_bytes())?;
-        let name = ServerName::try_from(names::BACKEND_CERT_NAME)?;
+        let name = ServerName::try_from(BACKEND_CERT_NAME)?;
         verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())?;
         Ok(())
     }

@@ -20,7 +20,7 @@ pub enum Error {
     },
     /// TMP link certificates could not be made or loaded.
     #[error("TMP link certificates: {0}")]
-    Certificates(#[from] causeway_link::tls::TlsError),
+    Certificates(#[from] causeway_pki::PkiError),
     /// A Secret the operator keeps is there but unusable.
     #[error("Secret {namespace}/{name}: {reason}")]
     BadSecret {

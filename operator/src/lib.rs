@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_api::contract::signing::LINK_SIGNER;
 use causeway_api::{Frontend, Site};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -287,7 +288,7 @@ async fn lead(
     // server supports for CSRs), so other signers' requests never reach the operator.
     let signer = Controller::new(
         Api::<CertificateSigningRequest>::all(client.clone()),
-        watcher::Config::default().fields(&format!("spec.signerName={}", names::LINK_SIGNER)),
+        watcher::Config::default().fields(&format!("spec.signerName={LINK_SIGNER}")),
     )
     .run(
         reconcile::signer::reconcile,

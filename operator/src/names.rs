@@ -51,20 +51,6 @@ pub const FRONTEND_ADMIN_PORT: u16 = 9901;
 /// The admin port (`/readyz`, `/metrics`) of back-end pods.
 pub const BACKEND_ADMIN_PORT: u16 = 9902;
 
-/// The DNS name in back-end certificates; the front-ends verify it (the sidecar's default
-/// `--link-server-name`).
-pub const BACKEND_CERT_NAME: &str = causeway_link::settings::DEFAULT_SERVER_NAME;
-
-/// The DNS name in front-end (client) certificates.
-pub const FRONTEND_CERT_NAME: &str = "causeway-frontend";
-
-/// The signer name of gateways' CertificateSigningRequests: the operator approves and signs
-/// those, and only those, with the TMP link CA.
-pub const LINK_SIGNER: &str = "causeway.dev/tmp-link";
-
-/// The ConfigMap key holding the TMP link CA certificate (PEM) gateways verify peers with.
-pub const LINK_CA_KEY: &str = "link-ca.crt";
-
 /// The longest DNS label.
 const MAX_LABEL: usize = 63;
 

@@ -1,12 +1,18 @@
 //! The operator end to end, on the test bed's real control plane with the test kubelet
-//! running every pod as a real `causeway` process: `helm install` the chart; apply three
-//! origins, a Site and a Frontend; the Site and Frontend become Ready and a front-end pod
-//! answers through front-end → TMP → back-end → origin; `kubectl scale frontend` to three;
-//! the origins' endpoints change and the gateways apply the new configuration live (same
-//! pods, no failed request); each gateway pod holds its own link certificate and a forged
-//! certificate request is denied; an invalid Site is
-//! refused with the CEL message; an operator restart changes nothing; deleting the Site
-//! removes what it made; the gateways' ServiceAccount cannot read Secrets elsewhere.
+//! running every pod as a real `causeway` process, one test per behaviour: each test has its
+//! own namespace in the one test bed of this binary, `helm install`s the chart there (its own
+//! release: cluster-scoped RBAC is named after it) and, most of them, applies three origins, a
+//! Site and a Frontend and waits until the Site and Frontend are Ready and a front-end pod
+//! answers. Then: a front-end answers through front-end → TMP → back-end → origin;
+//! `kubectl scale frontend` to three; the origins' endpoints change and the gateways apply the
+//! new configuration live (same pods, no failed request); each gateway pod holds its own link
+//! certificate and a forged certificate request is denied; a hand-broken ConfigMap is refused
+//! and restored; an invalid Site is refused with the CEL message; an operator restart changes
+//! nothing; deleting the Site removes what it made; the gateways' ServiceAccount cannot read
+//! Secrets elsewhere; a leader that loses its Lease stops writing; front-ends serve HTTPS.
+//!
+//! Tests run in parallel threads (as many as cores, unless `--test-threads` says otherwise);
+//! they share nothing but the control plane, and every wait is bounded by [`TIMEOUT`].
 //!
 //! Needs the test bed's binaries; run with
 //! `CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir) cargo test -p causeway-operator --test e2e`.
@@ -14,11 +20,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use causeway_api::contract::{CONFIG_KEY, GatewayConfig};
 use causeway_testbed::testbed::{processes_matching, wait_for};
 use causeway_testbed::{TestBed, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,6 +36,73 @@ use kube::api::ListParams;
 use support::{BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST, TIMEOUT, get, origins, site};
 
 const MANAGED: &str = "app.kubernetes.io/managed-by=causeway-operator";
+
+/// Origin pods every deployed test starts.
+const ORIGINS: usize = 3;
+
+/// Prints `e2e TEST: SECONDS  WHAT`, the seconds counted from this call: where a slow test
+/// spent its time.
+fn stepper(test: &'static str) -> impl Fn(&str) {
+    let started = Instant::now();
+    move |what: &str| {
+        eprintln!(
+            "e2e {test}: {:>6.1} s  {what}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// This test's own namespace, named after `release`, with the chart installed in it as
+/// release `release` (unique per test) with `operators` operator replicas.
+async fn installed(release: &str, operators: u32) -> TestNamespace {
+    let bed = TestBed::shared().await.expect("the test bed starts");
+    let ns = bed
+        .namespace(&format!("operator-{release}"))
+        .await
+        .expect("a test namespace");
+    support::install_as(&ns, release, operators).await;
+    ns
+}
+
+/// Applies three origins, the Site (two back-ends) and the Frontend in `ns`, waits until the
+/// Site and the Frontend are Ready.
+async fn apply_shop(ns: &TestNamespace) {
+    ns.apply(&origins(ORIGINS as u32, &[]))
+        .await
+        .expect("origins apply");
+    ns.apply(&site(2)).await.expect("the Site applies");
+    ns.apply(FRONTEND).await.expect("the Frontend applies");
+    support::wait_site_and_frontend_ready(ns).await;
+}
+
+/// [`installed`], then [`apply_shop`], then waits until the one front-end serves the Site;
+/// returns the namespace and the front-end's IP.
+async fn deployed(release: &str, operators: u32) -> (TestNamespace, IpAddr) {
+    let ns = installed(release, operators).await;
+    apply_shop(&ns).await;
+    let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;
+    (ns, frontends[0])
+}
+
+/// Waits until one operator replica holds the Lease; its identity.
+async fn leader(ns: &TestNamespace) -> String {
+    let leases: Api<Lease> = ns.api();
+    wait_for("a leader", TIMEOUT, || async {
+        leases
+            .get("causeway-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+    })
+    .await
+    .expect("one operator replica takes the Lease")
+}
+
+/// The gateways' ServiceAccount in `ns`, as `kubectl --as` names it.
+fn gateway_account(ns: &TestNamespace) -> String {
+    format!("system:serviceaccount:{}:causeway-sidecar", ns.name())
+}
 
 /// `kubectl auth can-i` as `account`: true for "yes".
 async fn can_i(
@@ -48,7 +122,6 @@ async fn can_i(
     let output = kubectl.output().await.expect("kubectl runs");
     String::from_utf8_lossy(&output.stdout).trim() == "yes"
 }
-
 /// The resourceVersion of everything the operator made in `ns`, and the Site and Frontend
 /// as the reconcilers leave them (all but the QoS collector's figures).
 async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
@@ -108,7 +181,8 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
     found
 }
 
-/// The origin URLs in the back-end Site file.
+/// The origin URLs in the back-end configuration document (the ConfigMap's
+/// [`CONFIG_KEY`]); none while it is missing or does not parse.
 async fn backend_origin_urls(ns: &TestNamespace) -> Vec<String> {
     let maps: Api<ConfigMap> = ns.api();
     let Ok(map) = maps.get("shop-backend").await else {
@@ -117,12 +191,13 @@ async fn backend_origin_urls(ns: &TestNamespace) -> Vec<String> {
     let text = map
         .data
         .unwrap_or_default()
-        .remove("site.yaml")
+        .remove(CONFIG_KEY)
         .unwrap_or_default();
-    let Ok(sites) = causeway_api::parse_sites("shop-backend", &text) else {
+    let Ok(config) = GatewayConfig::from_yaml(&text) else {
         return Vec::new();
     };
-    let mut urls: Vec<String> = sites
+    let mut urls: Vec<String> = config
+        .sites
         .iter()
         .flat_map(|s| s.spec.origins.iter().filter_map(|o| o.url.clone()))
         .collect();
@@ -141,38 +216,20 @@ async fn origin_urls(ns: &TestNamespace) -> Vec<String> {
     urls
 }
 
+/// The gateways' account reads no Secrets, here or elsewhere; once a Site is reconciled the
+/// operator has let it read its ConfigMaps here (nothing elsewhere) and ask for its link
+/// certificate.
 #[tokio::test]
-async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_cleans_up() {
-    let bed = TestBed::shared().await.expect("the test bed starts");
-    let ns = bed
-        .namespace("operator-e2e")
-        .await
-        .expect("a test namespace");
-    let started = Instant::now();
-    let step = |what: &str| eprintln!("e2e: {:>6.1} s  {what}", started.elapsed().as_secs_f64());
-
-    // helm install: CRDs, operator (two replicas, one leader), RBAC, gateway account.
-    support::install(&ns, 2).await;
+async fn the_gateways_account_reads_only_its_own_config_maps_and_no_secrets() {
+    let step = stepper("account");
+    let ns = installed("account", 1).await;
     step("helm install done");
-    let leases: Api<Lease> = ns.api();
-    let leader = wait_for("a leader", TIMEOUT, || async {
-        leases
-            .get("causeway-operator")
-            .await
-            .ok()?
-            .spec?
-            .holder_identity
-    })
-    .await
-    .expect("one operator replica takes the Lease");
-    step(&format!("leader is {leader}"));
-
-    // The gateways' account reads no Secrets, here or elsewhere.
-    let other = bed
-        .namespace("operator-e2e-other")
+    let other = ns
+        .bed()
+        .namespace("operator-account-other")
         .await
         .expect("another namespace");
-    let account = format!("system:serviceaccount:{}:causeway-sidecar", ns.name());
+    let account = gateway_account(&ns);
     assert!(
         !can_i(&ns, &account, "get", "secrets", other.name()).await,
         "no Secrets of other namespaces"
@@ -182,29 +239,8 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         "no Secrets here either"
     );
 
-    // An invalid Site is refused by the API server with the CEL message.
-    let invalid = site(2).replace(
-        "service: { name: shop-origin, port: 80 }",
-        "service: { name: shop-origin, port: 80 }\n      url: http://192.0.2.1:8080",
-    );
-    let refused = ns
-        .apply(&invalid)
-        .await
-        .expect_err("the API server refuses the Site");
-    assert!(
-        refused
-            .to_string()
-            .contains("exactly one of url and service must be set"),
-        "{refused}"
-    );
-
-    // Origins, Site, Frontend → Ready, and a request through both tiers.
-    ns.apply(&origins(3, &[])).await.expect("origins apply");
-    ns.apply(&site(2)).await.expect("the Site applies");
-    ns.apply(FRONTEND).await.expect("the Frontend applies");
-    support::wait_site_and_frontend_ready(&ns).await;
+    apply_shop(&ns).await;
     step("Site and Frontend Ready");
-    // The operator let the gateways read their ConfigMaps here, and nothing elsewhere.
     assert!(
         can_i(&ns, &account, "get", "configmaps", ns.name()).await,
         "its own ConfigMaps"
@@ -224,8 +260,36 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         .await,
         "it may ask for its link certificate"
     );
-    let frontends = support::frontends_serving(&ns, 1, TIMEOUT).await;
-    let answer = get(SocketAddr::new(frontends[0], 8080), HOST, "/hello")
+}
+
+/// An invalid Site is refused by the API server with the CEL message.
+#[tokio::test]
+async fn the_api_server_refuses_an_invalid_site_with_the_cel_message() {
+    let ns = installed("cel", 1).await;
+    let invalid = site(2).replace(
+        "service: { name: shop-origin, port: 80 }",
+        "service: { name: shop-origin, port: 80 }\n      url: http://192.0.2.1:8080",
+    );
+    let refused = ns
+        .apply(&invalid)
+        .await
+        .expect_err("the API server refuses the Site");
+    assert!(
+        refused
+            .to_string()
+            .contains("exactly one of url and service must be set"),
+        "{refused}"
+    );
+}
+
+/// Origins, Site, Frontend → Ready, and a request through both tiers answered by an origin
+/// pod; the back-end configuration lists one origin per origin endpoint.
+#[tokio::test]
+async fn a_front_end_answers_through_both_tiers_from_an_origin_pod() {
+    let step = stepper("serve");
+    let (ns, frontend) = deployed("serve", 1).await;
+    step("Site and Frontend Ready, a front-end serving");
+    let answer = get(SocketAddr::new(frontend, 8080), HOST, "/hello")
         .await
         .expect("the front-end answers");
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -235,15 +299,18 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         "answered by an origin pod: {answer:?}"
     );
     assert!(answer.body.contains("/hello"), "{answer:?}");
-    step(&format!(
-        "front-end {} answered from {origin}",
-        frontends[0]
-    ));
+    step(&format!("front-end {frontend} answered from {origin}"));
     assert_eq!(
         backend_origin_urls(&ns).await,
         origin_urls(&ns).await,
         "one back-end origin per origin endpoint"
     );
+}
+
+/// What a person sees: the Frontend's status, printer columns and the operator's events.
+#[tokio::test]
+async fn kubectl_shows_the_status_printer_columns_and_the_operators_events() {
+    let (ns, _) = deployed("kubectl", 1).await;
     let status: serde_json::Value = serde_json::from_str(
         &ns.kubectl(&["get", "frontend/edge", "-o", "json"], None)
             .await
@@ -254,7 +321,40 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     assert_eq!(status["status"]["selector"], FRONTEND_PODS);
     assert!(status["status"]["observedGeneration"].as_i64().is_some());
 
-    // Scale subresource: three front-end processes serving.
+    let listed = ns
+        .kubectl(&["get", "sites,frontends"], None)
+        .await
+        .expect("kubectl get sites,frontends");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("site.causeway.dev/shop") && l.contains("shop.example.com")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("frontend.causeway.dev/edge") && l.contains("eu-west")),
+        "{listed}"
+    );
+    let events = ns
+        .get_jsonpath("events", "{range .items[*]}{.reason}{\"\\n\"}{end}")
+        .await
+        .expect("kubectl get events");
+    for reason in ["LinkCertificateIssued", "ConfigurationApplied"] {
+        assert!(
+            events.lines().any(|l| l == reason),
+            "a {reason} event in:\n{events}"
+        );
+    }
+}
+
+/// The scale subresource: `kubectl scale frontend` to three gives three front-end processes
+/// serving and `status.readyReplicas` 3; a HorizontalPodAutoscaler can read the scale.
+#[tokio::test]
+async fn kubectl_scale_frontend_runs_three_serving_front_ends_and_an_hpa_reads_the_scale() {
+    let step = stepper("scale");
+    let (ns, _) = deployed("scale", 1).await;
     ns.kubectl(&["scale", "frontend/edge", "--replicas=3"], None)
         .await
         .expect("kubectl scale");
@@ -267,9 +367,8 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     }
     step("three front-ends serving");
 
-    // A HorizontalPodAutoscaler can drive the Frontend through its scale subresource: the
-    // controller-manager's HPA controller reads the scale (AbleToScale). With no metrics
-    // server here it cannot compute a recommendation, so it changes nothing.
+    // The controller-manager's HPA controller reads the scale (AbleToScale). With no
+    // metrics server here it cannot compute a recommendation, so it changes nothing.
     ns.kubectl(
         &[
             "autoscale",
@@ -299,33 +398,6 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         .expect("kubectl delete hpa");
     step("an HPA reads the Frontend's scale subresource");
 
-    // What a person sees: printer columns and the operator's events.
-    let listed = ns
-        .kubectl(&["get", "sites,frontends"], None)
-        .await
-        .expect("kubectl get sites,frontends");
-    assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("site.causeway.dev/shop") && l.contains("shop.example.com")),
-        "{listed}"
-    );
-    assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("frontend.causeway.dev/edge") && l.contains("eu-west")),
-        "{listed}"
-    );
-    let events = ns
-        .get_jsonpath("events", "{range .items[*]}{.reason}{\"\\n\"}{end}")
-        .await
-        .expect("kubectl get events");
-    for reason in ["LinkCertificateIssued", "ConfigurationApplied"] {
-        assert!(
-            events.lines().any(|l| l == reason),
-            "a {reason} event in:\n{events}"
-        );
-    }
     wait_for("status.readyReplicas = 3", TIMEOUT, || async {
         let ready = ns
             .get_jsonpath("frontend/edge", "{.status.readyReplicas}")
@@ -335,8 +407,14 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     })
     .await
     .expect("the Frontend reports three ready replicas");
+}
 
-    // The origins' endpoints change: the back-end configuration follows, requests go on.
+/// The origins' endpoints change: the back-end configuration follows, the gateways apply it
+/// live (the same pods, no roll) and no request fails meanwhile.
+#[tokio::test]
+async fn the_back_ends_follow_the_origins_endpoints_live_without_a_failed_request() {
+    let step = stepper("endpoints");
+    let (ns, _) = deployed("endpoints", 1).await;
     let before = backend_origin_urls(&ns).await;
     let old_backends = support::ready_names(&ns, BACKEND_PODS).await;
     let old_frontends = support::ready_names(&ns, FRONTEND_PODS).await;
@@ -362,7 +440,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         }
     };
     let followed = wait_for(
-        "the back-end Site file to list the two remaining origins",
+        "the back-end configuration to list the two remaining origins",
         TIMEOUT,
         || {
             let ns = &ns;
@@ -406,10 +484,16 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         old_frontends,
         "the front-ends were not rolled either"
     );
-    let deployments: Api<Deployment> = ns.api();
+}
 
-    // Each gateway pod holds its own link certificate, signed through a
-    // CertificateSigningRequest; a request naming a pod that is no gateway is denied.
+/// Each gateway pod holds its own link certificate, signed through a
+/// CertificateSigningRequest; a request naming a pod that is no gateway is denied.
+#[tokio::test]
+async fn each_gateway_pod_holds_its_own_link_certificate_and_a_forged_request_is_denied() {
+    let (ns, _) = deployed("certificates", 1).await;
+    let account = gateway_account(&ns);
+    let gateways = support::ready_names(&ns, BACKEND_PODS).await.len()
+        + support::ready_names(&ns, FRONTEND_PODS).await.len();
     let requests: serde_json::Value = serde_json::from_str(
         &ns.kubectl(&["get", "csr", "-o", "json"], None)
             .await
@@ -427,7 +511,6 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
                 .is_some_and(|u| u.contains(&format!(":{}:", ns.name())))
         })
         .collect();
-    let gateways = old_backends.len() + old_frontends.len();
     assert!(
         ours.len() >= gateways,
         "one request per gateway pod ({gateways}): {ours:?}"
@@ -439,7 +522,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
             .is_empty()),
         "every one signed: {ours:?}"
     );
-    let forged = causeway_link::tls::certificate_request(
+    let forged = causeway_pki::certificate_request(
         &format!("{}/not-a-gateway", ns.name()),
         &["causeway-backend".to_owned()],
     )
@@ -472,10 +555,17 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     .await
     .expect("the operator denies a request for a pod that is no gateway");
     assert!(denial.contains("no pod"), "{denial}");
-    step("per-pod link certificates; a forged request denied");
+}
 
-    // A broken ConfigMap (edited by hand) is refused by the gateways, counted, and changes
-    // nothing they serve; the operator puts its own version back.
+/// A broken ConfigMap (edited by hand) is refused by the gateways, counted, and changes
+/// nothing they serve; the operator puts its own version back.
+#[tokio::test]
+async fn a_broken_config_map_is_refused_and_counted_serving_goes_on_and_the_operator_restores_it() {
+    let step = stepper("broken-config");
+    let (ns, _) = deployed("broken-config", 1).await;
+    let old_backends = support::ready_names(&ns, BACKEND_PODS).await;
+    // A gateway configuration document that is not even YAML.
+    let broken = serde_json::json!({ "data": { CONFIG_KEY: "version: 1\nsites: [not a Site" } });
     ns.kubectl(
         &[
             "patch",
@@ -483,7 +573,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
             "--type",
             "merge",
             "-p",
-            r#"{"data":{"site.yaml":"spec: [not a Site"}}"#,
+            &broken.to_string(),
         ],
         None,
     )
@@ -518,15 +608,24 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     }
     wait_for("the operator to restore the ConfigMap", TIMEOUT, || async {
         let file = backend_origin_urls(&ns).await;
-        (file.len() == 2).then_some(())
+        (file.len() == ORIGINS).then_some(())
     })
     .await
     .expect("the operator re-applies its ConfigMap");
     step(&format!(
         "a broken ConfigMap refused by {refused} back-ends, serving went on, the operator restored it"
     ));
+}
 
-    // Operator restart: nothing is re-made, nothing flaps.
+/// Operator restart (two replicas, the leader's pods deleted): a new replica leads, and once
+/// it has reconciled everything nothing was re-made and nothing flapped.
+#[tokio::test]
+async fn an_operator_restart_rewrites_nothing() {
+    let step = stepper("restart");
+    let (ns, _) = deployed("restart", 2).await;
+    let leader = leader(&ns).await;
+    step(&format!("leader is {leader}"));
+    let leases: Api<Lease> = ns.api();
     ns.kubectl(
         &[
             "wait",
@@ -607,6 +706,7 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     tokio::time::sleep_until((led + Duration::from_secs(8)).into()).await;
     let after = versions(&ns).await;
     assert_eq!(settled, after, "an operator restart rewrote nothing");
+    let deployments: Api<Deployment> = ns.api();
     let count = |selector: &'static str| {
         let deployments = deployments.clone();
         async move {
@@ -620,15 +720,31 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     assert_eq!(count("app.kubernetes.io/component=backend").await, 1);
     assert_eq!(count("app.kubernetes.io/component=frontend").await, 1);
     step("operator restart changed nothing");
+}
 
-    // The operator's metrics.
-    let operators = support::ready_ips(&ns, "app.kubernetes.io/component=operator").await;
-    let mut metrics = String::new();
-    for ip in operators {
-        if let Ok(answer) = get(SocketAddr::new(ip, 9090), "operator", "/metrics").await {
-            metrics.push_str(&answer.body);
+/// The operator's metrics (two replicas): one replica leads, the other waits, and the
+/// leader counts its Site reconciliations.
+#[tokio::test]
+async fn the_operators_metrics_show_one_leader_one_follower_and_the_reconciliations() {
+    let (ns, _) = deployed("metrics", 2).await;
+    leader(&ns).await;
+    // Both replicas' metrics, once the leader has counted a Site reconciliation.
+    let metrics = wait_for("both operator replicas' metrics", TIMEOUT, || async {
+        let operators = support::ready_ips(&ns, "app.kubernetes.io/component=operator").await;
+        let mut metrics = String::new();
+        let mut answered = 0;
+        for ip in operators {
+            if let Ok(answer) = get(SocketAddr::new(ip, 9090), "operator", "/metrics").await {
+                metrics.push_str(&answer.body);
+                answered += 1;
+            }
         }
-    }
+        let reconciled =
+            metrics.contains("causeway_operator_reconciliations_total{controller=\"site\"}");
+        (answered == 2 && reconciled).then_some(metrics)
+    })
+    .await
+    .expect("both operator replicas answer /metrics");
     let leaders = |value: &str| {
         metrics
             .lines()
@@ -641,8 +757,13 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
         metrics.contains("causeway_operator_reconciliations_total{controller=\"site\"}"),
         "{metrics}"
     );
+}
 
-    // Deleting the Site removes everything it made.
+/// Deleting the Site removes everything it made: its Deployment, Service, ConfigMap, Secret
+/// and back-end pods.
+#[tokio::test]
+async fn deleting_the_site_removes_everything_it_made() {
+    let (ns, _) = deployed("delete", 1).await;
     ns.kubectl(&["delete", "site/shop", "--wait=true"], None)
         .await
         .expect("kubectl delete site");
@@ -665,7 +786,6 @@ async fn the_operator_serves_scales_follows_endpoints_restarts_cleanly_and_clean
     )
     .await
     .expect("garbage collection follows the owner references");
-    step("Site deleted and everything it made is gone");
 }
 
 /// A leader that finds another identity in the Lease stops writing (the process exits and

@@ -1,6 +1,6 @@
 //! The reconcilers against an in-process fake API server (a tower service keeping objects in
-//! memory; no network, no processes): a Site makes its back-end ConfigMap (with the link CA),
-//! Service and Deployment, owned by it, lets the gateways read their ConfigMaps and ask for
+//! memory; no network, no processes): a Site makes its back-end ConfigMap (the configuration
+//! document, with the link CA), Service and Deployment, owned by it, lets the gateways read their ConfigMaps and ask for
 //! certificates, and writes its status once — a second
 //! reconciliation of the same state writes no status; a Frontend lists the ready back-ends
 //! of its Site and reports the scale selector.
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use causeway_api::contract::{CONFIG_KEY, GatewayConfig};
 use causeway_api::{Frontend, Site};
 use causeway_operator::certificates::Authority;
 use causeway_operator::desired::PodSettings;
@@ -189,6 +190,23 @@ fn site() -> Site {
     .expect("a Site")
 }
 
+/// The configuration document a stored ConfigMap publishes: its one key, read as the gateways
+/// read it.
+fn published(config_map: &Value) -> GatewayConfig {
+    let keys: Vec<&String> = config_map["data"]
+        .as_object()
+        .into_iter()
+        .flat_map(|data| data.keys())
+        .collect();
+    assert_eq!(
+        keys,
+        [CONFIG_KEY],
+        "the ConfigMap holds exactly the document"
+    );
+    let text = config_map["data"][CONFIG_KEY].as_str().unwrap_or_default();
+    GatewayConfig::from_yaml(text).expect("a valid configuration document")
+}
+
 fn put(state: &Shared, key: &str, object: Value) {
     if let Ok(mut state) = state.lock() {
         state.objects.insert(key.to_owned(), object);
@@ -227,10 +245,15 @@ async fn a_site_makes_owned_backends_and_writes_status_only_on_change() {
 
     let base = "/api/v1/namespaces/web";
     let config = stored(&state, &format!("{base}/configmaps/shop-backend")).expect("the ConfigMap");
-    let file = config["data"]["site.yaml"].as_str().unwrap_or_default();
+    let published = published(&config);
+    let urls: Vec<&str> = published
+        .sites
+        .iter()
+        .flat_map(|s| s.spec.origins.iter().filter_map(|o| o.url.as_deref()))
+        .collect();
     assert!(
-        file.contains("http://192.0.2.1:8080") && file.contains("http://192.0.2.2:8080"),
-        "{file}"
+        urls.contains(&"http://192.0.2.1:8080") && urls.contains(&"http://192.0.2.2:8080"),
+        "{urls:?}"
     );
     let deployment = stored(
         &state,
@@ -247,8 +270,9 @@ async fn a_site_makes_owned_backends_and_writes_status_only_on_change() {
     );
     assert!(stored(&state, &format!("{base}/services/shop-backend")).is_some());
     assert!(
-        config["data"]["link-ca.crt"]
-            .as_str()
+        published
+            .link_ca
+            .as_deref()
             .is_some_and(|ca| ca.contains("BEGIN CERTIFICATE")),
         "the ConfigMap carries the link CA"
     );
@@ -377,8 +401,14 @@ async fn a_frontend_lists_the_ready_backends_of_its_site() {
     let config =
         stored(&state, "/api/v1/namespaces/web/configmaps/edge-frontend").expect("the ConfigMap");
     assert_eq!(
-        config["data"]["backends.txt"],
-        "shop=127.64.1.9:4433\nshop=127.64.2.9:4433\n"
+        published(&config).backends,
+        BTreeMap::from([(
+            "shop".to_owned(),
+            vec![
+                "127.64.1.9:4433".parse().expect("an address"),
+                "127.64.2.9:4433".parse().expect("an address"),
+            ]
+        )])
     );
     let status = stored(
         &state,

@@ -2,46 +2,29 @@
 //! one the operator writes for its Site or Frontend — and hands every valid version to the
 //! running gateway, which applies it live: no pod restart, no dropped connection.
 //!
-//! The ConfigMap's `*.yaml` keys are Site manifests (the same documents `causeway local`
-//! reads from files) and, for front-ends, `backends.txt` lists the back-ends, one
-//! `SITE=HOST:PORT` a line. A version that does not parse is refused as a whole and logged;
-//! the gateway keeps serving the last good one. While the API server is unreachable the
-//! watch retries with backoff and the gateway keeps its last configuration, so a control
-//! plane outage never touches the data plane.
+//! The ConfigMap holds one document, [`causeway_api::contract::GatewayConfig`] under
+//! [`CONFIG_KEY`]: the Sites (the same documents `causeway local` reads from files), a
+//! front-end's back-ends and the link CA. A version that does not parse is refused as a whole
+//! and logged; the gateway keeps serving the last good one. While the API server is
+//! unreachable the watch retries with backoff and the gateway keeps its last configuration,
+//! so a control plane outage never touches the data plane.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use causeway_api::{ManifestError, Site, parse_sites};
+pub use causeway_api::contract::{CONFIG_KEY, ConfigDocumentError, GatewayConfig};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-/// The ConfigMap key listing a front-end's back-ends; the operator writes it.
-pub use causeway_operator::desired::frontend::BACKENDS_KEY;
-/// The ConfigMap key holding the TMP link CA; the operator writes it.
-pub use causeway_operator::names::LINK_CA_KEY;
-
-/// One version of a gateway's configuration.
-#[derive(Clone, Debug)]
-pub struct ClusterConfig {
-    /// The Sites to serve.
-    pub sites: Vec<Site>,
-    /// Back-end link addresses by Site name (front-ends only; empty for back-ends).
-    pub backends: HashMap<String, Vec<SocketAddr>>,
-    /// The TMP link CA certificate (PEM) peers are verified against.
-    pub link_ca: Option<String>,
-}
-
 /// One version of the ConfigMap as the gateway received it: usable, or refused with the
 /// reason (which the gateway counts as a refused reload and logs).
 #[derive(Clone, Debug)]
 pub enum Version {
     /// A configuration that parsed.
-    Valid(ClusterConfig),
+    Valid(GatewayConfig),
     /// Why this version was refused.
     Refused(String),
 }
@@ -57,25 +40,12 @@ pub enum ConfigError {
     /// No API client could be made.
     #[error("cannot reach the API server: {0}")]
     Client(#[source] kube::Error),
-    /// A Site manifest in the ConfigMap is invalid.
-    #[error("ConfigMap key {key}: {source}")]
-    Manifest {
-        /// The key holding it.
-        key: String,
-        /// What is wrong.
-        source: Box<ManifestError>,
-    },
-    /// A back-end line is not `SITE=HOST:PORT`.
-    #[error("ConfigMap key {BACKENDS_KEY}, line {line}: {text:?} is not SITE=HOST:PORT")]
-    BackendLine {
-        /// 1-based line number.
-        line: usize,
-        /// The line.
-        text: String,
-    },
-    /// The ConfigMap holds no Site.
-    #[error("the ConfigMap holds no Site manifest (no *.yaml key)")]
-    NoSites,
+    /// The ConfigMap has no configuration document.
+    #[error("the ConfigMap has no {CONFIG_KEY} key (is it one the Causeway operator writes?)")]
+    NoDocument,
+    /// The document is refused.
+    #[error(transparent)]
+    Document(#[from] ConfigDocumentError),
     /// The watch ended before a first valid configuration arrived.
     #[error("the watch of ConfigMap {0} ended before a valid configuration arrived")]
     Ended(String),
@@ -84,51 +54,10 @@ pub enum ConfigError {
 /// Reads one version of the ConfigMap's data.
 ///
 /// # Errors
-/// [`ConfigError`] naming the first key or line that is wrong.
-pub fn parse(data: &BTreeMap<String, String>) -> Result<ClusterConfig, ConfigError> {
-    let mut sites = Vec::new();
-    for (key, text) in data {
-        if key.ends_with(".yaml") || key.ends_with(".yml") {
-            sites.extend(
-                parse_sites(key, text).map_err(|source| ConfigError::Manifest {
-                    key: key.clone(),
-                    source: Box::new(source),
-                })?,
-            );
-        }
-    }
-    if sites.is_empty() {
-        return Err(ConfigError::NoSites);
-    }
-    let mut backends: HashMap<String, Vec<SocketAddr>> = HashMap::new();
-    if let Some(text) = data.get(BACKENDS_KEY) {
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = || ConfigError::BackendLine {
-                line: index + 1,
-                text: line.to_owned(),
-            };
-            let (site, address) = line.split_once('=').ok_or_else(bad)?;
-            let address: SocketAddr = address.trim().parse().map_err(|_| bad())?;
-            let site = site.trim();
-            if site.is_empty() {
-                return Err(bad());
-            }
-            backends.entry(site.to_owned()).or_default().push(address);
-        }
-    }
-    let link_ca = data
-        .get(LINK_CA_KEY)
-        .filter(|ca| !ca.trim().is_empty())
-        .cloned();
-    Ok(ClusterConfig {
-        sites,
-        backends,
-        link_ca,
-    })
+/// [`ConfigError`] naming the field, Site or rule that is wrong.
+pub fn parse(data: &BTreeMap<String, String>) -> Result<GatewayConfig, ConfigError> {
+    let text = data.get(CONFIG_KEY).ok_or(ConfigError::NoDocument)?;
+    Ok(GatewayConfig::from_yaml(text)?)
 }
 
 /// The pod's namespace, from `POD_NAMESPACE` (the downward API's `metadata.namespace`).
@@ -163,7 +92,7 @@ pub async fn watch(
     namespace: &str,
     name: &str,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(ClusterConfig, watch::Receiver<Arc<Version>>), ConfigError> {
+) -> Result<(GatewayConfig, watch::Receiver<Arc<Version>>), ConfigError> {
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
     // A field selector on the name: the gateway's Role may name only its own ConfigMap.
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -252,26 +181,24 @@ mod tests {
 
     fn site_yaml(name: &str, host: &str) -> String {
         format!(
-            "apiVersion: causeway.dev/v1alpha1\nkind: Site\nmetadata: {{ name: {name}, namespace: web }}\nspec:\n  hostnames: [{host}]\n  origins: [{{ name: a, url: \"http://127.0.0.1:1\" }}]\n"
+            "  - apiVersion: causeway.dev/v1alpha1\n    kind: Site\n    metadata: {{ name: {name}, namespace: web }}\n    spec:\n      hostnames: [{host}]\n      origins: [{{ name: a, url: \"http://127.0.0.1:1\" }}]\n"
         )
+    }
+
+    fn document(sites: &[String], backends: &str) -> BTreeMap<String, String> {
+        let text = format!("version: 1\nsites:\n{}{backends}", sites.concat());
+        BTreeMap::from([(CONFIG_KEY.to_owned(), text)])
     }
 
     #[test]
     fn reads_every_site_and_the_backend_list() -> Result<(), ConfigError> {
-        let data = BTreeMap::from([
-            (
-                "site-shop.yaml".to_owned(),
+        let data = document(
+            &[
                 site_yaml("shop", "shop.example"),
-            ),
-            (
-                "site-blog.yaml".to_owned(),
                 site_yaml("blog", "blog.example"),
-            ),
-            (
-                BACKENDS_KEY.to_owned(),
-                "shop=127.0.0.5:4433\n\nshop=127.0.0.6:4433\nblog=[::1]:4433\n".to_owned(),
-            ),
-        ]);
+            ],
+            "backends:\n  shop: [\"127.0.0.5:4433\", \"127.0.0.6:4433\"]\n  blog: [\"[::1]:4433\"]\n",
+        );
         let config = parse(&data)?;
         let mut names: Vec<_> = config
             .sites
@@ -290,32 +217,39 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_backend_line_is_named() {
-        let data = BTreeMap::from([
-            ("site.yaml".to_owned(), site_yaml("shop", "shop.example")),
-            (
-                BACKENDS_KEY.to_owned(),
-                "shop=127.0.0.5:4433\nshop 127.0.0.6\n".to_owned(),
-            ),
-        ]);
+    fn a_bad_backend_address_is_named() {
+        let data = document(
+            &[site_yaml("shop", "shop.example")],
+            "backends:\n  shop: [\"127.0.0.5:4433\", \"127.0.0.6\"]\n",
+        );
         let error = parse(&data).expect_err("refused");
         assert!(
-            matches!(error, ConfigError::BackendLine { line: 2, .. }),
+            matches!(
+                error,
+                ConfigError::Document(ConfigDocumentError::Syntax { ref field, .. })
+                    if field.contains("backends.shop[1]")
+            ),
             "{error}"
         );
     }
 
     #[test]
     fn an_invalid_site_or_none_at_all_is_refused() {
-        let broken = BTreeMap::from([(
-            "site.yaml".to_owned(),
-            site_yaml("shop", "shop.example").replace("origins", "orgins"),
-        )]);
+        let broken = document(
+            &[site_yaml("shop", "shop.example").replace("origins", "orgins")],
+            "",
+        );
+        let error = parse(&broken).expect_err("refused");
+        assert!(
+            error.to_string().contains("gateway.yaml sites[0]"),
+            "{error}"
+        );
+        let empty = BTreeMap::from([(CONFIG_KEY.to_owned(), "version: 1\nsites: []\n".to_owned())]);
         assert!(matches!(
-            parse(&broken),
-            Err(ConfigError::Manifest { ref key, .. }) if key == "site.yaml"
+            parse(&empty),
+            Err(ConfigError::Document(ConfigDocumentError::NoSites))
         ));
-        let empty = BTreeMap::from([(BACKENDS_KEY.to_owned(), String::new())]);
-        assert!(matches!(parse(&empty), Err(ConfigError::NoSites)));
+        let old_layout = BTreeMap::from([("backends.txt".to_owned(), String::new())]);
+        assert!(matches!(parse(&old_layout), Err(ConfigError::NoDocument)));
     }
 }

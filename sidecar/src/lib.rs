@@ -12,6 +12,7 @@ pub mod balancer;
 pub mod caching;
 pub mod classify;
 pub mod cluster_config;
+pub mod config_source;
 pub mod framing_guard;
 pub mod frontend;
 pub mod gateway;

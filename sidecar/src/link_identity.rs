@@ -1,7 +1,8 @@
 //! A gateway's TMP link identity in a cluster. The pod makes its own key — it never leaves
 //! the process — and asks for a certificate with a Kubernetes CertificateSigningRequest
 //! under the signer `causeway.dev/tmp-link`, which only the operator approves and signs (see
-//! the operator's `reconcile::signer`). The subject names the pod (`NAMESPACE/POD`), the DNS
+//! the operator's `reconcile::signer`; the rules both follow are
+//! [`causeway_api::contract::signing`]). The subject names the pod (`NAMESPACE/POD`), the DNS
 //! name is the tier's (`causeway-backend` or `causeway-frontend`), and the certificate lives
 //! a day: [`keep_renewed`] asks for the next one at two thirds of that and hands it to the
 //! running gateway, whose next links present it.
@@ -9,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use causeway_api::contract::signing::{
+    self, LINK_SIGNER, MAX_LIFETIME, MIN_LIFETIME, RequestState, subject_common_name,
+};
 use causeway_link::LinkCredentials;
-use causeway_link::tls::{TlsError, certificate_request};
-use causeway_operator::names::LINK_SIGNER;
-use causeway_operator::reconcile::signer::{self, MAX_LIFETIME, MIN_LIFETIME, RequestState};
+use causeway_link::tls::TlsError;
+use causeway_pki::{PkiError, certificate_request};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
@@ -32,7 +35,10 @@ const RENEWAL_RETRY: Duration = Duration::from_secs(30);
 /// Why no certificate came.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    /// The key or request could not be made, or the answer is unusable.
+    /// The key or request could not be made.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The answer is unusable as link credentials.
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The API server refused or failed.
@@ -52,7 +58,7 @@ pub enum IdentityError {
     )]
     Timeout(String),
     /// The ConfigMap carries no CA to verify peers with.
-    #[error("the configuration carries no link CA (key link-ca.crt)")]
+    #[error("the configuration carries no link CA (linkCa in the ConfigMap's gateway.yaml)")]
     NoCa,
 }
 
@@ -87,7 +93,7 @@ pub async fn obtain(
     ca_pem: &str,
 ) -> Result<LinkCredentials, IdentityError> {
     let made = certificate_request(
-        &format!("{}/{}", identity.namespace, identity.pod),
+        &subject_common_name(&identity.namespace, &identity.pod),
         std::slice::from_ref(&identity.server_name),
     )?;
     let requests: Api<CertificateSigningRequest> = Api::all(client.clone());
@@ -125,7 +131,7 @@ pub async fn obtain(
             requests,
             &name,
             |csr: Option<&CertificateSigningRequest>| {
-                csr.is_some_and(|csr| signer::state(csr) == RequestState::Settled)
+                csr.is_some_and(|csr| signing::state(csr) == RequestState::Settled)
             },
         ),
     )
@@ -185,4 +191,19 @@ pub fn keep_renewed(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_api::contract::signing::BACKEND_CERT_NAME;
+
+    /// The link crate cannot see the contract (it does not depend on the API crate), so its
+    /// default server name is checked against it here, where both meet.
+    #[test]
+    fn the_default_link_server_name_is_the_back_end_certificate_name() {
+        assert_eq!(
+            causeway_link::settings::DEFAULT_SERVER_NAME,
+            BACKEND_CERT_NAME
+        );
+    }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use causeway_api::{ManifestError, Site, parse_sites};
 use tokio::sync::watch;
 
-use causeway_link::{LinkAuthority, LinkSettings};
+use causeway_link::{LinkCredentials, LinkSettings};
+use causeway_pki::LinkAuthority;
 
 use crate::backend::{self, BackendError, BackendOptions};
 use crate::frontend::{self, FrontendError, FrontendOptions};
@@ -45,6 +46,9 @@ pub enum LocalError {
     /// Link credentials could not be made.
     #[error("link credentials: {0}")]
     Credentials(#[from] causeway_link::tls::TlsError),
+    /// The link CA for the run could not be made.
+    #[error("link credentials: {0}")]
+    Authority(#[from] causeway_pki::PkiError),
     /// A demo origin could not bind.
     #[error("cannot start a demo origin: {0}")]
     Origin(std::io::Error),
@@ -210,8 +214,9 @@ async fn start_two_tier(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Started, LocalError> {
     let authority = LinkAuthority::generate("causeway local link CA")?;
-    let backend_credentials = authority.issue(&[causeway_link::settings::DEFAULT_SERVER_NAME])?;
-    let frontend_credentials = authority.issue(&["causeway-frontend"])?;
+    let backend_credentials =
+        LinkCredentials::issued_by(&authority, &[causeway_link::settings::DEFAULT_SERVER_NAME])?;
+    let frontend_credentials = LinkCredentials::issued_by(&authority, &["causeway-frontend"])?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let backend = backend::start(
         sites,

@@ -2,12 +2,16 @@
 //! release queue and its priority order, and primary preference. Origins count for
 //! themselves what they receive, so the checks do not trust the gateway's own figures.
 
-mod support;
-
+use causeway_test_support::{
+    client::{client, get_request, send},
+    gateway::Gateway,
+    load::load,
+    metrics::metric,
+    origin::Origin,
+    site::{SiteYaml, manifest},
+};
 use std::sync::Arc;
 use std::time::Duration;
-
-use support::{Gateway, Origin, SiteYaml, client, get_request, load, manifest, metric, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos_avoids_a_slow_origin_that_round_robin_keeps_using() {

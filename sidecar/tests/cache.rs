@@ -2,8 +2,6 @@
 //! request it gets: "served from the cache" is proven by the origin's count, never by a
 //! header alone. One test per `Cache-Control` directive and cache feature.
 
-mod support;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,6 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use causeway_test_support::{
+    client::{Answer, TestClient, client, empty, full, send},
+    gateway::Gateway,
+    metrics::metric,
+    scratch,
+    wait::eventually,
+};
 use http::header::{
     ACCEPT_LANGUAGE, AUTHORIZATION, CACHE_CONTROL, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE,
 };
@@ -19,7 +24,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::{Answer, Gateway, TestClient, client, empty, eventually, metric, send};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -843,7 +847,7 @@ async fn the_byte_bound_holds_while_filling_past_it() {
 
 #[tokio::test]
 async fn purge_needs_the_token_and_removes_a_url_or_a_prefix() {
-    let token = support::write_scratch("token", "s3cret\n");
+    let token = scratch::write_scratch("token", "s3cret\n");
     let token_arg = token.to_string_lossy().into_owned();
     let bed = Bed::start_with(ON, &["--admin-token-file", &token_arg]).await;
     for path in ["/img/a", "/img/b", "/page"] {
@@ -853,7 +857,7 @@ async fn purge_needs_the_token_and_removes_a_url_or_a_prefix() {
     let purge = |token: &str, body: &str| {
         Request::post(format!("http://{}/cache/purge", bed.gateway.admin))
             .header(AUTHORIZATION, format!("Bearer {token}"))
-            .body(support::full(body.to_owned()))
+            .body(full(body.to_owned()))
             .expect("purge request")
     };
     let refused = send(
@@ -906,7 +910,7 @@ async fn purge_is_refused_without_a_configured_token() {
     let bed = Bed::start(ON).await;
     let request = Request::post(format!("http://{}/cache/purge", bed.gateway.admin))
         .header(AUTHORIZATION, "Bearer anything")
-        .body(support::full(r#"{"url":"http://cache.test/"}"#))
+        .body(full(r#"{"url":"http://cache.test/"}"#))
         .expect("purge request");
     let answer = send(&bed.client, request).await.expect("answer");
     assert_eq!(answer.status, StatusCode::FORBIDDEN);

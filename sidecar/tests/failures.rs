@@ -2,14 +2,18 @@
 //! request, passive ejection takes a failing origin out and lets it back, and active health
 //! checks do the same from their own probes.
 
-mod support;
-
 use std::time::Duration;
 
-use http::Request;
-use support::{
-    Gateway, Origin, SiteYaml, client, eventually, full, get_request, load, manifest, metric,
+use causeway_test_support::{
+    client::{client, full, get_request, send},
+    gateway::Gateway,
+    load::load,
+    metrics::metric,
+    origin::Origin,
+    site::{SiteYaml, manifest},
+    wait::eventually,
 };
+use http::Request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_under_load_costs_no_failed_get() {
@@ -294,7 +298,7 @@ retries: { attempts: 1, budgetRatio: 1.0 }",
             .header(http::header::HOST, "post.test")
             .body(full(body.clone()))
             .expect("request");
-        let answer = support::send(&client, request).await.expect("answer");
+        let answer = send(&client, request).await.expect("answer");
         assert_eq!(answer.status, 200, "POST {n}: {}", answer.text());
         assert_eq!(answer.text().trim(), format!("received {}", body.len()));
     }

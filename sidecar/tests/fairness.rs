@@ -8,8 +8,6 @@
 //! seen at N = 4). Needs root, /dev/net/tun and iperf3 (scripts/test.sh installs it);
 //! skipped otherwise, except in CI.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,10 +15,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use causeway_linkem::{Impairment, NetLab};
+use causeway_test_support::lab::{self, Spawned, spawn_in};
+use causeway_test_support::{
+    binary,
+    client::{client, get_request, send},
+    origin::Origin,
+    pki::LinkPki,
+    site::{SiteYaml, manifest},
+};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::lab::{self, Spawned, spawn_in};
-use support::{LinkPki, Origin, SiteYaml, client, get_request, manifest};
 
 const RATE_BPS: u64 = 50_000_000;
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -87,7 +91,7 @@ fn start_tiers(lab: &NetLab) -> Tiers {
     let pki = LinkPki::new();
     let link = SocketAddr::new(IpAddr::V4(lab.address("back")), 4433);
     let frontend = SocketAddr::new(IpAddr::V4(lab.address("front")), 8080);
-    let causeway = support::causeway_bin();
+    let causeway = binary::causeway_bin();
     let causeway = causeway.to_str().expect("a UTF-8 binary path");
     let mut args: Vec<String> = [
         "backend",
@@ -132,7 +136,7 @@ async fn wait_serving(frontend: SocketAddr) {
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(answer) = support::send(&client, get_request(frontend, HOST, "/")).await
+        if let Ok(answer) = send(&client, get_request(frontend, HOST, "/")).await
             && answer.status == StatusCode::OK
         {
             return;

@@ -9,15 +9,19 @@
 //! that crashes under a request does. A request that origin read may have been acted on, so a
 //! POST it hangs up on may fail; nothing else may.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use causeway_test_support::{
+    client::{TestBody, TestClient, client, empty, full, send},
+    gateway::Gateway,
+    load::LoadReport,
+    metrics::metric,
+    tiers::TwoTier,
+};
 use http::{Method, Request};
-use support::{Gateway, LoadReport, TestClient, TwoTier, client, empty, full, metric, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -210,7 +214,7 @@ async fn drive(addr: SocketAddr) -> (LoadReport, LoadReport) {
     (gets, posts)
 }
 
-async fn record(report: &mut LoadReport, client: &TestClient, request: Request<support::TestBody>) {
+async fn record(report: &mut LoadReport, client: &TestClient, request: Request<TestBody>) {
     match send(client, request).await {
         Ok(answer) => {
             *report.statuses.entry(answer.status.as_u16()).or_default() += 1;

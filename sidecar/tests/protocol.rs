@@ -2,15 +2,20 @@
 //! harming other clients, h2c works, Host picks the Site, forwarding headers are added and
 //! hop-by-hop ones dropped, a bad Site file is refused by name, and SIGTERM drains.
 
-mod support;
-
 use std::time::Duration;
 
-use http::{Request, Version};
-use support::{
-    Gateway, Origin, SiteYaml, client, empty, get, get_request, manifest, raw_exchange, raw_status,
-    run_causeway, send, write_scratch,
+use causeway_test_support::{
+    binary::run_causeway,
+    client::{Answer, TestBody, client, empty, full, generated, get, get_request, send},
+    gateway::Gateway,
+    metrics,
+    origin::Origin,
+    raw::{raw_exchange, raw_status},
+    scratch::{self, write_scratch},
+    site::{SiteYaml, manifest},
+    wait,
 };
+use http::{Request, Version};
 
 /// A plain request on a fresh connection still gets through.
 async fn still_serving(gateway: &Gateway, after: &str) {
@@ -208,7 +213,7 @@ async fn the_host_header_picks_the_site() {
     ]))
     .await;
     let client = client();
-    let origin_of = |answer: &support::Answer| {
+    let origin_of = |answer: &Answer| {
         answer
             .headers
             .get("x-origin")
@@ -320,8 +325,8 @@ fn a_bad_site_file_stops_the_gateway_with_a_message_naming_the_field() {
                 "apiVersion: causeway.dev/v1alpha1\nkind: Site\nmetadata: {{ name: bad }}\n{spec}"
             ),
         );
-        let listen = support::free_addr().to_string();
-        let admin = support::free_addr().to_string();
+        let listen = scratch::free_addr().to_string();
+        let admin = scratch::free_addr().to_string();
         let exit = run_causeway(
             &[
                 "gateway",
@@ -370,7 +375,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     gateway.terminate();
     // New connections are refused soon after the signal, while the slow one drains.
     assert!(
-        support::eventually(Duration::from_secs(3), || async {
+        wait::eventually(Duration::from_secs(3), || async {
             std::net::TcpStream::connect(gateway.addr).is_err()
         })
         .await,
@@ -432,23 +437,23 @@ async fn a_body_over_the_site_limit_gets_413() {
         .spec("limits: { maxRequestBodyBytes: 100000 }")]))
     .await;
     let client = client();
-    let post = |body: support::TestBody| {
+    let post = |body: TestBody| {
         Request::post(format!("http://{}/upload", gateway.addr))
             .header(http::header::HOST, "lim.test")
             .body(body)
             .expect("request")
     };
     // Declared too large, streamed too large (chunked, no length), and just within.
-    let declared = send(&client, post(support::full(vec![b'x'; 100_001])))
+    let declared = send(&client, post(full(vec![b'x'; 100_001])))
         .await
         .expect("answer");
     assert_eq!(declared.status, 413, "{}", declared.text());
-    match send(&client, post(support::generated(1_000_000))).await {
+    match send(&client, post(generated(1_000_000))).await {
         Ok(answer) => assert_eq!(answer.status, 413, "{}", answer.text()),
         // Refusing mid-upload may also reset the stream before the client reads the answer.
         Err(error) => assert!(!error.contains("timed out"), "{error}"),
     }
-    let within = send(&client, post(support::generated(100_000)))
+    let within = send(&client, post(generated(100_000)))
         .await
         .expect("answer");
     assert_eq!(within.status, 200, "{}", within.text());
@@ -576,7 +581,7 @@ async fn one_client_cannot_hold_every_connection() {
     drop(held);
     let client = client();
     assert!(
-        support::eventually(Duration::from_secs(20), || async {
+        wait::eventually(Duration::from_secs(20), || async {
             send(&client, get_request(gateway.addr, "raw.test", "/after"))
                 .await
                 .is_ok_and(|answer| answer.status == 200)
@@ -586,9 +591,9 @@ async fn one_client_cannot_hold_every_connection() {
     );
     // The listener's counters reach the metric families once a second.
     assert!(
-        support::eventually(Duration::from_secs(20), || async {
+        wait::eventually(Duration::from_secs(20), || async {
             let metrics = gateway.metrics().await;
-            support::metric(&metrics, "causeway_client_connections_refused_total", &[]) >= 1.0
+            metrics::metric(&metrics, "causeway_client_connections_refused_total", &[]) >= 1.0
         })
         .await,
         "the refusal is counted"
@@ -611,8 +616,8 @@ async fn past_the_global_connection_limit_new_clients_wait_until_one_leaves() {
     }
     // The gateway has taken all four (the open-connection gauge is copied once a second).
     assert!(
-        support::eventually(Duration::from_secs(20), || async {
-            support::metric(&gateway.metrics().await, "causeway_client_connections", &[]) == 4.0
+        wait::eventually(Duration::from_secs(20), || async {
+            metrics::metric(&gateway.metrics().await, "causeway_client_connections", &[]) == 4.0
         })
         .await,
         "the gateway holds the four connections"

@@ -4,8 +4,6 @@
 //! running one keeps serving; a front-end given a new back-end list links to the new back-end
 //! and lets a dropped one finish its slow requests; tunnelled ports follow the Sites.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,10 +12,18 @@ use causeway_gateway::frontend::{self, BackendMap, FrontendOptions, RunningFront
 use causeway_gateway::gateway::GatewayOptions;
 use causeway_gateway::server::ConnectionLimits;
 use causeway_link::LinkSettings;
-use http::StatusCode;
-use support::{
-    Gateway, LinkPki, Origin, SiteYaml, client, get, get_request, load, manifest, metric, send,
+use causeway_test_support::{
+    client::{client, get, get_request, send},
+    gateway::Gateway,
+    load::load,
+    metrics::metric,
+    origin::Origin,
+    pki::LinkPki,
+    scratch,
+    site::{SiteYaml, manifest},
+    wait,
 };
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -91,7 +97,7 @@ async fn a_gateway_reloads_under_load_without_failing_a_request() {
         // Requests placed under the old mark of 4 finish (a lower bound for those on their
         // way, then the event); from then on the new mark of 2 holds.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let under_new_mark = support::eventually(Duration::from_secs(20), || async {
+        let under_new_mark = wait::eventually(Duration::from_secs(20), || async {
             second.state.in_flight.load(Ordering::SeqCst) <= 2
         })
         .await;
@@ -170,7 +176,7 @@ async fn a_gateway_reloads_under_load_without_failing_a_request() {
 
 /// Waits until the gateway has counted `count` refused configurations.
 async fn wait_refused(gateway: &Gateway, count: u32) {
-    let refused = support::eventually(RELOAD_LIMIT, || async {
+    let refused = wait::eventually(RELOAD_LIMIT, || async {
         metric(
             &gateway.metrics().await,
             "causeway_config_reloads_total",
@@ -373,7 +379,7 @@ async fn a_front_end_links_to_an_added_back_end_and_drains_a_removed_one() {
     .await;
     assert_eq!(after.failures(), 0, "{:?}", after.errors);
     assert_eq!(answered(&first).await, first_done);
-    let link_closed = support::eventually(Duration::from_secs(5), || async {
+    let link_closed = wait::eventually(Duration::from_secs(5), || async {
         let qos: serde_json::Value =
             serde_json::from_str(&first.admin_get("/qos").await).expect("/qos JSON");
         qos["links"].as_array().is_some_and(Vec::is_empty)
@@ -391,7 +397,7 @@ async fn a_reload_opens_and_closes_tunnelled_ports() {
     // arriving.
     let origins = Origin::start_many("tcp", 1).await;
     let origin_port = origins[0].addr.port();
-    let port = support::free_addr().port();
+    let port = scratch::free_addr().port();
     let plain = manifest(&[SiteYaml::new("tcp", "tcp.test").origins(&origins, "")]);
     let tunnelled =
         manifest(&[SiteYaml::new("tcp", "tcp.test")
@@ -417,7 +423,7 @@ async fn a_reload_opens_and_closes_tunnelled_ports() {
     assert_eq!(exchange(&mut stream).await, "HTTP/1.1 200");
 
     reloader.apply(&sites(&plain), &backends).expect("applied");
-    let closed = support::eventually(Duration::from_secs(5), || async {
+    let closed = wait::eventually(Duration::from_secs(5), || async {
         connect().await.is_err()
     })
     .await;

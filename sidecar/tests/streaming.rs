@@ -1,15 +1,18 @@
 //! Large bodies stream through the real gateway in both directions with bounded memory: the
 //! gateway's resident set barely moves while a body far larger than any buffer goes through.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use causeway_test_support::{
+    client::{TestClient, client, generated, get_request, send},
+    gateway::{self, Gateway},
+    origin::Origin,
+    site::{SiteYaml, manifest},
+};
 use http::Request;
 use http_body_util::BodyExt;
-use support::{Gateway, Origin, SiteYaml, client, generated, get_request, manifest, send};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -26,7 +29,7 @@ fn body_size() -> u64 {
 /// Most the gateway's resident set may grow by while the bodies pass.
 const GROWTH_LIMIT: u64 = 32 * MIB;
 
-async fn download(client: &support::TestClient, addr: std::net::SocketAddr, bytes: u64) -> u64 {
+async fn download(client: &TestClient, addr: std::net::SocketAddr, bytes: u64) -> u64 {
     let response = client
         .request(get_request(
             addr,
@@ -47,7 +50,7 @@ async fn download(client: &support::TestClient, addr: std::net::SocketAddr, byte
     received
 }
 
-async fn upload(client: &support::TestClient, addr: std::net::SocketAddr, bytes: u64) -> String {
+async fn upload(client: &TestClient, addr: std::net::SocketAddr, bytes: u64) -> String {
     let request = Request::post(format!("http://{addr}/upload"))
         .header(http::header::HOST, "big.test")
         .body(generated(bytes))
@@ -90,7 +93,7 @@ async fn a_gib_up_and_down_streams_with_bounded_memory() {
         let (peak, done, pid) = (peak.clone(), done.clone(), gateway.pid());
         tokio::spawn(async move {
             while !done.load(Ordering::SeqCst) {
-                if let Some(rss) = support::rss_bytes(pid) {
+                if let Some(rss) = gateway::rss_bytes(pid) {
                     peak.fetch_max(rss, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -3,13 +3,19 @@
 //! back-end that dies mid-request costs a prompt answer and the link comes back, idempotent
 //! requests move to another back-end, and a tunnelled TCP port carries any bytes.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use causeway_test_support::{
+    client::{TestClient, client, full, get, get_request, send},
+    metrics,
+    origin::{self, Origin},
+    scratch,
+    site::{SiteYaml, manifest},
+    tiers::TwoTier,
+    wait,
+};
 use http::{Request, StatusCode};
-use support::{Origin, SiteYaml, TwoTier, client, full, get, get_request, manifest, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +42,7 @@ async fn requests_cross_the_link_and_bodies_arrive_whole() {
         let answer = get(&client, addr, "tier.test", path).await;
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         assert!(
-            answer.body == support::pattern(3_000_000),
+            answer.body == origin::pattern(3_000_000),
             "{path}: body differs"
         );
     }
@@ -53,9 +59,9 @@ async fn requests_cross_the_link_and_bodies_arrive_whole() {
     // metrics are copied once a second.
     let blended_bytes = || async {
         let metrics = tiers.backends[0].metrics().await;
-        support::metric(&metrics, "causeway_link_blended_bytes_total", &[])
+        metrics::metric(&metrics, "causeway_link_blended_bytes_total", &[])
     };
-    support::eventually(Duration::from_secs(20), || async {
+    wait::eventually(Duration::from_secs(20), || async {
         blended_bytes().await >= 3_000_000.0
     })
     .await;
@@ -88,7 +94,7 @@ async fn a_front_end_answers_repeat_requests_from_its_cache_without_crossing_the
         assert!(status.starts_with("causeway; hit"), "{status}");
     }
     assert_eq!(origin.state.requests(), 1, "repeats never crossed the link");
-    let backend_requests = support::metric(
+    let backend_requests = metrics::metric(
         &tiers.backends[0].metrics().await,
         "causeway_requests_total",
         &[],
@@ -125,7 +131,7 @@ async fn a_backend_killed_mid_request_answers_promptly_and_the_link_returns() {
             (answer.map(|a| a.status), started.elapsed())
         }));
     }
-    let reached = support::eventually(Duration::from_secs(5), || async {
+    let reached = wait::eventually(Duration::from_secs(5), || async {
         origins
             .iter()
             .map(|o| o.state.in_flight.load(Ordering::SeqCst))
@@ -204,7 +210,7 @@ async fn idempotent_requests_move_to_another_backend_when_one_dies() {
     }
     // The back-end dies once every request has reached an origin (each takes 1.5 s there).
     assert!(
-        support::eventually(Duration::from_secs(20), || async {
+        wait::eventually(Duration::from_secs(20), || async {
             origins.iter().map(|o| o.state.requests()).sum::<u64>() >= 12
         })
         .await,
@@ -246,7 +252,7 @@ async fn a_tunnelled_tcp_port_carries_any_bytes() {
         }
     });
     let origins = Origin::start_many("tcp", 1).await;
-    let front_port = support::free_addr().port();
+    let front_port = scratch::free_addr().port();
     let site = SiteYaml::new("tcp", "tcp.test")
         .origins(&origins, "")
         .spec(&format!(
@@ -293,7 +299,7 @@ async fn a_front_end_without_a_live_link_says_it_is_not_ready() {
     )
     .await;
     let admin = client();
-    let readyz = |admin: &support::TestClient, addr| {
+    let readyz = |admin: &TestClient, addr| {
         let request = get_request(addr, "admin", "/readyz");
         let admin = admin.clone();
         async move { send(&admin, request).await }

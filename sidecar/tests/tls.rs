@@ -2,17 +2,20 @@
 //! listener, both reach the origin, and a client that does not trust the certificate gets
 //! no answer.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use causeway_test_support::{
+    gateway::Gateway,
+    origin::Origin,
+    scratch::{free_addr, write_scratch},
+    site::{SiteYaml, manifest},
+};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
-use support::{Gateway, Origin, SiteYaml, free_addr, manifest, write_scratch};
 use tokio_rustls::TlsConnector;
 
 struct Certificate {

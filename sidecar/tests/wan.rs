@@ -2,26 +2,26 @@
 //! every body arrives intact through loss and jitter, and on a saturated link the classes
 //! share the bytes in the proportions of the blender's weights. Needs root (CI runs as root).
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use causeway_linkem::{Impairment, NetLab};
+use causeway_test_support::lab::{self, Spawned, lab_slot, spawn_in};
+use causeway_test_support::{
+    binary,
+    client::{client, get_request, send},
+    origin::{self, Origin},
+    pki::LinkPki,
+    site::{SiteYaml, manifest},
+    wait,
+};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::lab::{self, Spawned, lab_slot, spawn_in};
-use support::{LinkPki, Origin, SiteYaml, client, get_request, manifest};
 
 fn spawn_tier(lab: &NetLab, ns: &str, args: &[String]) -> Spawned {
-    spawn_in(
-        lab,
-        ns,
-        &support::causeway_bin().display().to_string(),
-        args,
-    )
+    spawn_in(lab, ns, &binary::causeway_bin().display().to_string(), args)
 }
 
 /// A front-end in `front` and a back-end plus the test origins in `back`.
@@ -84,7 +84,7 @@ async fn wait_serving(frontend: SocketAddr, host: &str) {
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(answer) = support::send(&client, get_request(frontend, host, "/")).await
+        if let Ok(answer) = send(&client, get_request(frontend, host, "/")).await
             && answer.status == StatusCode::OK
         {
             return;
@@ -127,14 +127,11 @@ fn bodies_arrive_intact_over_a_lossy_jittery_link() {
                 format!("/pattern?bytes={size}")
             };
             downloads.push(tokio::spawn(async move {
-                let answer = support::send(&client, get_request(frontend, "wan.test", &path))
+                let answer = send(&client, get_request(frontend, "wan.test", &path))
                     .await
                     .unwrap_or_else(|e| panic!("{path}: {e}"));
                 assert_eq!(answer.status, StatusCode::OK, "{path}");
-                assert!(
-                    answer.body == support::pattern(size),
-                    "{path}: body differs"
-                );
+                assert!(answer.body == origin::pattern(size), "{path}: body differs");
             }));
         }
         for download in downloads {
@@ -204,7 +201,7 @@ fn class_shares_follow_the_weights_on_a_saturated_link() {
         // rate and the blender's shares settle over time, which has no event of its own: a
         // lower bound), then measure a window in which all five are backlogged.
         assert!(
-            support::eventually(Duration::from_secs(30), || async {
+            wait::eventually(Duration::from_secs(30), || async {
                 received.iter().all(|r| r.load(Ordering::Relaxed) > 0)
             })
             .await,

@@ -1,29 +1,28 @@
-//! A Site's back-end gateways: a ConfigMap with the Site file (origins resolved to endpoint
-//! URLs), a headless Service for the TMP port (UDP), and a Deployment running
+//! A Site's back-end gateways: a ConfigMap with the gateway configuration document (the Site,
+//! origins resolved to endpoint URLs, and the link CA), a headless Service for the TMP port (UDP), and a Deployment running
 //! `causeway backend`, which watches the ConfigMap and has the link certificate mounted.
 
 use std::collections::BTreeMap;
 
 use causeway_api::Site;
+use causeway_api::contract::GatewayConfig;
 use causeway_api::site::OriginSpec;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
-
-use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
-use crate::error::{Error, Result};
-use crate::names::{
-    self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_CA_KEY, LINK_PORT,
-    RESTART_HASH_ANNOTATION, Tier,
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, Service, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use super::{
+    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
+    rolling_update, security_context, service_port, template_annotations,
+};
+use crate::error::{Error, Result};
+use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
 
 /// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
 /// for the front-ends, whose back-end list the new pod changed, to roll onto it first.
 pub const BACKEND_MIN_READY_SECONDS: i32 = 5;
-
-/// The ConfigMap key of the back-end Site file.
-pub const SITE_KEY: &str = "site.yaml";
 
 /// Everything a Site's back-end objects are computed from.
 #[derive(Clone, Debug)]
@@ -44,13 +43,13 @@ pub struct BackendInputs<'a> {
 /// The back-end objects of one Site.
 #[derive(Clone, Debug)]
 pub struct BackendObjects {
-    /// The Site file.
+    /// The gateway configuration document.
     pub config_map: ConfigMap,
     /// The headless TMP Service.
     pub service: Service,
     /// The gateways.
     pub deployment: Deployment,
-    /// The hash of the published configuration (the ConfigMap's data).
+    /// The hash of the published configuration (the ConfigMap's data, without the link CA).
     pub config_hash: String,
 }
 
@@ -76,33 +75,39 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
             });
         }
     };
-    let file = super::site_file::render(name, namespace, &site.spec, inputs.origins.clone())?;
+    let site_for_gateways =
+        super::site_file::render(name, namespace, &site.spec, inputs.origins.clone())?;
     let workload = names::workload(name, Tier::Backend);
     let labels = names::labels(name, Tier::Backend);
     let selector = names::selector(name, Tier::Backend);
-    let config_hash = names::content_hash([file.as_bytes()]);
+    let mut config = GatewayConfig {
+        sites: vec![site_for_gateways],
+        backends: BTreeMap::new(),
+        link_ca: None,
+    };
+    // The CA is left out of the configuration hash: the back-ends read it only at start, and
+    // a new one rolls them through the restart hash, not as a live change.
+    let config_hash = data_hash(&config_data(&config)?);
+    config.link_ca = Some(inputs.link_ca.to_owned());
     let restart_hash = names::content_hash([inputs.link_ca.as_bytes()]);
 
     let config_map = ConfigMap {
         metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
-        data: Some(BTreeMap::from([
-            (SITE_KEY.to_owned(), file),
-            (LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned()),
-        ])),
+        data: Some(config_data(&config)?),
         ..ConfigMap::default()
     };
 
-    let mut service: Service = typed(
-        "the back-end Service",
-        json!({
-            "spec": {
-                "clusterIP": "None",
-                "selector": selector,
-                "ports": [{ "name": "tmp", "protocol": "UDP", "port": LINK_PORT, "targetPort": LINK_PORT }],
-            },
+    let service = Service {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        spec: Some(ServiceSpec {
+            // Headless: each front-end keeps a TMP link to every back-end pod.
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector.clone()),
+            ports: Some(vec![service_port("tmp", "UDP", LINK_PORT, LINK_PORT)]),
+            ..ServiceSpec::default()
         }),
-    )?;
-    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        ..Service::default()
+    };
 
     let mut args = vec![
         "backend".to_owned(),
@@ -114,63 +119,56 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
     args.extend(link_args());
     args.extend(["--config-map".to_owned(), workload.clone()]);
 
-    let mut deployment: Deployment = typed(
-        "the back-end Deployment",
-        json!({
-            "spec": {
-                "replicas": desired_replicas(site),
-                // A new back-end counts as available only after this long, so a roll keeps
-                // the old back-ends while the front-ends roll onto the new list.
-                "minReadySeconds": BACKEND_MIN_READY_SECONDS,
-                "selector": { "matchLabels": selector },
-                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {
-                            RESTART_HASH_ANNOTATION: restart_hash,
-                            // Prometheus's pod-discovery convention: scrape the admin port.
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": BACKEND_ADMIN_PORT.to_string(),
-                            "prometheus.io/path": "/metrics",
-                        },
-                    },
-                    "spec": {
-                        "serviceAccountName": inputs.pod.service_account,
-                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                        "automountServiceAccountToken": true,
-                        "terminationGracePeriodSeconds": 10,
-                        "containers": [{
-                            "name": "backend",
-                            "image": inputs.pod.image,
-                            "args": args,
-                            "env": pod_env(),
-                            "ports": [
-                                { "name": "tmp", "containerPort": LINK_PORT, "protocol": "UDP" },
-                                { "name": "admin", "containerPort": BACKEND_ADMIN_PORT, "protocol": "TCP" },
-                            ],
-                            "readinessProbe": {
-                                "httpGet": { "path": "/readyz", "port": "admin" },
-                                "periodSeconds": 1,
-                                "failureThreshold": 3,
-                            },
-                            "livenessProbe": {
-                                "httpGet": { "path": "/healthz", "port": "admin" },
-                                "periodSeconds": 10,
-                                "failureThreshold": 3,
-                            },
-                            "securityContext": security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
-    )?;
-    deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
-    deployment.metadata.annotations = Some(BTreeMap::from([(
+    let container = Container {
+        name: "backend".to_owned(),
+        image: Some(inputs.pod.image.clone()),
+        args: Some(args),
+        env: Some(pod_env()),
+        ports: Some(vec![
+            container_port("tmp", LINK_PORT, "UDP"),
+            container_port("admin", BACKEND_ADMIN_PORT, "TCP"),
+        ]),
+        readiness_probe: Some(admin_probe("/readyz", 1)),
+        liveness_probe: Some(admin_probe("/healthz", 10)),
+        security_context: Some(security_context()),
+        ..Container::default()
+    };
+    let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+    metadata.annotations = Some(BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_owned(),
         config_hash.clone(),
     )]));
+    let deployment = Deployment {
+        metadata,
+        spec: DeploymentSpec {
+            replicas: Some(desired_replicas(site)),
+            // A new back-end counts as available only after this long, so a roll keeps the
+            // old back-ends while the front-ends roll onto the new list.
+            min_ready_seconds: Some(BACKEND_MIN_READY_SECONDS),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            strategy: Some(rolling_update()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(template_annotations(restart_hash, BACKEND_ADMIN_PORT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(inputs.pod.service_account.clone()),
+                    // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                    automount_service_account_token: Some(true),
+                    termination_grace_period_seconds: Some(10),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    };
     Ok(BackendObjects {
         config_map,
         service,
@@ -183,6 +181,7 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
 pub(crate) mod tests {
     use super::*;
     use crate::desired::site_file;
+    use crate::names::RESTART_HASH_ANNOTATION;
 
     pub(crate) fn site(name: &str) -> Site {
         let mut site = Site::new(name, crate::desired::site_file::tests_support::shop());
@@ -250,26 +249,16 @@ pub(crate) mod tests {
             template["spec"]["volumes"].is_null(),
             "no certificate Secret is mounted: the pod asks for its own"
         );
-        assert_eq!(
-            objects
-                .config_map
-                .data
-                .as_ref()
-                .map(|d| d[LINK_CA_KEY].as_str()),
-            Some("ca-1")
-        );
+        let published = site_file::tests_support::document(&objects.config_map)?;
+        assert_eq!(published.link_ca.as_deref(), Some("ca-1"));
         assert_eq!(template["spec"]["automountServiceAccountToken"], true);
         let env = template["spec"]["containers"][0]["env"].to_string();
         assert!(env.contains("POD_NAMESPACE"), "{env}");
 
-        let file = &objects
-            .config_map
-            .data
-            .as_ref()
-            .map(|d| d[SITE_KEY].clone())
-            .unwrap_or_default();
-        let parsed = site_file::parse(file)?;
-        assert_eq!(parsed.spec.origins, origins());
+        assert_eq!(published.sites.len(), 1);
+        assert_eq!(published.sites[0].metadata.name.as_deref(), Some("shop"));
+        assert_eq!(published.sites[0].spec.origins, origins());
+        assert!(published.backends.is_empty(), "back-ends dial no back-end");
         assert_eq!(
             objects
                 .service
@@ -328,6 +317,13 @@ pub(crate) mod tests {
             ..inputs
         })?;
         assert_eq!(first.config_hash, new_cert.config_hash);
+        assert_eq!(
+            site_file::tests_support::document(&new_cert.config_map)?
+                .link_ca
+                .as_deref(),
+            Some("ca-2"),
+            "the new CA is published all the same"
+        );
         assert!(restart_hash(&first).is_some());
         assert_ne!(restart_hash(&first), restart_hash(&new_cert));
         Ok(())

@@ -1,9 +1,9 @@
-//! A Frontend's front-end gateways: a ConfigMap with the file of each Site served and the
-//! list of back-ends, a Service for clients, and a Deployment running `causeway frontend`
-//! placed in the Frontend's region.
+//! A Frontend's front-end gateways: a ConfigMap with the gateway configuration document (each
+//! Site served, its back-ends, the link CA), a Service for clients, and a Deployment running
+//! `causeway frontend` placed in the Frontend's region.
 //!
-//! Front-ends reach back-ends by pod IP (one `SITE=IP:4433` line per ready back-end pod in
-//! the ConfigMap's `backends.txt`): the test bed has no kube-proxy, and a front-end keeps one
+//! Front-ends reach back-ends by pod IP (each Site's ready back-end pods at `IP:4433` in the
+//! document's `backends`): the test bed has no kube-proxy, and a front-end keeps one
 //! TMP link per back-end anyway, which a headless Service gives in a real cluster too. The
 //! front-ends watch the ConfigMap, so a back-end coming or going reaches them live.
 
@@ -11,21 +11,29 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use causeway_api::Frontend;
+use causeway_api::contract::GatewayConfig;
 use causeway_api::frontend::ServiceType;
 use causeway_api::site::SiteSpec;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde_json::json;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Service, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::{PodSettings, link_args, meta, pod_env, security_context, typed};
+use super::{
+    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
+    rolling_update, security_context, service_port, template_annotations,
+};
 use crate::error::{Error, Result};
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
-    LINK_CA_KEY, RESTART_HASH_ANNOTATION, Tier,
+    Tier,
 };
 
-/// The ConfigMap key listing the back-ends, one `SITE=IP:PORT` a line.
+/// The key the gateways' ConfigMap reader (`sidecar/src/cluster_config.rs`) still names for a
+/// front-end's back-ends. The operator writes only [`causeway_api::contract::CONFIG_KEY`] now;
+/// this goes once that reader reads the configuration document.
 pub const BACKENDS_KEY: &str = "backends.txt";
 
 /// The node label holding a node's region.
@@ -61,7 +69,7 @@ pub struct FrontendInputs<'a> {
 /// The front-end objects of one Frontend.
 #[derive(Clone, Debug)]
 pub struct FrontendObjects {
-    /// Site files and the back-end list.
+    /// The gateway configuration document: the Sites and their back-ends.
     pub config_map: ConfigMap,
     /// The client-facing Service.
     pub service: Service,
@@ -118,25 +126,6 @@ pub fn client_tls(sites: &[&ServedSite], https_port: Option<u16>) -> (Option<Str
     (Some((*secret).to_owned()), warnings)
 }
 
-/// The ConfigMap key of `site`'s file.
-pub fn site_key(site: &str) -> String {
-    format!("site-{site}.yaml")
-}
-
-/// The back-end list, one `SITE=IP:PORT` a line, sites and addresses sorted.
-pub fn backend_lines(sites: &[ServedSite]) -> String {
-    let mut sorted: Vec<&ServedSite> = sites.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted
-        .iter()
-        .flat_map(|site| {
-            site.backends
-                .iter()
-                .map(move |a| format!("{}={a}\n", site.name))
-        })
-        .collect()
-}
-
 /// The front-end objects of `inputs.frontend`.
 ///
 /// # Errors
@@ -164,20 +153,24 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         .copied()
         .filter(|s| !s.backends.is_empty())
         .collect();
-    let mut data = BTreeMap::new();
+    let mut config = GatewayConfig {
+        sites: Vec::with_capacity(serving.len()),
+        backends: BTreeMap::new(),
+        link_ca: Some(inputs.link_ca.to_owned()),
+    };
     for site in &serving {
         let origins = super::site_file::frontend_origins(namespace, &site.spec);
-        data.insert(
-            site_key(&site.name),
-            super::site_file::render(&site.name, namespace, &site.spec, origins)?,
-        );
+        config.sites.push(super::site_file::render(
+            &site.name, namespace, &site.spec, origins,
+        )?);
+        config
+            .backends
+            .insert(site.name.clone(), site.backends.clone());
     }
-    data.insert(BACKENDS_KEY.to_owned(), backend_lines(inputs.sites));
-    data.insert(LINK_CA_KEY.to_owned(), inputs.link_ca.to_owned());
+    let data = config_data(&config)?;
     let https_port = frontend.spec.service.https_port;
     let (tls_secret, warnings) = client_tls(&sites, https_port);
-    let config_hash =
-        names::content_hash(data.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]));
+    let config_hash = data_hash(&data);
     let restart_hash = names::content_hash([
         inputs.link_ca.as_bytes(),
         tls_secret.as_deref().unwrap_or_default().as_bytes(),
@@ -194,26 +187,25 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
-    let mut ports = vec![json!({
-        "name": "http", "protocol": "TCP",
-        "port": spec.service.http_port, "targetPort": FRONTEND_HTTP_PORT,
-    })];
+    let mut ports = vec![service_port(
+        "http",
+        "TCP",
+        spec.service.http_port,
+        FRONTEND_HTTP_PORT,
+    )];
     if let (Some(port), Some(_)) = (https_port, &tls_secret) {
-        ports.push(json!({
-            "name": "https", "protocol": "TCP", "port": port, "targetPort": FRONTEND_HTTPS_PORT,
-        }));
+        ports.push(service_port("https", "TCP", port, FRONTEND_HTTPS_PORT));
     }
-    let mut service: Service = typed(
-        "the front-end Service",
-        json!({
-            "spec": {
-                "type": service_type,
-                "selector": selector,
-                "ports": ports,
-            },
+    let service = Service {
+        metadata: meta(&workload, namespace, labels.clone(), &inputs.owner),
+        spec: Some(ServiceSpec {
+            type_: Some(service_type.to_owned()),
+            selector: Some(selector.clone()),
+            ports: Some(ports),
+            ..ServiceSpec::default()
         }),
-    )?;
-    service.metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        ..Service::default()
+    };
 
     let deployment = if serving.is_empty() {
         None
@@ -255,86 +247,80 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
         }
         args.extend(link_args());
         args.extend(["--config-map".to_owned(), workload.clone()]);
-        let mut container = json!({
-            "name": "frontend",
-            "image": inputs.pod.image,
-            "args": args,
-            "env": pod_env(),
-            "ports": [
-                { "name": "http", "containerPort": FRONTEND_HTTP_PORT, "protocol": "TCP" },
-                { "name": "admin", "containerPort": FRONTEND_ADMIN_PORT, "protocol": "TCP" },
-            ],
-            "readinessProbe": {
-                "httpGet": { "path": "/readyz", "port": "admin" },
-                "periodSeconds": 1,
-                "failureThreshold": 3,
-            },
-            "livenessProbe": {
-                "httpGet": { "path": "/healthz", "port": "admin" },
-                "periodSeconds": 10,
-                "failureThreshold": 3,
-            },
-            "securityContext": security_context(),
-            "volumeMounts": [],
-        });
+        let mut container_ports = vec![
+            container_port("http", FRONTEND_HTTP_PORT, "TCP"),
+            container_port("admin", FRONTEND_ADMIN_PORT, "TCP"),
+        ];
+        let mut mounts = Vec::new();
         let mut volumes = Vec::new();
         if let Some(secret) = &tls_secret {
-            volumes.push(json!({ "name": "tls", "secret": { "secretName": secret } }));
-            container["volumeMounts"]
-                .as_array_mut()
-                .into_iter()
-                .for_each(|mounts| {
-                    mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }))
-                });
-            container["ports"]
-                .as_array_mut()
-                .into_iter()
-                .for_each(|ports| ports.push(json!({ "name": "https", "containerPort": FRONTEND_HTTPS_PORT, "protocol": "TCP" })));
+            volumes.push(Volume {
+                name: "tls".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: "tls".to_owned(),
+                mount_path: TLS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            container_ports.push(container_port("https", FRONTEND_HTTPS_PORT, "TCP"));
         }
-        if let Some(resources) = &spec.resources {
-            container["resources"] =
-                serde_json::to_value(resources).map_err(|e| Error::Render {
-                    what: "front-end resources".to_owned(),
-                    reason: e.to_string(),
-                })?;
-        }
-        let mut deployment: Deployment = typed(
-            "the front-end Deployment",
-            json!({
-                "spec": {
-                    "replicas": spec.replicas,
-                    "selector": { "matchLabels": selector },
-                    "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-                    "template": {
-                        "metadata": {
-                            "labels": labels,
-                            "annotations": {
-                                RESTART_HASH_ANNOTATION: restart_hash,
-                                // Prometheus's pod-discovery convention: scrape the admin port.
-                                "prometheus.io/scrape": "true",
-                                "prometheus.io/port": FRONTEND_ADMIN_PORT.to_string(),
-                                "prometheus.io/path": "/metrics",
-                            },
-                        },
-                        "spec": {
-                            "serviceAccountName": inputs.pod.service_account,
-                            // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                            "automountServiceAccountToken": true,
-                            "terminationGracePeriodSeconds": 10,
-                            "nodeSelector": { REGION_LABEL: spec.region },
-                            "containers": [container],
-                            "volumes": volumes,
-                        },
-                    },
-                },
-            }),
-        )?;
-        deployment.metadata = meta(&workload, namespace, labels, &inputs.owner);
-        deployment.metadata.annotations = Some(BTreeMap::from([(
+        let container = Container {
+            name: "frontend".to_owned(),
+            image: Some(inputs.pod.image.clone()),
+            args: Some(args),
+            env: Some(pod_env()),
+            ports: Some(container_ports),
+            readiness_probe: Some(admin_probe("/readyz", 1)),
+            liveness_probe: Some(admin_probe("/healthz", 10)),
+            security_context: Some(security_context()),
+            volume_mounts: Some(mounts),
+            resources: spec.resources.clone(),
+            ..Container::default()
+        };
+        let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
+        metadata.annotations = Some(BTreeMap::from([(
             CONFIG_HASH_ANNOTATION.to_owned(),
             config_hash.clone(),
         )]));
-        Some(deployment)
+        Some(Deployment {
+            metadata,
+            spec: DeploymentSpec {
+                replicas: Some(spec.replicas),
+                selector: LabelSelector {
+                    match_labels: Some(selector),
+                    ..LabelSelector::default()
+                },
+                strategy: Some(rolling_update()),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        annotations: Some(template_annotations(restart_hash, FRONTEND_ADMIN_PORT)),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(inputs.pod.service_account.clone()),
+                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                        automount_service_account_token: Some(true),
+                        termination_grace_period_seconds: Some(10),
+                        node_selector: Some(BTreeMap::from([(
+                            REGION_LABEL.to_owned(),
+                            spec.region.clone(),
+                        )])),
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            },
+            ..Deployment::default()
+        })
     };
     Ok(FrontendObjects {
         config_map,
@@ -348,16 +334,22 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::site_file::tests_support::shop;
+    use crate::desired::site_file::tests_support::{document, shop};
+    use crate::names::RESTART_HASH_ANNOTATION;
 
     fn frontend() -> Frontend {
-        let mut frontend: Frontend = serde_json::from_value(json!({
-            "apiVersion": "causeway.dev/v1alpha1",
-            "kind": "Frontend",
-            "metadata": {"name": "edge", "namespace": "web", "uid": "uid-2"},
-            "spec": {"region": "eu-west", "replicas": 3, "sites": ["shop"],
-                     "service": {"type": "ClusterIP", "httpPort": 80}},
-        }))
+        let mut frontend: Frontend = serde_yaml_ng::from_str(
+            r#"
+apiVersion: causeway.dev/v1alpha1
+kind: Frontend
+metadata: { name: edge, namespace: web, uid: uid-2 }
+spec:
+  region: eu-west
+  replicas: 3
+  sites: [shop]
+  service: { type: ClusterIP, httpPort: 80 }
+"#,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
         frontend.spec.blender.sub_packet_bytes = 4096;
         frontend
@@ -423,14 +415,21 @@ mod tests {
             ["--config-map".to_owned(), "edge-frontend".to_owned()]
         );
         assert_eq!(pod["automountServiceAccountToken"], true);
-        let data = objects.config_map.data.unwrap_or_default();
+        let published = document(&objects.config_map)?;
         assert_eq!(
-            data[BACKENDS_KEY],
-            "shop=127.64.1.7:4433\nshop=127.64.2.3:4433\n"
+            published.backends,
+            BTreeMap::from([(
+                "shop".to_owned(),
+                vec![
+                    SocketAddr::from(([127, 64, 1, 7], 4433)),
+                    SocketAddr::from(([127, 64, 2, 3], 4433)),
+                ]
+            )])
         );
-        let file = crate::desired::site_file::parse(&data[&site_key("shop")])?;
+        assert_eq!(published.link_ca.as_deref(), Some("ca"));
+        assert_eq!(published.sites[0].metadata.name.as_deref(), Some("shop"));
         assert_eq!(
-            file.spec.origins[0].url.as_deref(),
+            published.sites[0].spec.origins[0].url.as_deref(),
             Some("http://shop-origin.web.svc:80")
         );
         let service = serde_json::to_value(&objects.service).unwrap_or_default();
@@ -555,9 +554,14 @@ mod tests {
         blog.name = "blog".into();
         blog.backends.clear();
         sites.push(blog);
-        let data = render(&sites)?.config_map.data.unwrap_or_default();
-        assert!(data.contains_key(&site_key("shop")));
-        assert!(!data.contains_key(&site_key("blog")));
+        let published = document(&render(&sites)?.config_map)?;
+        let names: Vec<Option<&str>> = published
+            .sites
+            .iter()
+            .map(|s| s.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, [Some("shop")]);
+        assert!(!published.backends.contains_key("blog"));
         Ok(())
     }
 }

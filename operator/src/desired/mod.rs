@@ -5,8 +5,9 @@
 //!
 //! Configuration reaches the pods through the API: each gateway watches its own ConfigMap
 //! (`--config-map`) and applies a new version live, without dropping a connection. The
-//! ConfigMap also carries the TMP link CA; each pod gets its own link certificate through a
-//! CertificateSigningRequest. What a gateway reads only at start (the CA, the client TLS
+//! ConfigMap holds one key, [`CONFIG_KEY`], the typed gateway configuration document
+//! ([`GatewayConfig`]: the Sites, a front-end's back-ends, the TMP link CA); each pod gets its
+//! own link certificate through a CertificateSigningRequest. What a gateway reads only at start (the CA, the client TLS
 //! Secret) is hashed into the pod template, so a change there rolls the pods, new before old
 //! (`maxUnavailable: 0`).
 
@@ -16,15 +17,20 @@ pub mod site_file;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use causeway_api::contract::{CONFIG_KEY, ConfigDocumentError, GatewayConfig};
+use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Probe, SecurityContext, ServiceAccount, ServicePort,
+};
 use k8s_openapi::api::rbac::v1::{
     ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde::de::DeserializeOwned;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::error::{Error, Result};
-use crate::names::GATEWAY_CONFIG_ROLE;
+use crate::names::{self, GATEWAY_CONFIG_ROLE, RESTART_HASH_ANNOTATION};
 
 /// What every gateway pod needs besides its own spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,34 +144,134 @@ pub fn config_role_binding(account: &str, namespace: &str) -> RoleBinding {
     }
 }
 
-/// Converts JSON built here into a typed object; a failure is a bug in this module, reported
-/// as a render error rather than a panic.
-fn typed<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::Render {
-        what: what.to_owned(),
+/// The data of a gateway ConfigMap: `config` as its one document.
+///
+/// # Errors
+/// [`Error::Render`] when the document cannot be written.
+fn config_data(config: &GatewayConfig) -> Result<BTreeMap<String, String>> {
+    let text = config.to_yaml().map_err(|e| Error::Render {
+        what: "the gateway configuration".to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok(BTreeMap::from([(CONFIG_KEY.to_owned(), text)]))
+}
+
+/// The hash of a ConfigMap's data, every key and value framed.
+fn data_hash(data: &BTreeMap<String, String>) -> String {
+    names::content_hash(data.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
+}
+
+/// The configuration document a gateway ConfigMap carries, read as the gateways read it;
+/// `None` when it has none (a ConfigMap written before the document existed).
+///
+/// # Errors
+/// [`ConfigDocumentError`] when the document is refused, also for a front-end's that lists no
+/// Site yet ([`ConfigDocumentError::NoSites`]).
+pub fn published(map: &ConfigMap) -> Result<Option<GatewayConfig>, ConfigDocumentError> {
+    map.data
+        .as_ref()
+        .and_then(|data| data.get(CONFIG_KEY))
+        .map(|text| GatewayConfig::from_yaml(text))
+        .transpose()
 }
 
 /// The pod security settings of every gateway: not root, nothing to escalate, read-only root.
-fn security_context() -> serde_json::Value {
-    serde_json::json!({
-        "runAsNonRoot": true,
-        "runAsUser": 65532,
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": true,
-        "capabilities": { "drop": ["ALL"] },
-    })
+fn security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
 }
 
 /// The environment every gateway container gets: its pod IP, name and namespace (the
 /// downward API).
-fn pod_env() -> serde_json::Value {
-    serde_json::json!([
-        { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
-        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-        { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
-        { "name": "CAUSEWAY_LOG_FORMAT", "value": "json" },
+fn pod_env() -> Vec<EnvVar> {
+    let from_field = |name: &str, field_path: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    vec![
+        from_field("POD_IP", "status.podIP"),
+        from_field("POD_NAME", "metadata.name"),
+        from_field("POD_NAMESPACE", "metadata.namespace"),
+        EnvVar {
+            name: "CAUSEWAY_LOG_FORMAT".to_owned(),
+            value: Some("json".to_owned()),
+            ..EnvVar::default()
+        },
+    ]
+}
+
+/// A named container port.
+fn container_port(name: &str, port: u16, protocol: &str) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some(protocol.to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+/// A named Service port sending to `target` in the pods.
+fn service_port(name: &str, protocol: &str, port: u16, target: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        protocol: Some(protocol.to_owned()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(target))),
+        ..ServicePort::default()
+    }
+}
+
+/// A probe of `path` on the container's `admin` port every `period_seconds`; three misses
+/// count as a failure.
+fn admin_probe(path: &str, period_seconds: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("admin".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// The gateway Deployments' roll: one new pod at a time, and never one ready pod fewer, so
+/// the tier keeps serving throughout.
+fn rolling_update() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
+}
+
+/// The annotations of a gateway pod template: the restart hash, and Prometheus's
+/// pod-discovery convention inviting a scrape of the admin port.
+fn template_annotations(restart_hash: String, admin_port: u16) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (RESTART_HASH_ANNOTATION.to_owned(), restart_hash),
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), admin_port.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ])
 }
 

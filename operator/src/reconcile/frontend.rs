@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_api::contract::ConfigDocumentError;
 use causeway_api::status::PodRole;
 use causeway_api::{Frontend, FrontendSpec, FrontendStatus, Site};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,6 +24,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::site::published_hash;
 use super::{Context, apply, instrumented};
+use crate::desired;
 use crate::desired::frontend::{self, FrontendInputs, ServedSite};
 use crate::error::{Error, Result};
 use crate::metrics::Controller;
@@ -161,20 +163,23 @@ pub fn choose_backends(
     union
 }
 
-/// The back-end list of a front-end ConfigMap (`SITE=IP:PORT` lines), by Site.
-pub fn parse_backend_lines(text: &str) -> BTreeMap<String, Vec<SocketAddr>> {
-    let mut found: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((site, address)) = line.split_once('=')
-            && let Ok(address) = address.trim().parse()
-        {
-            found
-                .entry(site.trim().to_owned())
-                .or_default()
-                .push(address);
+/// The back-ends a front-end ConfigMap lists now, by Site. One that lists no Site (none had a
+/// ready back-end) or predates the configuration document lists none; one the gateways would
+/// refuse (edited by hand) is logged and lists none too, so the list starts again from the
+/// ready pods, as the operator's next version replaces it anyway.
+pub fn listed_backends(map: &ConfigMap) -> BTreeMap<String, Vec<SocketAddr>> {
+    match desired::published(map) {
+        Ok(Some(config)) => config.backends,
+        Ok(None) | Err(ConfigDocumentError::NoSites) => BTreeMap::new(),
+        Err(error) => {
+            tracing::warn!(
+                config_map = map.metadata.name.as_deref().unwrap_or_default(),
+                %error,
+                "the published front-end configuration does not read back; listing the ready back-ends"
+            );
+            BTreeMap::new()
         }
     }
-    found
 }
 
 async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Action> {
@@ -218,8 +223,7 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
     let listed = maps
         .get_opt(&names::workload(&name, Tier::Frontend))
         .await?
-        .and_then(|map| map.data?.remove(frontend::BACKENDS_KEY))
-        .map(|text| parse_backend_lines(&text))
+        .map(|map| listed_backends(&map))
         .unwrap_or_default();
     let served: Vec<ServedSite> = served
         .into_iter()
@@ -370,6 +374,7 @@ fn scale_frontends(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_api::contract::GatewayConfig;
     use serde_json::json;
 
     fn site(name: &str, tier: &str) -> Site {
@@ -458,13 +463,42 @@ mod tests {
         );
     }
 
+    fn config_map(text: &str) -> ConfigMap {
+        ConfigMap {
+            data: Some(BTreeMap::from([(
+                causeway_api::contract::CONFIG_KEY.to_owned(),
+                text.to_owned(),
+            )])),
+            ..ConfigMap::default()
+        }
+    }
+
     #[test]
-    fn backend_lines_parse_back() {
-        let parsed = parse_backend_lines(
-            "shop=127.0.0.1:4433\nshop=127.0.0.2:4433\nbad\nblog=127.0.0.3:4433\n",
-        );
+    fn listed_backends_read_back() -> Result<(), ConfigDocumentError> {
+        let published = GatewayConfig {
+            sites: vec![site("shop", "gold"), site("blog", "gold")],
+            backends: BTreeMap::from([
+                (
+                    "shop".to_owned(),
+                    addresses(&["127.0.0.2:4433", "127.0.0.1:4433"]),
+                ),
+                ("blog".to_owned(), addresses(&["127.0.0.3:4433"])),
+            ]),
+            link_ca: Some("ca".to_owned()),
+        };
+        let parsed = listed_backends(&config_map(&published.to_yaml()?));
         assert_eq!(parsed["shop"].len(), 2);
         assert_eq!(parsed["blog"], addresses(&["127.0.0.3:4433"]));
+        // Nothing published yet, nothing served yet, or a document edited out of shape:
+        // nothing is listed, and the ready back-ends are taken as they are.
+        assert!(listed_backends(&ConfigMap::default()).is_empty());
+        let nothing_served = GatewayConfig {
+            link_ca: Some("ca".to_owned()),
+            ..GatewayConfig::default()
+        };
+        assert!(listed_backends(&config_map(&nothing_served.to_yaml()?)).is_empty());
+        assert!(listed_backends(&config_map("version: 1\nsites: [bad")).is_empty());
+        Ok(())
     }
 
     #[test]

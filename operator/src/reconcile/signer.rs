@@ -12,7 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_link::tls::RequestedCertificate;
+use causeway_api::contract::signing::{
+    self, BACKEND_CERT_NAME, FRONTEND_CERT_NAME, LINK_SIGNER, MAX_LIFETIME, MIN_LIFETIME,
+    RequestState,
+};
+use causeway_pki::RequestedCertificate;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Pod;
@@ -25,29 +29,10 @@ use serde_json::json;
 use super::{Context, instrumented};
 use crate::error::Result;
 use crate::metrics::Controller;
-use crate::names::{
-    BACKEND_CERT_NAME, COMPONENT_LABEL, FRONTEND_CERT_NAME, LINK_SIGNER, MANAGED_BY_LABEL, Tier,
-};
-
-/// The longest certificate the signer gives; gateways renew well before it ends.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-/// The shortest: the API server's own floor for `expirationSeconds`.
-pub const MIN_LIFETIME: Duration = Duration::from_secs(600);
+use crate::names::{COMPONENT_LABEL, MANAGED_BY_LABEL, Tier};
 
 /// The `extra` key in which the API server names the pod a bound token belongs to.
 pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
-
-/// Where a request stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestState {
-    /// Neither approved nor denied.
-    Pending,
-    /// Approved, certificate not yet written (the signer stopped in between).
-    Approved,
-    /// Issued, denied or failed: nothing left to do.
-    Settled,
-}
 
 /// What the signer knows of a request.
 #[derive(Debug)]
@@ -86,7 +71,7 @@ pub enum Verdict {
 }
 
 /// The namespace and pod a request claims: the requester is `system:serviceaccount:NS:SA`
-/// and the subject's common name is `NS/POD`.
+/// and the subject's common name is `NS/POD` ([`signing::parse_subject_common_name`]).
 ///
 /// # Errors
 /// A denial reason when the requester is no ServiceAccount or the name does not match.
@@ -105,7 +90,7 @@ pub fn claimed_pod(
         ));
     };
     let common_name = request.common_name().unwrap_or_default();
-    let Some((claimed_namespace, pod)) = common_name.split_once('/') else {
+    let Some((claimed_namespace, pod)) = signing::parse_subject_common_name(&common_name) else {
         return Err(format!("subject CN {common_name:?} is not NAMESPACE/POD"));
     };
     if claimed_namespace != namespace || pod.is_empty() {
@@ -198,29 +183,6 @@ pub fn decide(facts: &RequestFacts<'_>, gateway_account: &str, pod: Option<&PodF
     }
 }
 
-/// Where `csr` stands.
-pub fn state(csr: &CertificateSigningRequest) -> RequestState {
-    let Some(status) = &csr.status else {
-        return RequestState::Pending;
-    };
-    if status.certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
-        return RequestState::Settled;
-    }
-    let conditions = status.conditions.as_deref().unwrap_or_default();
-    let has = |kind: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == kind && c.status == "True")
-    };
-    if has("Denied") || has("Failed") {
-        RequestState::Settled
-    } else if has("Approved") {
-        RequestState::Approved
-    } else {
-        RequestState::Pending
-    }
-}
-
 /// The facts the signer needs of a pod.
 fn pod_facts(pod: &Pod) -> PodFacts {
     let labels = pod.labels();
@@ -257,7 +219,7 @@ pub async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -
 
 async fn sign_request(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Result<Action> {
     let spec = &csr.spec;
-    let current = state(&csr);
+    let current = signing::state(&csr);
     if spec.signer_name != LINK_SIGNER || current == RequestState::Settled {
         return Ok(Action::await_change());
     }
@@ -364,7 +326,7 @@ async fn sign_request(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_link::tls::certificate_request;
+    use causeway_pki::certificate_request;
 
     fn request(
         common_name: &str,

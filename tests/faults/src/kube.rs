@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::cluster::{self, BACKEND_PODS, FRONTEND, FRONTEND_PODS, HOST};
-use crate::support::{Origin, SiteYaml};
+use causeway_test_support::{origin::Origin, site::SiteYaml};
 
 /// A Site and a Frontend serving, and the origins behind them.
 pub struct Deployed {

@@ -3,8 +3,8 @@
 //! through [`report::Fault`]: failed idempotent and non-idempotent requests, requests in
 //! flight on the broken component, wrong bodies, and the time to recover.
 //!
-//! The gateways, origins and link labs are those of the sidecar's integration tests
-//! ([`support`], shared rather than copied); the short form runs under `cargo test`, the
+//! The gateways, origins and link labs are those of the gateway's integration tests (crate
+//! `causeway-test-support`, shared rather than copied); the short form runs under `cargo test`, the
 //! long form with `CAUSEWAY_FAULTS_LONG=1` (see the README).
 #![forbid(unsafe_code)]
 
@@ -13,17 +13,16 @@ pub mod kube;
 pub mod load;
 pub mod report;
 
-/// The sidecar's integration-test support: origins, the `causeway` process, Site manifests,
-/// two tiers, link labs.
-#[path = "../../../sidecar/tests/support/mod.rs"]
-pub mod support;
-
 /// The operator's end-to-end support: the chart installed in a test namespace, manifests,
 /// pod helpers.
 #[path = "../../../operator/tests/support/mod.rs"]
 pub mod cluster;
 
 use std::time::Duration;
+
+use causeway_test_support::binary::causeway_bin;
+use causeway_test_support::client::{client, get_request, send};
+use causeway_test_support::wait::eventually;
 
 /// Whether the long form runs (`CAUSEWAY_FAULTS_LONG` set and not `0`).
 pub fn long() -> bool {
@@ -36,7 +35,7 @@ pub fn window(short: Duration, long: Duration) -> Duration {
 }
 
 /// Builds the `causeway` binary the cases start (unless `CAUSEWAY_BIN` names one), where
-/// [`support::causeway_bin`] finds it, so a case never runs stale code.
+/// [`causeway_bin`] finds it, so a case never runs stale code.
 pub async fn build_causeway() {
     let path = causeway_testbed::testbed::causeway_binary()
         .await
@@ -44,7 +43,7 @@ pub async fn build_causeway() {
     let canonical = |p: std::path::PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     assert_eq!(
         canonical(path),
-        canonical(support::causeway_bin()),
+        canonical(causeway_bin()),
         "the built binary is not the one the support starts; set CAUSEWAY_BIN"
     );
 }
@@ -59,9 +58,9 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 /// Waits up to `limit` until `target` answers `GET /echo` for `host` with 200: a process
 /// just spawned is not counted against before it listens.
 pub async fn wait_serving(target: std::net::SocketAddr, host: &str, limit: Duration) {
-    let client = support::client();
-    let serving = support::eventually(limit, || async {
-        support::send(&client, support::get_request(target, host, "/echo"))
+    let client = client();
+    let serving = eventually(limit, || async {
+        send(&client, get_request(target, host, "/echo"))
             .await
             .is_ok_and(|answer| answer.status == http::StatusCode::OK)
     })

@@ -1,7 +1,7 @@
 //! The steady load every case runs: many clients, each on its own keep-alive connection, in a
 //! closed loop of GETs (idempotent) and POSTs (non-idempotent) to the origins' `/echo`. Every
 //! request carries a unique id; the answer must be exactly the one only that request can get
-//! back (its id and its body's digest, see [`crate::support::echo_body`]), so an answer
+//! back (its id and its body's digest, see [`causeway_test_support::origin::echo_body`]), so an answer
 //! holding another request's body is counted, never missed.
 //!
 //! With several targets (front doors), a client does what a browser with several addresses
@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use causeway_test_support::origin::{BodyDigest, echo_body};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-
-use crate::support::{BodyDigest, echo_body};
 
 /// Whether a request may be sent twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

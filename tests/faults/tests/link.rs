@@ -8,10 +8,16 @@ use std::time::{Duration, Instant};
 
 use causeway_faults::load::{Kind, LoadSpec};
 use causeway_faults::report::{Expect, Fault};
-use causeway_faults::support::lab::{self, Spawned, lab_slot, spawn_in};
-use causeway_faults::support::{LinkPki, Origin, SiteYaml, causeway_bin, manifest, write_scratch};
 use causeway_faults::{build_causeway, steady_load, wait_serving, window};
 use causeway_linkem::{Impairment, NetLab};
+use causeway_test_support::lab::{self, Spawned, lab_slot, spawn_in};
+use causeway_test_support::{
+    binary::causeway_bin,
+    origin::Origin,
+    pki::LinkPki,
+    scratch::write_scratch,
+    site::{SiteYaml, manifest},
+};
 
 const HOST: &str = "link.test";
 const BACKS: [&str; 2] = ["back0", "back1"];

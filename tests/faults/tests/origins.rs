@@ -6,8 +6,12 @@ use std::time::{Duration, Instant};
 
 use causeway_faults::load::LoadSpec;
 use causeway_faults::report::{Expect, Fault};
-use causeway_faults::support::{Gateway, Origin, SiteYaml, manifest};
 use causeway_faults::{build_causeway, one_at_a_time, steady_load, window};
+use causeway_test_support::{
+    gateway::Gateway,
+    origin::Origin,
+    site::{SiteYaml, manifest},
+};
 use http::Method;
 
 const HOST: &str = "faults.test";

@@ -5,8 +5,14 @@ use std::time::{Duration, Instant};
 
 use causeway_faults::load::{Kind, LoadSpec};
 use causeway_faults::report::{Expect, Fault};
-use causeway_faults::support::{Origin, SiteYaml, TwoTier, eventually, manifest, metric};
 use causeway_faults::{build_causeway, one_at_a_time, steady_load, window};
+use causeway_test_support::{
+    metrics::metric,
+    origin::Origin,
+    site::{SiteYaml, manifest},
+    tiers::TwoTier,
+    wait::eventually,
+};
 
 const HOST: &str = "tiers.test";
 

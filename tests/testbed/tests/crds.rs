@@ -2,8 +2,11 @@
 //! accepted, the examples apply, printer columns, defaults, the status and scale subresources
 //! work, and every broken rule is refused with the same message the Rust-side validation gives.
 //!
+//! It lives with the test bed rather than in `api/` so that `causeway-api` itself builds no
+//! Kubernetes client and no test bed for its tests.
+//!
 //! Needs the test bed's binaries (`tests/testbed/provision.sh`); run with
-//! `CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir) cargo test -p causeway-api`.
+//! `CAUSEWAY_K8S_BIN=$(tests/testbed/provision.sh --print-bin-dir) cargo test -p causeway-testbed --test crds`.
 
 use causeway_api::rules::{self, CelRule};
 use causeway_api::{parse_frontends, parse_sites};
@@ -11,8 +14,8 @@ use causeway_testbed::{TestBed, TestNamespace};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-const SITE: &str = include_str!("../../examples/site.yaml");
-const FRONTEND: &str = include_str!("../../examples/frontend.yaml");
+const SITE: &str = include_str!("../../../examples/site.yaml");
+const FRONTEND: &str = include_str!("../../../examples/frontend.yaml");
 
 static CRDS_INSTALLED: OnceCell<()> = OnceCell::const_new();
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use causeway_linkem::NetLab;
 
-use super::Origin;
+use crate::origin::Origin;
 
 /// True when this process can build labs: root, with a TUN device.
 pub fn can_build_labs() -> bool {
