@@ -285,43 +285,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_operator_computes_its_figures_from_two_served_reports() {
-        use causeway_api::status::PodRole;
-        use causeway_operator::qos::figures::{Interval, Scope, pod_qos};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-        let metrics = Metrics::new().expect("metrics register");
-        let site = metrics.site("web/shop", &["main".to_owned()]);
-        site.origins[0].healthy.set(1);
-        let routes = admin(&metrics).routes();
-        let served = |body: Bytes| PodReport::from_json(&body).expect("a valid report");
-        let before = served(get(&routes, REPORT_PATH).await.1);
-        for _ in 0..90 {
-            site.record_request(2, 200, 0.004);
-        }
-        for _ in 0..10 {
-            site.record_request(2, 503, 0.4);
-        }
-        let now = served(get(&routes, REPORT_PATH).await.1);
-        let qos = pod_qos(
-            "backend-0",
-            PodRole::Backend,
-            Scope::Site("web/shop"),
-            Interval {
-                before: Some(&before),
-                now: &now,
-                seconds: 10.0,
-            },
-            Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-        );
-        assert_eq!((qos.request_rate, qos.error_rate), (10.0, 1.0));
-        assert!(qos.p50_ms > 2.5 && qos.p50_ms <= 5.0, "{}", qos.p50_ms);
-        assert!(qos.p99_ms > 250.0 && qos.p99_ms <= 500.0, "{}", qos.p99_ms);
-        assert_eq!(qos.origins.len(), 1);
-        assert!(qos.origins[0].healthy);
-    }
-
-    #[tokio::test]
     async fn existing_paths_answer_as_before() {
         let metrics = Metrics::new().expect("metrics register");
         let ready = Arc::new(AtomicBool::new(true));

@@ -17,7 +17,7 @@ pub enum Scope<'a> {
 
 impl Scope<'_> {
     /// The Sites of `report` in scope.
-    fn sites<'r>(self, report: &'r PodReport) -> impl Iterator<Item = &'r SiteReport> {
+    fn sites(self, report: &PodReport) -> impl Iterator<Item = &SiteReport> {
         report.sites.iter().filter(move |site| match self {
             Self::Site(name) => site.site == name,
             Self::Pod => true,
