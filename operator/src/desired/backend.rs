@@ -7,18 +7,16 @@ use std::collections::BTreeMap;
 use causeway_api::Site;
 use causeway_api::contract::GatewayConfig;
 use causeway_api::site::OriginSpec;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PodSpec, PodTemplateSpec, Service, ServiceSpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::{
-    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
-    rolling_update, security_context, service_port, template_annotations,
+    GatewayDeployment, PodSettings, config_data, container_port, data_hash, gateway_deployment,
+    link_args, meta, service_port,
 };
 use crate::error::{Error, Result};
-use crate::names::{self, BACKEND_ADMIN_PORT, CONFIG_HASH_ANNOTATION, LINK_PORT, Tier};
+use crate::names::{self, BACKEND_ADMIN_PORT, LINK_PORT, Tier};
 
 /// Seconds a new back-end pod must be ready before the roll stops an old one: long enough
 /// for the front-ends, whose back-end list the new pod changed, to roll onto it first.
@@ -119,56 +117,31 @@ pub fn objects(inputs: &BackendInputs<'_>) -> Result<BackendObjects> {
     args.extend(link_args());
     args.extend(["--config-map".to_owned(), workload.clone()]);
 
-    let container = Container {
-        name: "backend".to_owned(),
-        image: Some(inputs.pod.image.clone()),
-        args: Some(args),
-        env: Some(pod_env()),
-        ports: Some(vec![
+    let deployment = gateway_deployment(GatewayDeployment {
+        name: &workload,
+        namespace,
+        labels,
+        selector,
+        owner: &inputs.owner,
+        pod: inputs.pod,
+        tier: "backend",
+        args,
+        ports: vec![
             container_port("tmp", LINK_PORT, "UDP"),
             container_port("admin", BACKEND_ADMIN_PORT, "TCP"),
-        ]),
-        readiness_probe: Some(admin_probe("/readyz", 1)),
-        liveness_probe: Some(admin_probe("/healthz", 10)),
-        security_context: Some(security_context()),
-        ..Container::default()
-    };
-    let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
-    metadata.annotations = Some(BTreeMap::from([(
-        CONFIG_HASH_ANNOTATION.to_owned(),
-        config_hash.clone(),
-    )]));
-    let deployment = Deployment {
-        metadata,
-        spec: DeploymentSpec {
-            replicas: Some(desired_replicas(site)),
-            // A new back-end counts as available only after this long, so a roll keeps the
-            // old back-ends while the front-ends roll onto the new list.
-            min_ready_seconds: Some(BACKEND_MIN_READY_SECONDS),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
-            strategy: Some(rolling_update()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(template_annotations(restart_hash, BACKEND_ADMIN_PORT)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(inputs.pod.service_account.clone()),
-                    // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                    automount_service_account_token: Some(true),
-                    termination_grace_period_seconds: Some(10),
-                    containers: vec![container],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        },
-        ..Deployment::default()
-    };
+        ],
+        admin_port: BACKEND_ADMIN_PORT,
+        replicas: desired_replicas(site),
+        config_hash: &config_hash,
+        restart_hash,
+        // A new back-end counts as available only after this long, so a roll keeps the
+        // old back-ends while the front-ends roll onto the new list.
+        min_ready_seconds: Some(BACKEND_MIN_READY_SECONDS),
+        node_selector: None,
+        volumes: None,
+        mounts: None,
+        resources: None,
+    });
     Ok(BackendObjects {
         config_map,
         service,

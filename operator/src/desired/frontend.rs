@@ -14,27 +14,18 @@ use causeway_api::Frontend;
 use causeway_api::contract::GatewayConfig;
 use causeway_api::frontend::ServiceType;
 use causeway_api::site::SiteSpec;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Service, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMap, SecretVolumeSource, Service, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::{
-    PodSettings, admin_probe, config_data, container_port, data_hash, link_args, meta, pod_env,
-    rolling_update, security_context, service_port, template_annotations,
+    GatewayDeployment, PodSettings, config_data, container_port, data_hash, gateway_deployment,
+    link_args, meta, service_port,
 };
 use crate::error::{Error, Result};
-use crate::names::{
-    self, CONFIG_HASH_ANNOTATION, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT,
-    Tier,
-};
-
-/// The key the gateways' ConfigMap reader (`sidecar/src/cluster_config.rs`) still names for a
-/// front-end's back-ends. The operator writes only [`causeway_api::contract::CONFIG_KEY`] now;
-/// this goes once that reader reads the configuration document.
-pub const BACKENDS_KEY: &str = "backends.txt";
+use crate::names::{self, FRONTEND_ADMIN_PORT, FRONTEND_HTTP_PORT, FRONTEND_HTTPS_PORT, Tier};
 
 /// The node label holding a node's region.
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -270,57 +261,29 @@ pub fn objects(inputs: &FrontendInputs<'_>) -> Result<FrontendObjects> {
             });
             container_ports.push(container_port("https", FRONTEND_HTTPS_PORT, "TCP"));
         }
-        let container = Container {
-            name: "frontend".to_owned(),
-            image: Some(inputs.pod.image.clone()),
-            args: Some(args),
-            env: Some(pod_env()),
-            ports: Some(container_ports),
-            readiness_probe: Some(admin_probe("/readyz", 1)),
-            liveness_probe: Some(admin_probe("/healthz", 10)),
-            security_context: Some(security_context()),
-            volume_mounts: Some(mounts),
+        Some(gateway_deployment(GatewayDeployment {
+            name: &workload,
+            namespace,
+            labels,
+            selector,
+            owner: &inputs.owner,
+            pod: inputs.pod,
+            tier: "frontend",
+            args,
+            ports: container_ports,
+            admin_port: FRONTEND_ADMIN_PORT,
+            replicas: spec.replicas,
+            config_hash: &config_hash,
+            restart_hash,
+            min_ready_seconds: None,
+            node_selector: Some(BTreeMap::from([(
+                REGION_LABEL.to_owned(),
+                spec.region.clone(),
+            )])),
+            volumes: Some(volumes),
+            mounts: Some(mounts),
             resources: spec.resources.clone(),
-            ..Container::default()
-        };
-        let mut metadata = meta(&workload, namespace, labels.clone(), &inputs.owner);
-        metadata.annotations = Some(BTreeMap::from([(
-            CONFIG_HASH_ANNOTATION.to_owned(),
-            config_hash.clone(),
-        )]));
-        Some(Deployment {
-            metadata,
-            spec: DeploymentSpec {
-                replicas: Some(spec.replicas),
-                selector: LabelSelector {
-                    match_labels: Some(selector),
-                    ..LabelSelector::default()
-                },
-                strategy: Some(rolling_update()),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        annotations: Some(template_annotations(restart_hash, FRONTEND_ADMIN_PORT)),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        service_account_name: Some(inputs.pod.service_account.clone()),
-                        // The token reads the pod's ConfigMap (the gateway Role allows no more).
-                        automount_service_account_token: Some(true),
-                        termination_grace_period_seconds: Some(10),
-                        node_selector: Some(BTreeMap::from([(
-                            REGION_LABEL.to_owned(),
-                            spec.region.clone(),
-                        )])),
-                        containers: vec![container],
-                        volumes: Some(volumes),
-                        ..PodSpec::default()
-                    }),
-                },
-                ..DeploymentSpec::default()
-            },
-            ..Deployment::default()
-        })
+        }))
     };
     Ok(FrontendObjects {
         config_map,

@@ -18,15 +18,18 @@ pub mod site_file;
 use std::collections::BTreeMap;
 
 use causeway_api::contract::{CONFIG_KEY, ConfigDocumentError, GatewayConfig};
-use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Probe, SecurityContext, ServiceAccount, ServicePort,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext,
+    ServiceAccount, ServicePort, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::error::{Error, Result};
@@ -249,6 +252,97 @@ fn admin_probe(path: &str, period_seconds: i32) -> Probe {
         period_seconds: Some(period_seconds),
         failure_threshold: Some(3),
         ..Probe::default()
+    }
+}
+
+/// What a back-end and a front-end gateway Deployment differ in; [`gateway_deployment`]
+/// builds the rest the same way for both tiers.
+struct GatewayDeployment<'a> {
+    /// The workload's name (Deployment, ConfigMap and Service share it).
+    name: &'a str,
+    namespace: &'a str,
+    /// The pods' labels; `selector` is the part of them that picks the pods.
+    labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    owner: &'a OwnerReference,
+    pod: &'a PodSettings,
+    /// The tier's name: the container's name and the first argument of `causeway`.
+    tier: &'static str,
+    args: Vec<String>,
+    ports: Vec<ContainerPort>,
+    admin_port: u16,
+    replicas: i32,
+    /// The hash of the published configuration, on the Deployment (not the pods: a new
+    /// configuration is reloaded, not rolled).
+    config_hash: &'a str,
+    /// The hash of what the pods cannot reload (the link CA): a new one rolls them.
+    restart_hash: String,
+    min_ready_seconds: Option<i32>,
+    node_selector: Option<BTreeMap<String, String>>,
+    volumes: Option<Vec<Volume>>,
+    mounts: Option<Vec<VolumeMount>>,
+    resources: Option<ResourceRequirements>,
+}
+
+/// A gateway Deployment: one `causeway <tier>` container with the pod's environment, admin
+/// probes and locked-down security context, rolled one pod at a time.
+fn gateway_deployment(gateway: GatewayDeployment<'_>) -> Deployment {
+    let container = Container {
+        name: gateway.tier.to_owned(),
+        image: Some(gateway.pod.image.clone()),
+        args: Some(gateway.args),
+        env: Some(pod_env()),
+        ports: Some(gateway.ports),
+        readiness_probe: Some(admin_probe("/readyz", 1)),
+        liveness_probe: Some(admin_probe("/healthz", 10)),
+        security_context: Some(security_context()),
+        volume_mounts: gateway.mounts,
+        resources: gateway.resources,
+        ..Container::default()
+    };
+    let mut metadata = meta(
+        gateway.name,
+        gateway.namespace,
+        gateway.labels.clone(),
+        gateway.owner,
+    );
+    metadata.annotations = Some(BTreeMap::from([(
+        names::CONFIG_HASH_ANNOTATION.to_owned(),
+        gateway.config_hash.to_owned(),
+    )]));
+    Deployment {
+        metadata,
+        spec: DeploymentSpec {
+            replicas: Some(gateway.replicas),
+            min_ready_seconds: gateway.min_ready_seconds,
+            selector: LabelSelector {
+                match_labels: Some(gateway.selector),
+                ..LabelSelector::default()
+            },
+            strategy: Some(rolling_update()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(gateway.labels),
+                    annotations: Some(template_annotations(
+                        gateway.restart_hash,
+                        gateway.admin_port,
+                    )),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(gateway.pod.service_account.clone()),
+                    // The token reads the pod's ConfigMap (the gateway Role allows no more).
+                    automount_service_account_token: Some(true),
+                    termination_grace_period_seconds: Some(10),
+                    node_selector: gateway.node_selector,
+                    containers: vec![container],
+                    volumes: gateway.volumes,
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
     }
 }
 
