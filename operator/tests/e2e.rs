@@ -134,9 +134,15 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
         .expect("deployments")
         .items
     {
+        // The deployment controller writes a Deployment's status as its pods come and go, so
+        // its resourceVersion moves without any write of ours: what the operator writes is
+        // the spec (which moves the generation) and the metadata.
         found.insert(
             format!("deployment/{}", d.metadata.name.unwrap_or_default()),
-            d.metadata.resource_version.unwrap_or_default(),
+            format!(
+                "generation {:?}, labels {:?}, annotations {:?}",
+                d.metadata.generation, d.metadata.labels, d.metadata.annotations
+            ),
         );
     }
     let services: Api<Service> = ns.api();

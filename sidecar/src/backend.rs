@@ -26,10 +26,15 @@ use tokio::task::JoinSet;
 use crate::admin::Admin;
 use crate::balancer::OriginSet;
 use crate::classify::RequestProfile;
+use crate::message::error::ProxyError;
+use crate::message::request_body::RequestBody;
+use crate::message::{BoxError, body_length, headers};
 use crate::metrics::{Metrics, MetricsError};
-use crate::proxy::body::{Completion, ProxyBody, RequestBody};
-use crate::proxy::error::ProxyError;
-use crate::proxy::{self, headers};
+use crate::pipeline::{self, REPLAY_BUFFER_BYTES};
+use crate::proxy::{
+    self,
+    body::{Completion, ProxyBody},
+};
 use crate::reload::SiteReloader;
 use crate::server;
 use crate::sites::{Caching, LiveRouter, SiteError};
@@ -255,7 +260,7 @@ impl BackendService {
         *head.headers_mut() = request.headers;
         let (parts, ()) = head.into_parts();
         // The channel keeps the Site it is routed to until it ends, whatever a reload does.
-        let site = match proxy::route(&**self.router.load(), &parts) {
+        let site = match pipeline::route(&**self.router.load(), &parts) {
             Ok(site) => site.clone(),
             Err(error) => {
                 self.metrics.record_unrouted(error.status().as_u16());
@@ -271,10 +276,7 @@ impl BackendService {
         let completion = |status: u16, lease| {
             Completion::new(&site.balancer, profile.class, status, started, lease)
         };
-        if let (Some(limit), Some(length)) = (site.max_body_bytes, proxy::body_length(&parts))
-            && length > limit
-        {
-            let error = ProxyError::BodyTooLarge { limit };
+        if let Some(error) = pipeline::over_limit(site.max_body_bytes, &parts) {
             let record = completion(error.status().as_u16(), None);
             return answer_error(&mut channel, error, Some(record)).await;
         }
@@ -282,12 +284,12 @@ impl BackendService {
             mut sender,
             receiver,
         } = channel;
-        let body = match proxy::body_length(&parts) {
+        let body = match body_length(&parts) {
             // The front-end said there is no body: the request can be replayed at once, with
             // no wait for the stream's end.
             _ if empty_body => RequestBody::Empty,
-            Some(length) if length <= proxy::REPLAY_BUFFER_BYTES => {
-                match RequestBody::buffer_channel(receiver, proxy::REPLAY_BUFFER_BYTES).await {
+            Some(length) if length <= REPLAY_BUFFER_BYTES => {
+                match RequestBody::buffer_channel(receiver, REPLAY_BUFFER_BYTES).await {
                     Ok(body) => body,
                     // The front-end (or its client) went away mid-body: nobody to answer.
                     Err(error) => {
@@ -435,7 +437,7 @@ enum SendError {
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("origin body: {0}")]
-    Origin(crate::proxy::body::BoxError),
+    Origin(BoxError),
     #[error("compression: {0}")]
     Compress(#[from] std::io::Error),
 }

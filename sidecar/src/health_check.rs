@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Request, Uri};
 use tokio::sync::watch;
 
-use crate::proxy::body::RequestBody;
+use crate::message::request_body::RequestBody;
 use crate::sites::SiteRuntime;
 
 /// Starts the checks of every origin of `site`, if it has checks configured; they stop when

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 
-use crate::proxy::body::BoxError;
+use crate::message::BoxError;
 use crate::server::{ConnectionInfo, Handler};
 
 /// Paths under it answer as cacheable assets (`Cache-Control: public, max-age=60` and an

@@ -22,8 +22,8 @@ use crate::balancer::health::{CheckThresholds, OutlierSettings};
 use crate::balancer::queue::QueueTiming;
 use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo, TypeNames};
 use crate::classify::{Classifier, ClassifyError};
+use crate::message::request_body::RequestBody;
 use crate::metrics::Metrics;
-use crate::proxy::body::RequestBody;
 use crate::proxy::origin_connection::OriginConnector;
 
 /// The HTTP/1.1 keep-alive client a site uses to reach its origins.

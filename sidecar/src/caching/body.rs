@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use crate::proxy::body::BoxError;
+use crate::message::BoxError;
 
 /// Chunks in flight between the relay and the client: enough to keep the pipe full, few
 /// enough that a slow client holds the fetch back.

@@ -29,8 +29,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, response};
 use http_body::Body;
 
 use self::body::{CachedBody, ClientView, Storing, relay};
-use crate::proxy::body::BoxError;
-use crate::proxy::error::ProxyError;
+use crate::message::BoxError;
+use crate::message::error::ProxyError;
+use crate::message::request_body::RequestBody;
 
 /// How the cache phase reaches upstream and answers locally, for one tier and one request.
 /// Clones go to background fetches.
@@ -38,12 +39,20 @@ pub trait Upstream: Clone + Send + Sync + 'static {
     /// The body of the tier's answers.
     type Body: Body<Data = Bytes, Error = BoxError> + From<Bytes> + Send + Unpin + 'static;
 
-    /// Sends a request without a body upstream (to an origin, or over a TMP link), with the
-    /// tier's retries.
+    /// Sends a request upstream (to an origin, or over a TMP link), with the tier's retries.
+    fn send(
+        &self,
+        parts: Parts,
+        body: RequestBody,
+    ) -> impl Future<Output = Result<Response<Self::Body>, ProxyError>> + Send;
+
+    /// Sends a request without a body upstream: what the cache phase asks for.
     fn fetch(
         &self,
         parts: Parts,
-    ) -> impl Future<Output = Result<Response<Self::Body>, ProxyError>> + Send;
+    ) -> impl Future<Output = Result<Response<Self::Body>, ProxyError>> + Send {
+        self.send(parts, RequestBody::Empty)
+    }
 
     /// Turns an answer the cache made into one of the tier's, recorded like any other.
     fn local(&self, response: Response<Bytes>) -> Response<Self::Body>;
@@ -57,7 +66,7 @@ pub trait Upstream: Clone + Send + Sync + 'static {
 pub fn applies(parts: &Parts) -> bool {
     (parts.method == Method::GET || parts.method == Method::HEAD)
         && !parts.headers.contains_key(TRANSFER_ENCODING)
-        && crate::proxy::body_length(parts).is_none_or(|length| length == 0)
+        && crate::message::body_length(parts).is_none_or(|length| length == 0)
 }
 
 /// Invalidates what an unsafe request changed once its response head is in (RFC 9111 §4.4).

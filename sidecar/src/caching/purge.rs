@@ -10,7 +10,7 @@ use causeway_cache::Cache;
 use http::{HeaderValue, StatusCode, Uri};
 use serde::Deserialize;
 
-use crate::proxy::headers::host_of;
+use crate::message::headers::host_of;
 use crate::sites::Router;
 
 /// Largest purge request body read.

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use causeway_link::compress::Decompressor;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::message::BoxError;
+use crate::message::request_body::LinkStream;
 use crate::metrics::SiteMetrics;
-use crate::proxy::body::{BoxError, LinkStream};
 
 /// Records a finished client request when dropped.
 #[derive(Debug)]

@@ -25,10 +25,9 @@ use causeway_link::{
     ChannelHead, ChannelKind, Dialer, Link, LinkCredentials, LinkError, LinkHandle, LinkSettings,
     Load, LoadProbe, RequestHead,
 };
+use http::Response;
 use http::request::Parts;
-use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -37,15 +36,15 @@ use self::link_choice::{LinkLimits, LinkState};
 use self::reload::FrontendReloader;
 use crate::admin::Admin;
 use crate::caching::Upstream;
-use crate::caching::body::CachedBody;
 use crate::classify::{Classifier, RequestProfile};
 use crate::gateway::GatewayOptions;
+use crate::message::error::ProxyError;
+use crate::message::request_body::{RequestBody, channel_stream};
+use crate::message::{headers, is_idempotent};
 use crate::metrics::{Metrics, MetricsError, SiteMetrics};
-use crate::proxy::body::{RequestBody, channel_stream};
-use crate::proxy::error::ProxyError;
-use crate::proxy::{self, headers};
-use crate::server::{self, ConnectionInfo, Handler, ListenerStats};
-use crate::sites::{LiveRouter, SiteError, site_name};
+use crate::pipeline::{Pipeline, RoutedSite, Tier};
+use crate::server::{self, ListenerStats};
+use crate::sites::{SiteError, site_name};
 use crate::tls::{self, TlsError};
 
 /// Which back-ends serve which Sites.
@@ -319,9 +318,41 @@ impl CompiledFrontSite {
 }
 
 /// The client-facing handler.
-struct FrontendProxy {
-    router: LiveRouter<FrontSite>,
-    metrics: Metrics,
+type FrontendProxy = Pipeline<Frontend>;
+
+/// The front-end's part of the pipeline: its Sites reach their back-ends over TMP links.
+#[derive(Debug)]
+pub enum Frontend {}
+
+impl Tier for Frontend {
+    type Site = FrontSite;
+    type Upstream = FrontUpstream;
+
+    fn upstream(site: Arc<FrontSite>, profile: RequestProfile, started: Instant) -> FrontUpstream {
+        FrontUpstream {
+            site,
+            profile,
+            started,
+        }
+    }
+}
+
+impl RoutedSite for FrontSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    fn max_body_bytes(&self) -> Option<u64> {
+        self.max_body_bytes
+    }
+
+    fn cache(&self) -> Option<&Arc<causeway_cache::Cache>> {
+        self.cache.as_ref()
+    }
 }
 
 /// Starts the front-end: client listeners, admin, then the Sites — links to every back-end
@@ -377,10 +408,7 @@ pub fn start(
     let mut tasks = JoinSet::new();
     let purger =
         crate::caching::purge::Purger::new(Arc::new(router.clone()), serve.admin_token.clone());
-    let proxy = Arc::new(FrontendProxy {
-        router,
-        metrics: metrics.clone(),
-    });
+    let proxy = Arc::new(FrontendProxy::new(router, metrics.clone()));
     let stats = Arc::new(ListenerStats::default());
     for (listener, acceptor) in [(plain, None), (secure, tls)] {
         let Some(listener) = listener else { continue };
@@ -514,89 +542,9 @@ impl RunningFrontend {
     }
 }
 
-impl Handler for FrontendProxy {
-    type Body = CachedBody<FrontBody>;
-
-    fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<CachedBody<FrontBody>>> + Send + 'static {
-        self.serve(request, connection)
-    }
-}
-
-impl FrontendProxy {
-    async fn serve(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        connection: ConnectionInfo,
-    ) -> Response<CachedBody<FrontBody>> {
-        let started = Instant::now();
-        let (mut parts, body) = request.into_parts();
-        // The request keeps the Site it is routed to until it ends, whatever a reload does.
-        let site = match proxy::route(&**self.router.load(), &parts) {
-            Ok(site) => site.clone(),
-            Err(error) => {
-                self.metrics.record_unrouted(error.status().as_u16());
-                tracing::debug!(peer = %connection.peer, %error, "request refused");
-                return error.to_response();
-            }
-        };
-        let profile = site.classifier.classify(&parts);
-        let upstream = FrontUpstream {
-            site: site.clone(),
-            profile,
-            started,
-        };
-        let failed = |error: ProxyError| upstream.failure(&error).map(CachedBody::Direct);
-        if let (Some(limit), Some(length)) = (site.max_body_bytes, proxy::body_length(&parts))
-            && length > limit
-        {
-            return failed(ProxyError::BodyTooLarge { limit });
-        }
-        proxy::prepare_upstream_headers(&mut parts, connection);
-        if let Some(cache) = &site.cache
-            && crate::caching::applies(&parts)
-        {
-            return crate::caching::serve(cache, upstream.clone(), parts).await;
-        }
-        // An unsafe request that succeeds invalidates what it changed: keep its head.
-        let invalidation = site
-            .cache
-            .as_ref()
-            .filter(|_| !parts.method.is_safe())
-            .map(|cache| (cache.clone(), crate::caching::copy_parts(&parts)));
-        let body = match proxy::body_length(&parts) {
-            Some(length) if length <= proxy::REPLAY_BUFFER_BYTES => {
-                match RequestBody::buffer(body).await {
-                    Ok(body) => body,
-                    Err(error) => return failed(ProxyError::ClientBody(error.to_string())),
-                }
-            }
-            _ => RequestBody::new(body, site.max_body_bytes),
-        };
-        match forward(&site, &parts, body, profile, started).await {
-            Ok(response) => {
-                if let Some((cache, request)) = &invalidation {
-                    let (head, inner) = response.into_parts();
-                    crate::caching::invalidate_after(cache, request, &head);
-                    Response::from_parts(head, CachedBody::Direct(inner))
-                } else {
-                    response.map(CachedBody::Direct)
-                }
-            }
-            Err(error) => {
-                tracing::debug!(site = %site.name, %error, "request failed");
-                failed(error)
-            }
-        }
-    }
-}
-
 /// One front-end request's way over its Site's links, for the proxy and its cache phase.
 #[derive(Clone, Debug)]
-struct FrontUpstream {
+pub struct FrontUpstream {
     site: Arc<FrontSite>,
     profile: RequestProfile,
     started: Instant,
@@ -616,15 +564,12 @@ impl FrontUpstream {
 impl Upstream for FrontUpstream {
     type Body = FrontBody;
 
-    async fn fetch(&self, parts: Parts) -> Result<Response<FrontBody>, ProxyError> {
-        forward(
-            &self.site,
-            &parts,
-            RequestBody::Empty,
-            self.profile,
-            self.started,
-        )
-        .await
+    async fn send(
+        &self,
+        parts: Parts,
+        body: RequestBody,
+    ) -> Result<Response<FrontBody>, ProxyError> {
+        forward(&self.site, &parts, body, self.profile, self.started).await
     }
 
     fn local(&self, response: Response<bytes::Bytes>) -> Response<FrontBody> {
@@ -650,7 +595,7 @@ async fn forward(
     started: Instant,
 ) -> Result<Response<FrontBody>, ProxyError> {
     let replay = body.replay();
-    let repeatable = replay.is_some() && proxy::is_idempotent(&parts.method);
+    let repeatable = replay.is_some() && is_idempotent(&parts.method);
     let empty_body = matches!(body, RequestBody::Empty);
     let mut body = Some(body);
     let mut tried = 0u64;

@@ -21,9 +21,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::ResponseFuture;
 use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 
-use super::body::RequestBody;
 use super::origin_connection::ConnectionHistory;
 use crate::balancer::Lease;
+use crate::message::request_body::RequestBody;
 use crate::sites::{OriginClient, SiteRuntime};
 
 /// What waiting for an origin's answer head gave.

@@ -1,50 +1,71 @@
-//! The reverse proxy: one client request in, through classification and the site's balancer,
-//! to an origin and back, with retries of idempotent requests on another origin.
-//!
-//! The phases, in order: [`Proxy::route`] finds the site and refuses what cannot be served;
-//! the classifier gives class and type; [`Proxy::forward`] takes a slot from the balancer,
-//! sends the request, and retries where that is safe; the answer streams back inside a
-//! [`body::ProxyBody`] that holds the slot until its last byte.
+//! The origin side of the pipeline: a request sent to one of its Site's origins through the
+//! balancer (a lease per attempt), retried on another where that is safe, and the answer
+//! streamed back inside a [`body::ProxyBody`] that holds the slot until its last byte. The
+//! single-tier gateway is [`Gateway`]: the [pipeline](crate::pipeline) over this side.
 
 pub mod attempt;
 pub mod body;
-pub mod error;
-pub mod headers;
 pub mod origin_connection;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use self::attempt::{Attempt, AttemptResult};
-use self::body::{ClientBodyError, Completion, ProxyBody, RequestBody};
-use self::error::ProxyError;
+use self::body::{Completion, ProxyBody};
 use crate::balancer::{Lease, OriginSet, Resent};
-use crate::caching::{self, Upstream, body::CachedBody};
-use crate::classify::RequestProfile;
-use crate::framing_guard::AmbiguousLength;
-use crate::metrics::Metrics;
-use crate::server::{ConnectionInfo, Handler};
-use crate::sites::{LiveRouter, Router, SiteRuntime};
+use crate::caching::Upstream;
+use crate::classify::{Classifier, RequestProfile};
+use crate::message::error::ProxyError;
+use crate::message::request_body::{ClientBodyError, RequestBody};
+use crate::message::{headers, is_idempotent};
+use crate::pipeline::{Pipeline, RoutedSite, Tier};
+use crate::sites::SiteRuntime;
 
-/// The proxy shared by every client connection.
+/// The single-tier gateway: clients to origins, through the pipeline.
+pub type Proxy = Pipeline<Gateway>;
+
+/// The single-tier gateway's part of the pipeline: its Sites run balancers over origins.
 #[derive(Debug)]
-pub struct Proxy {
-    router: LiveRouter,
-    metrics: Metrics,
+pub enum Gateway {}
+
+impl Tier for Gateway {
+    type Site = SiteRuntime;
+    type Upstream = GatewayUpstream;
+
+    fn upstream(
+        site: Arc<SiteRuntime>,
+        profile: RequestProfile,
+        started: Instant,
+    ) -> GatewayUpstream {
+        GatewayUpstream {
+            site,
+            profile,
+            started,
+        }
+    }
 }
 
-/// Methods a retry may repeat (RFC 9110 §9.2.2).
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+impl RoutedSite for SiteRuntime {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    fn max_body_bytes(&self) -> Option<u64> {
+        self.max_body_bytes
+    }
+
+    fn cache(&self) -> Option<&Arc<causeway_cache::Cache>> {
+        self.cache.as_ref()
+    }
 }
 
 /// Origin answers that say "try elsewhere".
@@ -55,91 +76,9 @@ fn is_gateway_error(status: StatusCode) -> bool {
     )
 }
 
-impl Proxy {
-    /// A proxy over the routed sites; a reload swaps the router under it.
-    pub fn new(router: LiveRouter, metrics: Metrics) -> Self {
-        Self { router, metrics }
-    }
-
-    async fn serve(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        connection: ConnectionInfo,
-    ) -> Response<CachedBody<ProxyBody>> {
-        let started = Instant::now();
-        let (mut parts, body) = request.into_parts();
-        // The request keeps the Site it is routed to until it ends, whatever a reload does.
-        let site = match route(&**self.router.load(), &parts) {
-            Ok(site) => site.clone(),
-            Err(error) => {
-                let status = error.status().as_u16();
-                self.metrics.record_unrouted(status);
-                tracing::debug!(peer = %connection.peer, %error, "request refused");
-                return error.to_response();
-            }
-        };
-        let profile = site.classifier.classify(&parts);
-        let upstream = GatewayUpstream {
-            site: site.clone(),
-            profile,
-            started,
-        };
-        if let (Some(limit), Some(length)) = (site.max_body_bytes, body_length(&parts))
-            && length > limit
-        {
-            return direct(upstream.failure(&ProxyError::BodyTooLarge { limit }));
-        }
-        prepare_upstream_headers(&mut parts, connection);
-        if let Some(cache) = &site.cache
-            && caching::applies(&parts)
-        {
-            return caching::serve(cache, upstream, parts).await;
-        }
-        // An unsafe request that succeeds invalidates what it changed: keep its head.
-        let invalidation = site
-            .cache
-            .as_ref()
-            .filter(|_| !parts.method.is_safe())
-            .map(|cache| (cache.clone(), caching::copy_parts(&parts)));
-        let body = match body_length(&parts) {
-            Some(length) if length <= REPLAY_BUFFER_BYTES => {
-                match RequestBody::buffer(body).await {
-                    Ok(body) => body,
-                    Err(error) => {
-                        return direct(
-                            upstream.failure(&ProxyError::ClientBody(error.to_string())),
-                        );
-                    }
-                }
-            }
-            _ => RequestBody::new(body, site.max_body_bytes),
-        };
-        match forward(&site, parts, body, profile).await {
-            Ok((response, lease)) => {
-                if let Some((cache, request)) = &invalidation {
-                    let (head, inner) = response.into_parts();
-                    caching::invalidate_after(cache, request, &head);
-                    direct(upstream.answer(Response::from_parts(head, inner), lease))
-                } else {
-                    direct(upstream.answer(response, lease))
-                }
-            }
-            Err(error) => {
-                tracing::debug!(site = %site.name, peer = %connection.peer, %error, "request failed");
-                direct(upstream.failure(&error))
-            }
-        }
-    }
-}
-
-/// A gateway answer that did not go through the cache.
-fn direct(response: Response<ProxyBody>) -> Response<CachedBody<ProxyBody>> {
-    response.map(CachedBody::Direct)
-}
-
 /// One gateway request's way to its Site's origins, for the proxy and its cache phase.
 #[derive(Clone, Debug)]
-struct GatewayUpstream {
+pub struct GatewayUpstream {
     site: Arc<SiteRuntime>,
     profile: RequestProfile,
     started: Instant,
@@ -176,9 +115,12 @@ impl GatewayUpstream {
 impl Upstream for GatewayUpstream {
     type Body = ProxyBody;
 
-    async fn fetch(&self, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
-        let (response, lease) =
-            forward(&self.site, parts, RequestBody::Empty, self.profile).await?;
+    async fn send(
+        &self,
+        parts: Parts,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (response, lease) = forward(&self.site, parts, body, self.profile).await?;
         Ok(self.answer(response, lease))
     }
 
@@ -192,64 +134,6 @@ impl Upstream for GatewayUpstream {
         error
             .to_response::<ProxyBody>()
             .map(|body| body.with_completion(completion))
-    }
-}
-
-/// Finds the site for a request and refuses requests that cannot be served safely.
-pub(crate) fn route<'a, S>(router: &'a Router<S>, parts: &Parts) -> Result<&'a Arc<S>, ProxyError> {
-    // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
-    // request with both shows only Transfer-Encoding; the connection's framing guard
-    // saw the raw head and marked it.
-    if parts.extensions.get::<AmbiguousLength>().is_some()
-        || (parts.headers.contains_key(TRANSFER_ENCODING)
-            && parts.headers.contains_key(CONTENT_LENGTH))
-    {
-        return Err(ProxyError::AmbiguousLength);
-    }
-    if parts.method == Method::CONNECT {
-        return Err(ProxyError::MethodNotSupported(Method::CONNECT));
-    }
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
-        .ok_or(ProxyError::MissingHost)?;
-    let host = headers::host_of(authority).ok_or(ProxyError::MissingHost)?;
-    router
-        .route(host)
-        .ok_or_else(|| ProxyError::UnknownHost(host.to_owned()))
-}
-
-/// Request bodies up to this size (by Content-Length) are read whole before an origin is
-/// chosen, so a POST whose connection an origin refuses — it never reached the origin — is
-/// sent to another instead of failing. Larger bodies stream and are sent once; the bound
-/// keeps memory per request small.
-pub(crate) const REPLAY_BUFFER_BYTES: u64 = 64 * 1024;
-
-/// The request body's declared length (`Content-Length`), if valid.
-pub(crate) fn body_length(parts: &Parts) -> Option<u64> {
-    causeway_cache::storable::content_length(&parts.headers)
-}
-
-/// Rewrites a client request's head for the origin hop.
-pub(crate) fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
-    // An HTTP/2 request carries its host in the authority; the HTTP/1.1 origin needs Host.
-    if !parts.headers.contains_key(HOST)
-        && let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(HOST, value);
-    }
-    headers::remove_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(&mut parts.headers, connection.peer.ip(), connection.tls);
-    headers::ensure_request_id(&mut parts.headers);
-    parts.version = Version::HTTP_11;
-    // The cache keys by scheme, and a request in origin form does not carry it.
-    if connection.tls {
-        parts.extensions.insert(http::uri::Scheme::HTTPS);
     }
 }
 
@@ -444,29 +328,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         .join(": ")
 }
 
-impl Handler for Proxy {
-    type Body = CachedBody<ProxyBody>;
-
-    fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        connection: ConnectionInfo,
-    ) -> impl Future<Output = Response<CachedBody<ProxyBody>>> + Send + 'static {
-        self.serve(request, connection)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_safe_methods_are_retried() {
-        assert!(is_idempotent(&Method::GET));
-        assert!(is_idempotent(&Method::PUT));
-        assert!(!is_idempotent(&Method::POST));
-        assert!(!is_idempotent(&Method::PATCH));
-    }
 
     #[test]
     fn only_gateway_errors_invite_another_origin() {
