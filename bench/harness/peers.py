@@ -157,10 +157,13 @@ def start_proxy(
     cpus: str,
     queueing: Queueing | None = None,
     name: str | None = None,
+    wrapper: list[str] | None = None,
+    ready_timeout_s: float = 15.0,
 ) -> tuple[Endpoint, Proc]:
     """Start one proxy over ``origins`` and return once a request through it succeeds.
 
     ``queueing`` limits each origin's concurrency and queues the rest (Causeway and HAProxy).
+    ``wrapper`` is a command the proxy runs under (such as ``valgrind``).
     """
     name = name or spec.label.replace("/", "-").replace("(", "").replace(")", "")
     ep = Endpoint(name, free_port())
@@ -184,10 +187,10 @@ def start_proxy(
         ]  # fmt: skip
     else:
         raise ValueError(f"unknown proxy kind {spec.kind}")
-    proc = group.start(name, argv, cpus)
+    proc = group.start(name, [*(wrapper or []), *argv], cpus)
     if spec.kind == "causeway":
-        wait_http_ok(f"http://127.0.0.1:{admin}/healthz", None, proc)
-    wait_http_ok(ep.url, HOSTNAME, proc)
+        wait_http_ok(f"http://127.0.0.1:{admin}/healthz", None, proc, ready_timeout_s)
+    wait_http_ok(ep.url, HOSTNAME, proc, ready_timeout_s)
     return ep, proc
 
 

@@ -68,9 +68,9 @@ def write(results_dir: Path, scenario: str, mode: str, document: dict) -> tuple[
     return json_path, png_path
 
 
-def result_line(result: dict[str, float]) -> str:
-    """``RESULT key=value ...`` with values rounded for reading."""
-    return "RESULT " + " ".join(f"{k}={v:.5g}" for k, v in result.items())
+def result_line(result: dict[str, float | str]) -> str:
+    """``RESULT key=value ...`` with numbers rounded for reading; a word (``unavailable``) as is."""
+    return "RESULT " + " ".join(f"{k}={v:.5g}" if isinstance(v, float | int) else f"{k}={v}" for k, v in result.items())
 
 
 def _bars(ax, labels: list[str], stats: list[dict[str, float]], color: str, ylabel: str, log: bool = False) -> None:

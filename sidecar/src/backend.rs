@@ -302,11 +302,14 @@ impl BackendService {
             _ => RequestBody::from_channel(receiver, site.max_body_bytes),
         };
         let response = match proxy::forward(&site, parts, body, profile).await {
-            Ok((response, lease)) => {
-                let (mut head, inner) = response.into_parts();
+            Ok(forwarded) => {
+                let (mut head, inner) = forwarded.response.into_parts();
                 headers::remove_hop_by_hop(&mut head.headers);
-                let record = completion(head.status.as_u16(), Some(lease));
-                Response::from_parts(head, ProxyBody::upstream(inner, record))
+                let record = completion(head.status.as_u16(), Some(forwarded.lease));
+                Response::from_parts(
+                    head,
+                    ProxyBody::upstream(inner, forwarded.connection, record),
+                )
             }
             Err(error) => {
                 tracing::debug!(site = %site.name, %error, "request failed");

@@ -19,12 +19,8 @@ pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
         return;
     };
     for (index, origin) in site.balancer.origins().iter().enumerate() {
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(origin.authority.clone())
-            .path_and_query(check.path.as_str())
-            .build()
-        {
+        // HTTP/1.1 origin form: the path is the target, the authority goes in Host.
+        let uri = match Uri::builder().path_and_query(check.path.as_str()).build() {
             Ok(uri) => uri,
             Err(error) => {
                 tracing::error!(site = %site.name, origin = %origin.name, %error, "cannot build health check URL");
@@ -50,7 +46,7 @@ pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
                     () = retired.cancelled() => return,
                 }
                 let passed = tokio::select! {
-                    passed = probe(&site, &uri, timeout) => passed,
+                    passed = probe(&site, index, &uri, timeout) => passed,
                     () = retired.cancelled() => return,
                 };
                 site.balancer.record_check(index, passed);
@@ -59,25 +55,33 @@ pub fn spawn(site: &Arc<SiteRuntime>, shutdown: &watch::Receiver<bool>) {
     }
 }
 
-async fn probe(site: &SiteRuntime, uri: &Uri, timeout: Duration) -> bool {
-    let Some(authority) = uri.authority().map(|a| a.as_str().to_owned()) else {
+async fn probe(site: &SiteRuntime, index: usize, uri: &Uri, timeout: Duration) -> bool {
+    let Some(pool) = site.pools.get(index) else {
         return false;
     };
     let request = match Request::get(uri.clone())
-        .header(http::header::HOST, authority)
+        .header(http::header::HOST, pool.authority().as_str())
         .header("user-agent", "causeway-health-check")
         .body(RequestBody::Empty)
     {
         Ok(request) => request,
         Err(_) => return false,
     };
-    match tokio::time::timeout(timeout, site.client.request(request)).await {
-        Ok(Ok(response)) => {
-            let ok = response.status().is_success() || response.status().is_redirection();
-            // Read the body to its end so the connection goes back to the pool.
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-            ok
+    let exchange = async {
+        let mut connection = pool.connection(false).await.ok()?;
+        let response = connection.send(request).await.ok()?;
+        let ok = response.status().is_success() || response.status().is_redirection();
+        // Read the body to its end so the connection can go back to the pool.
+        if http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .is_ok()
+        {
+            pool.give_back(connection);
         }
-        _ => false,
-    }
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(timeout, exchange).await,
+        Ok(Some(true))
+    )
 }

@@ -13,21 +13,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use causeway_api::Site;
 use causeway_api::site::{HealthCheckSpec, SiteSpec};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::health::{CheckThresholds, OutlierSettings};
 use crate::balancer::queue::QueueTiming;
-use crate::balancer::{Balancer, BalancerConfig, MAX_ORIGINS, OriginInfo, TypeNames};
+use crate::balancer::{Balancer, BalancerConfig, Lease, MAX_ORIGINS, OriginInfo, TypeNames};
 use crate::classify::{Classifier, ClassifyError};
-use crate::message::request_body::RequestBody;
 use crate::metrics::Metrics;
-use crate::proxy::origin_connection::OriginConnector;
-
-/// The HTTP/1.1 keep-alive client a site uses to reach its origins.
-pub type OriginClient = Client<OriginConnector, RequestBody>;
+use crate::proxy::origin_pool::{OriginPool, Pooling};
 
 /// Why a Site cannot be run by this process.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +102,8 @@ pub struct SiteRuntime {
     pub classifier: Classifier,
     /// Origin choice.
     pub balancer: Balancer,
-    /// Connection pool to the origins.
-    pub client: OriginClient,
-    /// A client that keeps no connection, for a request a kept-alive connection lost as the
-    /// origin closed it: on a new connection that race cannot happen again.
-    pub fresh_client: OriginClient,
+    /// Each origin's connections, in the balancer's order of origins.
+    pub pools: Vec<Arc<OriginPool>>,
     /// Extra attempts allowed for idempotent requests.
     pub retry_attempts: u32,
     /// Largest request body.
@@ -318,12 +308,29 @@ impl CompiledSite {
             ),
             Caching::Off => None,
         };
+        // An origin the predecessor also had keeps its warm connections.
+        let connect_timeout = spec.limits.connect_timeout.get();
+        let pools = balancer
+            .origins()
+            .iter()
+            .map(|origin| {
+                predecessor
+                    .and_then(|old| old.pool_by_authority(&origin.authority))
+                    .filter(|pool| pool.connect_timeout() == connect_timeout)
+                    .unwrap_or_else(|| {
+                        Arc::new(OriginPool::new(
+                            origin.authority.clone(),
+                            connect_timeout,
+                            Pooling::KeepAlive,
+                        ))
+                    })
+            })
+            .collect();
         SiteRuntime {
             cache,
             classifier,
             balancer,
-            client: origin_client(spec.limits.connect_timeout.get(), Pooling::KeepAlive),
-            fresh_client: origin_client(spec.limits.connect_timeout.get(), Pooling::None),
+            pools,
             retry_attempts: spec.retries.attempts,
             max_body_bytes: spec.limits.max_request_body_bytes,
             response_timeout: spec.limits.response_timeout.get(),
@@ -354,6 +361,30 @@ impl SiteRuntime {
         Ok(CompiledSite::new(site)?.start(metrics, None, caching))
     }
 
+    /// The connections of the origin `lease` holds a slot on. A lease from the balancer that
+    /// succeeded this Site's (a reload while the request waited) may name an origin this Site
+    /// does not have: it gets a connection of its own, kept by no pool.
+    pub fn pool_for(&self, lease: &Lease) -> Arc<OriginPool> {
+        let authority = &lease.info().authority;
+        match self.pools.get(lease.origin()) {
+            Some(pool) if pool.authority() == authority => pool.clone(),
+            _ => self.pool_by_authority(authority).unwrap_or_else(|| {
+                Arc::new(OriginPool::new(
+                    authority.clone(),
+                    self.connect_timeout,
+                    Pooling::None,
+                ))
+            }),
+        }
+    }
+
+    fn pool_by_authority(&self, authority: &http::uri::Authority) -> Option<Arc<OriginPool>> {
+        self.pools
+            .iter()
+            .find(|pool| pool.authority() == authority)
+            .cloned()
+    }
+
     /// The spec the Site runs.
     pub fn spec(&self) -> &SiteSpec {
         &self.spec
@@ -368,35 +399,6 @@ impl SiteRuntime {
     pub fn retirement(&self) -> &CancellationToken {
         &self.retired
     }
-}
-
-/// Whether an origin client keeps connections for later requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// Idle connections are kept (up to 90 s) and reused.
-    KeepAlive,
-    /// Every request opens a connection of its own, closed after the answer.
-    None,
-}
-
-/// An HTTP/1.1 client for origins.
-pub fn origin_client(connect_timeout: Duration, pooling: Pooling) -> OriginClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(30)));
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(match pooling {
-            Pooling::KeepAlive => 1024,
-            Pooling::None => 0,
-        })
-        // The client's Host header is forwarded as is; the origin authority is only where
-        // to connect.
-        .set_host(false)
-        .build(OriginConnector::new(connector))
 }
 
 /// Finds the Site for a request's host; `S` is how this gateway runs a Site (origins and a

@@ -33,7 +33,7 @@ class Outcome:
     """A scenario's findings: everything for the JSON file, and the RESULT line's keys."""
 
     data: dict
-    result: dict[str, float]
+    result: dict[str, float | str]
     warnings: list[str] = field(default_factory=list)
 
 

@@ -12,12 +12,17 @@ order rotated every round:
 
 Ratios are taken within each round (same machine state for all three) and summarised as
 min/median/max over rounds; RESULT carries the medians.
+
+After the rounds, each proxy runs once more under callgrind for the **instructions per
+request** (see :mod:`..instructions`): the one figure here that other load on the machine
+cannot move. Where callgrind is missing the keys say ``unavailable``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .. import instructions
 from ..load import ClosedLoopResult, Load, run_closed_loop, run_fixed_rate, unsent_warning
 from ..peers import ProxySpec, start_nginx_origin, start_proxy, wait_origins
 from ..procs import CpuMeter
@@ -43,10 +48,11 @@ class Plan:
     warmup_s: float
     measure_s: float
     connections: int
+    counted_requests: int  # requests counted under callgrind, per proxy
 
 
-QUICK = Plan(rounds=1, warmup_s=0.5, measure_s=4.0, connections=64)
-FULL = Plan(rounds=5, warmup_s=2.0, measure_s=10.0, connections=64)
+QUICK = Plan(rounds=1, warmup_s=0.5, measure_s=4.0, connections=64, counted_requests=2000)
+FULL = Plan(rounds=5, warmup_s=2.0, measure_s=10.0, connections=64, counted_requests=10000)
 
 
 def run(ctx: Context) -> Outcome:
@@ -62,7 +68,10 @@ def run(ctx: Context) -> Outcome:
         "rps_ratio_vs_nginx": [r["ratios"]["rps_vs_nginx"] for r in rounds],
         "rps_ratio_vs_haproxy": [r["ratios"]["rps_vs_haproxy"] for r in rounds],
         "p99_ratio_vs_nginx": [r["ratios"]["p99_vs_nginx"] for r in rounds],
+        "cpu_per_request_ratio_vs_nginx": [r["ratios"]["cpu_per_request_vs_nginx"] for r in rounds],
+        "cpu_per_request_ratio_vs_haproxy": [r["ratios"]["cpu_per_request_vs_haproxy"] for r in rounds],
     }
+    counted = _instructions(ctx, plan, origins, warnings)
     per_proxy = {
         spec.label: {
             "max_rps": spread([r["max_rate"][spec.label]["ok_rps"] for r in rounds]),
@@ -79,9 +88,36 @@ def run(ctx: Context) -> Outcome:
         "fixed_rate": f"{FIXED_RATE_SHARE:.0%} of nginx's maximum rate in the same round",
         "summary": {"ratios": {k: spread(v) for k, v in ratios.items()}, "per_proxy": per_proxy},
         "rounds": rounds,
+        "instructions": counted,
     }
-    result = {k: v["median"] for k, v in data["summary"]["ratios"].items()}
+    result: dict[str, float | str] = {k: v["median"] for k, v in data["summary"]["ratios"].items()}
+    result.update(counted["ratios"])
     return Outcome(data=data, result=result, warnings=warnings)
+
+
+def _instructions(ctx: Context, plan: Plan, origins: list, warnings: list[str]) -> dict:
+    """Each proxy's instructions per request under callgrind, and Causeway's ratios to the peers."""
+    reason = instructions.unavailable_reason()
+    if reason:
+        warnings.append(f"instructions per request not counted: {reason}")
+        keys = ("instructions_per_request_ratio_vs_nginx", "instructions_per_request_ratio_vs_haproxy")
+        return {"unavailable": reason, "ratios": dict.fromkeys(keys, "unavailable")}
+    per_proxy = {}
+    for spec in PROXIES:
+        found = instructions.count(
+            ctx.group, ctx.tools, ctx.workdir, spec, origins, PROXY_CPUS, LOAD_CPUS, plan.counted_requests
+        )
+        per_proxy[spec.label] = {"instructions": found.instructions, "ok": found.ok, "per_request": found.per_request}
+    c = per_proxy[CAUSEWAY.label]["per_request"]
+    return {
+        "counted_requests": plan.counted_requests,
+        "connections": instructions.CONNECTIONS,
+        "per_proxy": per_proxy,
+        "ratios": {
+            "instructions_per_request_ratio_vs_nginx": round(c / per_proxy[NGINX.label]["per_request"], 4),
+            "instructions_per_request_ratio_vs_haproxy": round(c / per_proxy[HAPROXY.label]["per_request"], 4),
+        },
+    }
 
 
 def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[str]) -> dict:
@@ -134,6 +170,12 @@ def _round(ctx: Context, plan: Plan, origins: list, index: int, warnings: list[s
             "rps_vs_nginx": round(max_rate[c]["ok_rps"] / max_rate[n]["ok_rps"], 4),
             "rps_vs_haproxy": round(max_rate[c]["ok_rps"] / max_rate[h]["ok_rps"], 4),
             "p99_vs_nginx": round(fixed[c]["latency_ms"]["p99"] / fixed[n]["latency_ms"]["p99"], 4),
+            "cpu_per_request_vs_nginx": round(
+                max_rate[c]["proxy_cpu_us_per_request"] / max_rate[n]["proxy_cpu_us_per_request"], 4
+            ),
+            "cpu_per_request_vs_haproxy": round(
+                max_rate[c]["proxy_cpu_us_per_request"] / max_rate[h]["proxy_cpu_us_per_request"], 4
+            ),
         },
     }
 

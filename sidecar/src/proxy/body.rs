@@ -1,5 +1,6 @@
 //! The answer body of the origin side: it streams the origin's bytes (or a local answer)
-//! frame by frame, carries the request's lease, and records the request when it ends.
+//! frame by frame, carries the request's lease, and records the request when it ends; an
+//! origin's answer read to its end gives its connection back to the origin's pool.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::origin_pool::PooledConnection;
 use crate::balancer::{Balancer, Lease};
 use crate::message::BoxError;
 
@@ -60,6 +62,8 @@ impl Drop for Completion {
 pub struct ProxyBody {
     kind: Kind,
     completion: Option<Completion>,
+    /// The origin connection the answer comes on, until its last byte has.
+    connection: Option<PooledConnection>,
 }
 
 #[derive(Debug)]
@@ -69,11 +73,12 @@ enum Kind {
 }
 
 impl ProxyBody {
-    /// An origin's body, streamed through.
-    pub fn upstream(inner: Incoming, completion: Completion) -> Self {
+    /// An origin's body, streamed through; `connection` goes back to its pool after it.
+    pub fn upstream(inner: Incoming, connection: PooledConnection, completion: Completion) -> Self {
         Self {
             kind: Kind::Upstream(inner),
             completion: Some(completion),
+            connection: Some(connection),
         }
     }
 
@@ -82,6 +87,17 @@ impl ProxyBody {
         Self {
             kind: Kind::Local(Full::new(bytes)),
             completion: None,
+            connection: None,
+        }
+    }
+
+    /// Gives the origin connection back if its answer has been read to the end; otherwise
+    /// it closes, as the rest of the answer would be taken for the next one.
+    fn release_connection(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && self.is_end_stream()
+        {
+            connection.give_back();
         }
     }
 
@@ -89,6 +105,13 @@ impl ProxyBody {
     pub fn with_completion(mut self, completion: Completion) -> Self {
         self.completion = Some(completion);
         self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // An answer with no body (a HEAD's, a 304) may never be polled.
+        self.release_connection();
     }
 }
 
@@ -123,6 +146,10 @@ impl Body for ProxyBody {
             Poll::Pending => false,
         };
         if done {
+            if matches!(polled, Poll::Ready(Some(Err(_)))) {
+                this.connection.take();
+            }
+            this.release_connection();
             // Free the origin slot now rather than when hyper gets round to dropping us.
             this.completion.take();
         }

@@ -6,6 +6,7 @@
 pub mod attempt;
 pub mod body;
 pub mod origin_connection;
+pub mod origin_pool;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +16,9 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::attempt::{Attempt, AttemptResult};
+use self::attempt::{Attempt, AttemptBounds, AttemptResult, OriginError};
 use self::body::{Completion, ProxyBody};
+use self::origin_pool::PooledConnection;
 use crate::balancer::{Lease, OriginSet, Resent};
 use crate::caching::Upstream;
 use crate::classify::{Classifier, RequestProfile};
@@ -87,8 +89,8 @@ pub struct GatewayUpstream {
 impl GatewayUpstream {
     /// The client's answer from an origin's response: hop-by-hop fields off, `Via` on, and
     /// the origin slot held until the body's last byte.
-    fn answer(&self, response: Response<Incoming>, lease: Lease) -> Response<ProxyBody> {
-        let (mut head, inner) = response.into_parts();
+    fn answer(&self, forwarded: Forwarded) -> Response<ProxyBody> {
+        let (mut head, inner) = forwarded.response.into_parts();
         headers::remove_hop_by_hop(&mut head.headers);
         headers::add_via(&mut head.headers);
         let completion = Completion::new(
@@ -96,9 +98,12 @@ impl GatewayUpstream {
             self.profile.class,
             head.status.as_u16(),
             self.started,
-            Some(lease),
+            Some(forwarded.lease),
         );
-        Response::from_parts(head, ProxyBody::upstream(inner, completion))
+        Response::from_parts(
+            head,
+            ProxyBody::upstream(inner, forwarded.connection, completion),
+        )
     }
 
     fn completion(&self, status: StatusCode) -> Completion {
@@ -120,8 +125,8 @@ impl Upstream for GatewayUpstream {
         parts: Parts,
         body: RequestBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (response, lease) = forward(&self.site, parts, body, self.profile).await?;
-        Ok(self.answer(response, lease))
+        let forwarded = forward(&self.site, parts, body, self.profile).await?;
+        Ok(self.answer(forwarded))
     }
 
     fn local(&self, response: Response<Bytes>) -> Response<ProxyBody> {
@@ -137,28 +142,30 @@ impl Upstream for GatewayUpstream {
     }
 }
 
-/// The request for one attempt on the leased origin.
-fn attempt_request(
-    parts: &Parts,
-    lease: &Lease,
-    body: RequestBody,
-) -> Result<Request<RequestBody>, ProxyError> {
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(lease.info().authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| ProxyError::Upstream {
-            origin: lease.info().name.clone(),
-            detail: e.to_string(),
-        })?;
+/// The request for one attempt: the client's head, in origin form (the lease's origin is
+/// where the connection goes; the client's Host is forwarded as it is).
+fn attempt_request(parts: &Parts, body: RequestBody) -> Request<RequestBody> {
+    let target = match parts.uri.path_and_query() {
+        Some(path_and_query) => Uri::from(path_and_query.clone()),
+        None => Uri::from_static("/"),
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
+    *request.uri_mut() = target;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
-    Ok(request)
+    request
+}
+
+/// An origin's answer head, with the slot and the connection its body holds.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The answer, its body still to come.
+    pub response: Response<Incoming>,
+    /// The origin slot, held until the body's last byte.
+    pub lease: Lease,
+    /// The connection the body comes on, given back to its pool after the last byte.
+    pub connection: PooledConnection,
 }
 
 /// Sends the request to an origin, retrying on another where it is safe: the body can be sent
@@ -171,7 +178,7 @@ pub(crate) async fn forward(
     parts: Parts,
     body: RequestBody,
     profile: RequestProfile,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let replay = body.replay();
     let replayable = replay.is_some();
     let idempotent = is_idempotent(&parts.method);
@@ -194,16 +201,16 @@ pub(crate) async fn forward(
             .take()
             .or_else(|| replay.as_ref().and_then(RequestBody::replay))
             .unwrap_or(RequestBody::Empty);
-        let request = attempt_request(&parts, &lease, attempt_body)?;
+        let request = attempt_request(&parts, attempt_body);
         // The name is only wanted on the error paths; look it up there, not per request.
         let origin_index = lease.origin();
         let origin = || balancer.origins()[origin_index].name.clone();
-        let client = if resend_on_a_new_connection {
-            &site.fresh_client
-        } else {
-            &site.client
+        let bounds = AttemptBounds {
+            write_grace: site.connect_timeout,
+            response_timeout: site.response_timeout,
+            fresh_connection: resend_on_a_new_connection,
         };
-        let mut attempt = Attempt::send(site, client, request, lease);
+        let mut attempt = Attempt::send(site.pool_for(&lease), request, lease, bounds);
         let Some((result, lease)) = attempt.answer().await else {
             return Err(ProxyError::Upstream {
                 origin: origin(),
@@ -212,14 +219,24 @@ pub(crate) async fn forward(
         };
         let elapsed = attempt.sent().elapsed();
         let (error, may_retry) = match result {
-            AttemptResult::Answered(Ok(response)) if !is_gateway_error(response.status()) => {
+            AttemptResult::Answered(Ok((response, connection)))
+                if !is_gateway_error(response.status()) =>
+            {
                 lease.record(elapsed, true);
-                return Ok((response, lease));
+                return Ok(Forwarded {
+                    response,
+                    lease,
+                    connection,
+                });
             }
-            AttemptResult::Answered(Ok(response)) => {
+            AttemptResult::Answered(Ok((response, connection))) => {
                 lease.record(elapsed, false);
                 if !(replayable && idempotent && attempts_left > 0 && balancer.try_retry()) {
-                    return Ok((response, lease));
+                    return Ok(Forwarded {
+                        response,
+                        lease,
+                        connection,
+                    });
                 }
                 tracing::debug!(site = %site.name, origin = %origin(), status = %response.status(), "retrying on another origin");
                 attempts_left -= 1;
@@ -233,18 +250,16 @@ pub(crate) async fn forward(
                 tracing::debug!(site = %site.name, origin = %origin(), "origin connection never wrote the request; sending it on a new one");
                 continue;
             }
-            AttemptResult::NeverWritten | AttemptResult::Stalled => {
+            AttemptResult::NeverWritten => {
                 lease.record(elapsed, false);
-                // Unwritten twice is like a connect failure: any method may go elsewhere. A
-                // write begun as the request was abandoned may have reached the origin.
-                let unwritten = matches!(result, AttemptResult::NeverWritten);
+                // Unwritten twice is like a connect failure: any method may go elsewhere.
                 (
                     ProxyError::Upstream {
                         origin: origin(),
                         detail: "the origin connection stalled before writing the request"
                             .to_owned(),
                     },
-                    replayable && (unwritten || idempotent),
+                    replayable,
                 )
             }
             AttemptResult::Answered(Err(error)) => {
@@ -260,7 +275,8 @@ pub(crate) async fn forward(
                 }
                 if replayable
                     && !resend_on_a_new_connection
-                    && origin_connection::lost_to_a_closing_connection(&error)
+                    && let OriginError::Exchange { error, history } = &error
+                    && origin_connection::lost_to_a_closing_connection(error, history)
                 {
                     // The origin closed a connection it thought idle as the request went out:
                     // nothing reached its application, and nothing is wrong with it.

@@ -10,26 +10,18 @@
 //! `retry-on empty-response` does. A *fresh* connection that closes under a request is the
 //! origin failing it, and is retried only as any other failure is.
 //!
-//! hyper's pool does not say whether a connection was reused, so [`OriginConnector`] wraps
-//! each TCP stream in an [`OriginStream`] that counts the requests written on it and the answer
-//! bytes read since the last one began, and hands that [`ConnectionHistory`] to hyper-util as
-//! the connection's extra information, which comes back with the client's error.
+//! Each origin connection's TCP stream is a [`CountedTcp`] that counts the requests written on
+//! it and the answer bytes read since the last one began; the pool keeps that
+//! [`ConnectionHistory`] beside the connection, and the attempt reads it when the request fails.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use http::{Extensions, Uri};
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Error as ClientError;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tower_service::Service;
 
 /// How one origin connection has been used, shared between the stream and hyper-util.
 #[derive(Clone, Debug, Default)]
@@ -90,26 +82,13 @@ impl ConnectionHistory {
     pub fn same_connection(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// The history in a connection's metadata, as hyper-util captured it.
-    pub fn of_connected(connected: &Connected) -> Option<Self> {
-        let mut extensions = Extensions::new();
-        connected.get_extras(&mut extensions);
-        extensions.remove::<Self>()
-    }
-
-    /// The history of the connection a failed request went out on, where there was one.
-    pub fn of_error(error: &ClientError) -> Option<Self> {
-        Self::of_connected(error.connect_info()?)
-    }
 }
 
 /// Whether a failed request is one a kept-alive connection lost as the origin closed it: the
 /// connection was reused, no answer byte came, and it ended in a close or a reset (not a
 /// timeout or a malformed answer, which the origin did send).
-pub fn lost_to_a_closing_connection(error: &ClientError) -> bool {
-    ConnectionHistory::of_error(error).is_some_and(|history| history.reused_with_no_answer())
-        && ends_in_a_close(error)
+pub fn lost_to_a_closing_connection(error: &hyper::Error, history: &ConnectionHistory) -> bool {
+    history.reused_with_no_answer() && ends_in_a_close(error)
 }
 
 fn ends_in_a_close(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -128,101 +107,19 @@ fn ends_in_a_close(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// hyper-util's TCP connector, with every stream wrapped in an [`OriginStream`].
-#[derive(Clone, Debug)]
-pub struct OriginConnector {
-    inner: HttpConnector,
-}
-
-impl OriginConnector {
-    /// Wraps a configured TCP connector.
-    pub fn new(inner: HttpConnector) -> Self {
-        Self { inner }
-    }
-}
-
-impl Service<Uri> for OriginConnector {
-    type Response = OriginStream;
-    type Error = <HttpConnector as Service<Uri>>::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<OriginStream, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, destination: Uri) -> Self::Future {
-        let connecting = self.inner.call(destination);
-        Box::pin(async move {
-            let tcp = connecting.await?.into_inner();
-            Ok(OriginStream {
-                io: TokioIo::new(CountedTcp {
-                    tcp,
-                    history: ConnectionHistory::default(),
-                }),
-            })
-        })
-    }
-}
-
-/// A TCP connection to an origin that keeps its [`ConnectionHistory`].
+/// An origin's TCP stream, counting at tokio's level, where a read's size is visible without
+/// unsafe code.
 #[derive(Debug)]
-pub struct OriginStream {
-    io: TokioIo<CountedTcp>,
-}
-
-impl Connection for OriginStream {
-    fn connected(&self) -> Connected {
-        let counted = self.io.inner();
-        counted.tcp.connected().extra(counted.history.clone())
-    }
-}
-
-impl Read for OriginStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for OriginStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// The TCP stream under an [`OriginStream`], counting at tokio's level, where a read's size is
-/// visible without unsafe code.
-#[derive(Debug)]
-struct CountedTcp {
+pub struct CountedTcp {
     tcp: TcpStream,
     history: ConnectionHistory,
+}
+
+impl CountedTcp {
+    /// `tcp`, its use counted in `history`.
+    pub fn new(tcp: TcpStream, history: ConnectionHistory) -> Self {
+        Self { tcp, history }
+    }
 }
 
 impl AsyncRead for CountedTcp {
