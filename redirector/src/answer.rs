@@ -114,8 +114,9 @@ impl Answer {
 
 /// The answer to `question` from a client at `client`.
 ///
-/// Guarantees: a name outside every served zone, a class other than IN (or ANY) and zone
-/// transfers are REFUSED; a name in a zone that owns nothing and has nothing below it is
+/// Guarantees: a name outside every served zone, a class other than IN or ANY and zone
+/// transfers are REFUSED; class ANY is answered exactly as IN (RFC 1035 §3.2.5: `*` matches
+/// any class, and IN is the only class held — BIND answers it the same way); a name in a zone that owns nothing and has nothing below it is
 /// NXDOMAIN with the zone's SOA in the authority section; a name that exists without records
 /// of the asked type is NODATA (NOERROR, no answer, the SOA in authority) — also a Site with
 /// no ready front-end of that family anywhere, rather than an address known to be down.
@@ -125,6 +126,8 @@ pub fn answer(
     client: ClientSubnet,
     rng: &mut fastrand::Rng,
 ) -> Answer {
+    // CH (version.bind and the like), HS, NONE (meaningful in UPDATE only) and unknown
+    // classes hold nothing here; REFUSED, as for a zone not served.
     if !matches!(question.qclass, DNSClass::IN | DNSClass::ANY)
         || matches!(question.qtype, RecordType::AXFR | RecordType::IXFR)
     {
@@ -595,6 +598,40 @@ mod tests {
         let client = ClientSubnet::from_address("192.0.2.1".parse().expect("ip"));
         let got = answer(&index, &chaos, client, &mut fastrand::Rng::with_seed(1));
         assert_eq!(got.rcode, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn class_any_is_answered_as_in_and_other_classes_are_refused() {
+        let index = index_with(2);
+        let name = Name::from_ascii("shop.example.com.").expect("name");
+        let client = ClientSubnet::from_address("10.1.0.1".parse().expect("ip"));
+        let asked = |qclass, qtype| {
+            let question = Question {
+                name: &name,
+                qtype,
+                qclass,
+            };
+            answer(&index, &question, client, &mut fastrand::Rng::with_seed(4))
+        };
+        for qtype in [RecordType::A, RecordType::MX, RecordType::ANY] {
+            assert_eq!(
+                asked(DNSClass::ANY, qtype),
+                asked(DNSClass::IN, qtype),
+                "{qtype}"
+            );
+        }
+        for qclass in [
+            DNSClass::CH,
+            DNSClass::HS,
+            DNSClass::NONE,
+            DNSClass::Unknown(2),
+        ] {
+            assert_eq!(
+                asked(qclass, RecordType::A),
+                Answer::refused(),
+                "{qclass:?}"
+            );
+        }
     }
 
     #[test]

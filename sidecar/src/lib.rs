@@ -24,6 +24,7 @@ pub mod message;
 pub mod metrics;
 pub mod origin;
 pub mod pipeline;
+pub mod preface_guard;
 pub mod proxy;
 pub mod reload;
 pub mod server;

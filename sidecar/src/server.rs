@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::framing_guard::{AmbiguousLength, AmbiguousRequest, Finding, FramingTracker};
+use crate::preface_guard::{self, Expected, PrefaceGuard, Verdict};
 
 /// Limits applied to every client connection of a listener.
 #[derive(Clone, Debug)]
@@ -255,7 +256,13 @@ impl<H: Handler> Connection<H> {
         let max_head = self.limits.max_header_bytes;
         match &self.tls {
             None => {
-                let io = ClientIo::new(stream, activity.clone(), max_head, flagged.clone());
+                let io = ClientIo::new(
+                    stream,
+                    Expected::Either,
+                    activity.clone(),
+                    max_head,
+                    flagged.clone(),
+                );
                 let info = ConnectionInfo { peer, tls: false };
                 self.drive(io, info, activity, flagged, watcher).await;
             }
@@ -264,8 +271,16 @@ impl<H: Handler> Connection<H> {
                     tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
                 match handshake.await {
                     Ok(Ok(tls_stream)) => {
-                        let io =
-                            ClientIo::new(tls_stream, activity.clone(), max_head, flagged.clone());
+                        // hyper's server picks the protocol from the first bytes alone; the
+                        // guard holds the connection to what ALPN agreed.
+                        let expected = Expected::from_alpn(tls_stream.get_ref().1.alpn_protocol());
+                        let io = ClientIo::new(
+                            tls_stream,
+                            expected,
+                            activity.clone(),
+                            max_head,
+                            flagged.clone(),
+                        );
                         let info = ConnectionInfo { peer, tls: true };
                         self.drive(io, info, activity, flagged, watcher).await;
                     }
@@ -392,19 +407,24 @@ impl Drop for RequestInFlight {
 
 pin_project_lite::pin_project! {
     /// A client stream as the server reads it: every operation that moves bytes is counted
-    /// for the idle check, and every byte read is followed by the framing guard.
+    /// for the idle check, every byte read is followed by the framing guard, and the first
+    /// bytes must be the protocol the connection agreed on (the preface guard).
     struct ClientIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
         framing: FramingTracker,
         flagged: Arc<AmbiguousRequest>,
+        preface: PrefaceGuard,
+        // Bytes of the GOAWAY already written, once the preface guard refused.
+        goaway_sent: usize,
     }
 }
 
 impl<T> ClientIo<T> {
     fn new(
         inner: T,
+        expected: Expected,
         activity: Arc<Activity>,
         max_head: usize,
         flagged: Arc<AmbiguousRequest>,
@@ -414,24 +434,72 @@ impl<T> ClientIo<T> {
             activity,
             framing: FramingTracker::new(max_head),
             flagged,
+            preface: PrefaceGuard::new(expected),
+            goaway_sent: 0,
         }
     }
 }
 
-impl<T: AsyncRead> AsyncRead for ClientIo<T> {
+/// The read error that ends a connection the preface guard refused.
+fn refused_preface() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "the connection's first bytes are not the protocol it agreed on",
+    )
+}
+
+/// Carries out a refusal of the preface guard: for [`Verdict::GoAway`], SETTINGS and GOAWAY
+/// written (from the read side: hyper never writes on a connection whose first read fails,
+/// and has seen none of its bytes), then the read error that ends the connection.
+fn poll_refuse<T: AsyncWrite>(
+    mut inner: Pin<&mut T>,
+    sent: &mut usize,
+    verdict: Verdict,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    if verdict == Verdict::GoAway {
+        let goaway = &preface_guard::GOAWAY_PROTOCOL_ERROR;
+        while *sent < goaway.len() {
+            match inner.as_mut().poll_write(cx, &goaway[*sent..]) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(refused_preface())),
+                Poll::Ready(Ok(n)) => *sent += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if inner.poll_flush(cx).is_pending() {
+            return Poll::Pending;
+        }
+    }
+    Poll::Ready(Err(refused_preface()))
+}
+
+impl<T: AsyncRead + AsyncWrite> AsyncRead for ClientIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
+        let mut this = self.project();
+        let refusing = |verdict| matches!(verdict, Verdict::GoAway | Verdict::Close);
+        if !this.preface.passed() && refusing(this.preface.verdict()) {
+            let verdict = this.preface.verdict();
+            return poll_refuse(this.inner, this.goaway_sent, verdict, cx);
+        }
         let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
+        let result = this.inner.as_mut().poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             this.activity.touch();
             if let Finding::Ambiguous(index) = this.framing.feed(read) {
                 this.flagged.flag(index);
+            }
+            if !this.preface.passed() {
+                let verdict = this.preface.feed(read);
+                if refusing(verdict) {
+                    // hyper must not see these bytes.
+                    buf.set_filled(before);
+                    return poll_refuse(this.inner, this.goaway_sent, verdict, cx);
+                }
             }
         }
         result

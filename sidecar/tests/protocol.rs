@@ -729,3 +729,285 @@ async fn h2_continuation_flood_is_cut_off_and_others_are_served() {
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
     target.assert_unharmed_by("a CONTINUATION flood").await;
 }
+
+/// Two Sites, `a.test` and `b.test`, each in front of its own logging origin: what reaches
+/// which origin shows where a request was routed and what Host it carried there.
+struct TwoHosts {
+    a: Origin,
+    b: Origin,
+    gateway: Gateway,
+}
+
+impl TwoHosts {
+    async fn start() -> Self {
+        let a = Origin::start("origin-a").await;
+        let b = Origin::start("origin-b").await;
+        let gateway = Gateway::start(&manifest(&[
+            SiteYaml::new("a", "a.test").origin(&a, ""),
+            SiteYaml::new("b", "b.test").origin(&b, ""),
+        ]))
+        .await;
+        Self { a, b, gateway }
+    }
+}
+
+/// The one value of header `name` the origin saw on `seen`, failing on none or several.
+fn only(seen: &causeway_test_support::origin::Seen, name: &str) -> String {
+    let all: Vec<&str> = seen
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect();
+    assert_eq!(all.len(), 1, "{name}: {all:?} in {:?}", seen.headers);
+    all[0].to_owned()
+}
+
+/// Sends `request` over a fresh h2c (prior knowledge) connection to `addr`; the status.
+async fn h2c_status(addr: std::net::SocketAddr, request: Request<TestBody>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the gateway");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("h2c answer in time")
+        .expect("h2c response");
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_fields_are_refused_whether_equal_or_not() {
+    let target = Target::start("hosts", &[]).await;
+    for (what, head) in [
+        ("equal", "Host: raw.test\r\nHost: raw.test"),
+        ("different", "Host: raw.test\r\nHost: other.test"),
+        ("absolute form", "Host: raw.test\r\nHost: raw.test"),
+    ] {
+        let target_form = if what == "absolute form" {
+            "http://raw.test/two"
+        } else {
+            "/two"
+        };
+        let raw = raw_exchange(
+            target.gateway.addr,
+            format!("GET {target_form} HTTP/1.1\r\n{head}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(raw_status(&raw), Some(400), "{what}: {raw:?}");
+        assert!(
+            raw.to_ascii_lowercase().contains("connection: close"),
+            "{raw}"
+        );
+        target.assert_unharmed_by(what).await;
+    }
+    // HTTP/2: two host fields beside :authority.
+    let mut request = Request::get("http://raw.test/two-h2")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    request
+        .headers_mut()
+        .append("host", "raw.test".parse().expect("value"));
+    request
+        .headers_mut()
+        .append("host", "other.test".parse().expect("value"));
+    assert_eq!(h2c_status(target.gateway.addr, request).await, 400);
+    target.assert_unharmed_by("two host fields over h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_is_routed_on_and_sent_as_host() {
+    let sites = TwoHosts::start().await;
+    let raw = raw_exchange(
+        sites.gateway.addr,
+        b"GET http://a.test/absolute HTTP/1.1\r\nHost: b.test\r\nX-Forwarded-Host: b.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(200), "{raw}");
+    assert!(sites.b.state.seen().is_empty(), "routed on the Host field");
+    let seen = sites.a.state.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/absolute");
+    assert_eq!(only(&seen[0], "host"), "a.test");
+    assert_eq!(only(&seen[0], "x-forwarded-host"), "a.test");
+    let forwarded = only(&seen[0], "forwarded");
+    assert!(forwarded.ends_with("host=\"a.test\""), "{forwarded}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_authority_is_routed_on_and_sent_as_host_over_a_different_host_field() {
+    let sites = TwoHosts::start().await;
+    let mut request = Request::get("http://a.test/authority")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("host", "b.test".parse().expect("value"));
+    assert_eq!(h2c_status(sites.gateway.addr, request).await, 200);
+    assert!(sites.b.state.seen().is_empty());
+    let seen = sites.a.state.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(only(&seen[0], "host"), "a.test");
+    assert_eq!(only(&seen[0], "x-forwarded-host"), "a.test");
+    assert!(only(&seen[0], "forwarded").ends_with("host=\"a.test\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_strip_host_framing_or_forwarding_fields() {
+    let target = Target::start("conn", &[]).await;
+    let raw = raw_exchange(
+        target.gateway.addr,
+        b"POST /named HTTP/1.1\r\nHost: raw.test\r\n\
+          Connection: host, content-length, transfer-encoding, x-forwarded-for, forwarded, via, x-private\r\n\
+          X-Forwarded-For: 192.0.2.9\r\nForwarded: for=192.0.2.9\r\nVia: 1.1 corporate\r\n\
+          X-Private: hop\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(raw_status(&raw), Some(200), "{raw}");
+    assert!(raw.contains("received 5"), "{raw}");
+    let seen = target.origin.state.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(only(&seen[0], "host"), "raw.test");
+    assert_eq!(only(&seen[0], "content-length"), "5");
+    assert_eq!(only(&seen[0], "x-forwarded-for"), "192.0.2.9, 127.0.0.1");
+    let forwarded: Vec<_> = seen[0].headers.get_all("forwarded").iter().collect();
+    assert_eq!(
+        forwarded.len(),
+        2,
+        "the earlier hop's and ours: {forwarded:?}"
+    );
+    assert_eq!(seen[0].headers.get_all("via").iter().count(), 2);
+    assert!(!seen[0].headers.contains_key("x-private"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_transfer_coding_gets_501() {
+    let target = Target::start("coding", &[]).await;
+    for coding in ["gzip, chunked", "deflate,chunked", "x-custom, chunked"] {
+        let raw = raw_exchange(
+            target.gateway.addr,
+            format!(
+                "POST /coded HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: {coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(raw_status(&raw), Some(501), "{coding}: {raw:?}");
+        target.assert_unharmed_by(coding).await;
+    }
+    // Chunked alone is served.
+    let raw = raw_exchange(
+        target.gateway.addr,
+        b"POST /after HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(200), "{raw}");
+    assert!(raw.contains("received 5"), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_answer_with_length_and_chunked_is_read_chunked_and_sent_without_the_length() {
+    let origin = causeway_test_support::raw::RawOrigin::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          b\r\nhello world\r\n6\r\n, more\r\n0\r\n\r\n",
+    )
+    .await;
+    let gateway = Gateway::start(&manifest(&[SiteYaml::new("both", "both.test").origin_at(
+        "raw",
+        &origin.url(),
+        "",
+    )]))
+    .await;
+    let answer = get(&client(), gateway.addr, "both.test", "/both").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.text(),
+        "hello world, more",
+        "the chunked framing wins"
+    );
+    assert!(
+        answer
+            .headers
+            .get("content-length")
+            .is_none_or(|v| v == "17"),
+        "the origin's overridden length reached the client: {:?}",
+        answer.headers
+    );
+    // On the wire too, where a client library's own checks cannot hide it.
+    let raw = raw_exchange(
+        gateway.addr,
+        b"GET /both HTTP/1.1\r\nHost: both.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        !raw.to_ascii_lowercase().contains("content-length: 5\r\n"),
+        "{raw}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_cookie_fields_reach_an_http11_origin_as_one() {
+    let target = Target::start("cookies", &[]).await;
+    let mut request = Request::get("http://raw.test/cookies")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    for cookie in ["a=1", "b=2", "c=3; d=4"] {
+        request
+            .headers_mut()
+            .append("cookie", cookie.parse().expect("value"));
+    }
+    assert_eq!(h2c_status(target.gateway.addr, request).await, 200);
+    let seen = target.origin.state.seen();
+    assert_eq!(only(&seen[0], "cookie"), "a=1; b=2; c=3; d=4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn via_names_the_protocol_the_client_spoke() {
+    let target = Target::start("via", &[]).await;
+    let raw = raw_exchange(
+        target.gateway.addr,
+        b"GET /v10 HTTP/1.0\r\nHost: raw.test\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw).map(|s| s / 100), Some(2), "{raw}");
+    get(&client(), target.gateway.addr, "raw.test", "/v11").await;
+    let request = Request::get("http://raw.test/v2")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    assert_eq!(h2c_status(target.gateway.addr, request).await, 200);
+    let seen = target.origin.state.seen();
+    let via_of = |path: &str| {
+        let seen = seen
+            .iter()
+            .find(|s| s.path == path)
+            .unwrap_or_else(|| panic!("{path} did not reach the origin"));
+        only(seen, "via")
+    };
+    assert_eq!(via_of("/v10"), "1.0 causeway");
+    assert_eq!(via_of("/v11"), "1.1 causeway");
+    assert_eq!(via_of("/v2"), "2 causeway");
+}
+
+/// What a server sends a client whose HTTP/2 preface is wrong: an empty SETTINGS frame,
+/// then GOAWAY with last stream 0 and PROTOCOL_ERROR (RFC 9113 §3.4, §6.8).
+const SETTINGS_THEN_GOAWAY: [u8; 26] = [
+    0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_h2_preface_gets_goaway_not_an_http11_400() {
+    let target = Target::start("preface", &[]).await;
+    let raw = raw_exchange(target.gateway.addr, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
+    assert!(!raw.contains("HTTP/1.1"), "answered in HTTP/1.1: {raw:?}");
+    assert_eq!(raw.as_bytes(), SETTINGS_THEN_GOAWAY, "{raw:?}");
+    target.assert_unharmed_by("a broken HTTP/2 preface").await;
+    // The right preface still opens HTTP/2 on the same listener.
+    let request = Request::get("http://raw.test/after")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    assert_eq!(h2c_status(target.gateway.addr, request).await, 200);
+}

@@ -1,15 +1,17 @@
 //! The two-tier shape with real processes: clients → `causeway frontend` → TMP link →
 //! `causeway backend` → origins. Bodies arrive whole (compressed on the link or not), a
 //! back-end that dies mid-request costs a prompt answer and the link comes back, idempotent
-//! requests move to another back-end, and a tunnelled TCP port carries any bytes.
+//! requests move to another back-end, a tunnelled TCP port carries any bytes, and the origin
+//! gets the host the front-end routed on.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use causeway_test_support::{
-    client::{TestClient, client, full, get, get_request, send},
+    client::{TestBody, TestClient, client, empty, full, get, get_request, send},
     metrics,
     origin::{self, Origin},
+    raw::{RawOrigin, raw_exchange, raw_status},
     scratch,
     site::{SiteYaml, manifest},
     tiers::TwoTier,
@@ -417,4 +419,153 @@ async fn a_back_end_stopping_finishes_its_requests_and_front_ends_move_on() {
         before + 26,
         "every request reached the origin exactly once"
     );
+}
+
+/// The one value of header `name` the origin saw on `seen`, failing on none or several.
+fn only(seen: &origin::Seen, name: &str) -> String {
+    let all: Vec<&str> = seen
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect();
+    assert_eq!(all.len(), 1, "{name}: {all:?} in {:?}", seen.headers);
+    all[0].to_owned()
+}
+
+/// Sends `request` over a fresh h2c (prior knowledge) connection to `addr`; the status.
+async fn h2c_status(addr: std::net::SocketAddr, request: Request<TestBody>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the front-end");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("h2c answer in time")
+        .expect("h2c response");
+    response.status().as_u16()
+}
+
+/// The Host integrity rules of the single-tier gateway (`tests/protocol.rs`) hold through
+/// front-end → TMP → back-end: what the origin receives is what the front-end routed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_integrity_holds_through_both_tiers() {
+    let a = Origin::start("origin-a").await;
+    let b = Origin::start("origin-b").await;
+    let both = RawOrigin::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          b\r\nhello world\r\n6\r\n, more\r\n0\r\n\r\n",
+    )
+    .await;
+    let tiers = TwoTier::start(
+        &manifest(&[
+            SiteYaml::new("a", "a.test").origin(&a, ""),
+            SiteYaml::new("b", "b.test").origin(&b, ""),
+            SiteYaml::new("both", "both.test").origin_at("raw", &both.url(), ""),
+        ]),
+        1,
+        &[],
+    )
+    .await;
+    let addr = tiers.frontend.addr;
+    let seen_at = |origin: &Origin, path: &str| {
+        origin
+            .state
+            .seen()
+            .into_iter()
+            .find(|s| s.path == path)
+            .unwrap_or_else(|| panic!("{path} did not reach {}", origin.name))
+    };
+
+    // Two Host fields: 400 at the front-end, nothing crosses.
+    let raw = raw_exchange(
+        addr,
+        b"GET /two HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(400), "{raw}");
+
+    // Absolute form: routed on the target, which the origin gets as Host.
+    let raw = raw_exchange(
+        addr,
+        b"GET http://a.test/absolute HTTP/1.1\r\nHost: b.test\r\nX-Forwarded-Host: b.test\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(200), "{raw}");
+    let seen = seen_at(&a, "/absolute");
+    assert_eq!(only(&seen, "host"), "a.test");
+    assert_eq!(only(&seen, "x-forwarded-host"), "a.test");
+    assert!(only(&seen, "forwarded").ends_with("host=\"a.test\""));
+
+    // HTTP/2 :authority over a different host field; cookies split across fields.
+    let mut request = Request::get("http://a.test/authority")
+        .version(http::Version::HTTP_2)
+        .body(empty())
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("host", "b.test".parse().expect("value"));
+    for cookie in ["a=1", "b=2"] {
+        request
+            .headers_mut()
+            .append("cookie", cookie.parse().expect("value"));
+    }
+    assert_eq!(h2c_status(addr, request).await, 200);
+    let seen = seen_at(&a, "/authority");
+    assert_eq!(only(&seen, "host"), "a.test");
+    assert_eq!(only(&seen, "cookie"), "a=1; b=2");
+    assert_eq!(
+        only(&seen, "via"),
+        "2 causeway",
+        "Via names the client's HTTP/2"
+    );
+
+    // Connection naming Host and forwarding fields strips none of them.
+    let raw = raw_exchange(
+        addr,
+        b"GET /named HTTP/1.1\r\nHost: a.test\r\nConnection: host, x-forwarded-for, close\r\n\
+          X-Forwarded-For: 192.0.2.9\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(200), "{raw}");
+    let seen = seen_at(&a, "/named");
+    assert_eq!(only(&seen, "host"), "a.test");
+    assert_eq!(only(&seen, "x-forwarded-for"), "192.0.2.9, 127.0.0.1");
+    assert_eq!(only(&seen, "via"), "1.1 causeway");
+
+    // An unknown transfer coding: 501 at the front-end.
+    let raw = raw_exchange(
+        addr,
+        b"POST /coded HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(raw_status(&raw), Some(501), "{raw}");
+
+    // The origin's Content-Length beside chunked: the chunked body, whole, without it.
+    let answer = get(&client(), addr, "both.test", "/both").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text(), "hello world, more");
+    assert!(
+        answer
+            .headers
+            .get("content-length")
+            .is_none_or(|v| v == "17"),
+        "{:?}",
+        answer.headers
+    );
+
+    let refused = ["/two", "/coded"];
+    for origin in [&a, &b] {
+        let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+        assert!(
+            paths.iter().all(|p| !refused.contains(&p.as_str())),
+            "a refused request reached {}: {paths:?}",
+            origin.name
+        );
+    }
+    assert!(b.state.seen().is_empty(), "nothing was routed to b.test");
 }

@@ -1,6 +1,6 @@
 //! TLS on the client side of the real gateway: ALPN picks HTTP/2 or HTTP/1.1 on one
-//! listener, both reach the origin, and a client that does not trust the certificate gets
-//! no answer.
+//! listener, both reach the origin, the protocol ALPN agreed is the only one served, and a
+//! client that does not trust the certificate gets no answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,4 +147,135 @@ async fn alpn_selects_h2_or_http11_and_an_untrusted_client_gets_nothing() {
     // A client that does not trust the certificate cannot complete the handshake.
     assert!(connect(tls_addr, &connector(None, b"h2")).await.is_err());
     drop(gateway);
+}
+
+/// Over TLS with ALPN `alpn`, writes `bytes` and reads until the gateway closes (or 10 s
+/// pass, which fails the test): what the gateway sent back.
+async fn tls_exchange(
+    addr: SocketAddr,
+    certificate: &Certificate,
+    alpn: &[u8],
+    bytes: &[u8],
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect(addr, &connector(Some(certificate), alpn))
+        .await
+        .expect("TLS to the gateway");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+    stream.write_all(bytes).await.expect("write");
+    stream.flush().await.expect("flush");
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                // A close without close_notify is a close too.
+                Ok(0) | Err(_) => return,
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the gateway kept the connection open after {:?}",
+        String::from_utf8_lossy(&read)
+    );
+    read
+}
+
+/// What a server sends a client whose HTTP/2 preface is wrong: an empty SETTINGS frame,
+/// then GOAWAY with last stream 0 and PROTOCOL_ERROR (RFC 9113 §3.4, §6.8).
+const SETTINGS_THEN_GOAWAY: [u8; 26] = [
+    0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_alpn_agreed_is_the_only_one_served() {
+    let origin = Origin::start("alpn").await;
+    let certificate = certificate();
+    let cert = write_scratch("cert.pem", &certificate.cert_pem);
+    let key = write_scratch("key.pem", &certificate.key_pem);
+    let tls_addr = free_addr();
+    let (tls_text, cert_text, key_text) = (
+        tls_addr.to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let _gateway = Gateway::start_with(
+        &manifest(&[SiteYaml::new("alpn", "localhost").origin(&origin, "")]),
+        &[
+            "--tls-listen",
+            &tls_text,
+            "--tls-cert",
+            &cert_text,
+            "--tls-key",
+            &key_text,
+        ],
+    )
+    .await;
+    let get = b"GET /h1-on-h2 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+    // ALPN h2, then HTTP/1.1: GOAWAY, no HTTP/1.1 answer, nothing reaches the origin.
+    let answer = tls_exchange(tls_addr, &certificate, b"h2", get).await;
+    assert_eq!(
+        answer,
+        SETTINGS_THEN_GOAWAY,
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // ALPN h2 and a broken preface: the same.
+    let broken = tls_exchange(
+        tls_addr,
+        &certificate,
+        b"h2",
+        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        broken,
+        SETTINGS_THEN_GOAWAY,
+        "{:?}",
+        String::from_utf8_lossy(&broken)
+    );
+
+    // ALPN http/1.1, then the HTTP/2 preface: closed, no HTTP/2 SETTINGS and no 400.
+    let answer = tls_exchange(tls_addr, &certificate, b"http/1.1", preface).await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+
+    // Each protocol still works where ALPN agreed on it.
+    let served = tls_exchange(
+        tls_addr,
+        &certificate,
+        b"http/1.1",
+        b"GET /h1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        served.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&served)
+    );
+    let stream = connect(tls_addr, &connector(Some(&certificate), b"h2"))
+        .await
+        .expect("TLS to the gateway");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2");
+    tokio::spawn(connection);
+    let request = Request::get("https://localhost/h2")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("an h2 answer");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let paths: Vec<String> = origin.state.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        ["/h1", "/h2"],
+        "only the requests in the agreed protocol"
+    );
 }

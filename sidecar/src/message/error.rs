@@ -40,6 +40,14 @@ pub enum ProxyError {
     /// No Host header or authority.
     #[error("the request has no Host header")]
     MissingHost,
+    /// More than one Host field (RFC 9112 §3.2): which one names the Site is a guess, and
+    /// an origin could pick the other.
+    #[error("the request carries more than one Host field")]
+    DuplicateHost,
+    /// A transfer coding other than chunked (RFC 9112 §6.1): the body cannot be decoded
+    /// here, and passing it on undecoded would hand the origin bytes it cannot read.
+    #[error("transfer coding {0:?} is not implemented")]
+    UnknownTransferCoding(String),
     /// CONNECT tunnels and upgrades to other protocols are not proxied.
     #[error("method {0} is not supported by this proxy")]
     MethodNotSupported(http::Method),
@@ -122,6 +130,8 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             Self::MissingHost
+            | Self::DuplicateHost
+            | Self::UnknownTransferCoding(_)
             | Self::BadTarget
             | Self::MethodNotSupported(_)
             | Self::UnknownHost(_)
@@ -143,9 +153,12 @@ impl ProxyError {
     /// The status code answered for it.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingHost | Self::BadTarget | Self::AmbiguousLength | Self::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingHost
+            | Self::DuplicateHost
+            | Self::BadTarget
+            | Self::AmbiguousLength
+            | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotSupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -181,6 +194,8 @@ impl ProxyError {
                 );
             }
             Self::MissingHost
+            | Self::DuplicateHost
+            | Self::UnknownTransferCoding(_)
             | Self::AmbiguousLength
             | Self::BodyTooLarge { .. }
             | Self::ClientBody(_) => {
@@ -207,8 +222,18 @@ mod tests {
 
     #[test]
     fn framing_errors_close_the_connection() {
-        let response: Response<Bytes> = ProxyError::AmbiguousLength.to_response();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(response.headers()[header::CONNECTION], "close");
+        for (error, status) in [
+            (ProxyError::AmbiguousLength, StatusCode::BAD_REQUEST),
+            (ProxyError::DuplicateHost, StatusCode::BAD_REQUEST),
+            (
+                ProxyError::UnknownTransferCoding("gzip".into()),
+                StatusCode::NOT_IMPLEMENTED,
+            ),
+        ] {
+            let response: Response<Bytes> = error.to_response();
+            assert_eq!(response.status(), status, "{error}");
+            assert_eq!(response.headers()[header::CONNECTION], "close", "{error}");
+            assert_eq!(error.blame(), Blame::Client);
+        }
     }
 }

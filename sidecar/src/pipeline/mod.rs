@@ -3,11 +3,13 @@
 //! ([`route`], [`over_limit`], [`REPLAY_BUFFER_BYTES`]).
 //!
 //! The phases, in order:
-//! 1. **route** — find the Site by host; refuse what cannot be served safely (ambiguous
-//!    framing, `CONNECT`, no or unknown host);
+//! 1. **route** — find the Site by host (the target's authority before the Host field);
+//!    refuse what cannot be served safely (ambiguous framing, a transfer coding other than
+//!    chunked, `CONNECT`, no, two or unknown hosts);
 //! 2. **classify** — the Site's classifier gives the request's class and type;
 //! 3. **admit** — a declared body over the Site's limit is refused before a byte is read;
-//! 4. **upstream head** — hop-by-hop fields off, forwarding fields and a request id on;
+//! 4. **upstream head** — hop-by-hop fields off, Host made the authority routed on, cookies
+//!    in one field, forwarding fields and a request id on;
 //! 5. **cache phase** — on a Site with a cache, a `GET`/`HEAD` is answered there (and goes
 //!    upstream only on a miss); a Site without one skips the phase entirely;
 //! 6. **body** — a small declared body is read whole so that a retry can send it again;
@@ -27,7 +29,7 @@ use std::time::Instant;
 use causeway_cache::Cache;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::caching::{self, Upstream, body::CachedBody};
@@ -171,9 +173,15 @@ impl<T: Tier> Handler for Pipeline<T> {
 
 /// Finds the Site for a request and refuses requests that cannot be served safely.
 ///
+/// The Site is the one of the target's authority (absolute form, HTTP/2 `:authority`) when
+/// it has one, else of the Host field — the same authority
+/// [`prepare_upstream_headers`] makes the origin's Host.
+///
 /// # Errors
-/// [`ProxyError::AmbiguousLength`], [`ProxyError::MethodNotSupported`] for `CONNECT`,
-/// [`ProxyError::MissingHost`] and [`ProxyError::UnknownHost`].
+/// [`ProxyError::AmbiguousLength`], [`ProxyError::DuplicateHost`] for two Host fields,
+/// [`ProxyError::UnknownTransferCoding`] for a coding other than chunked,
+/// [`ProxyError::MethodNotSupported`] for `CONNECT`, [`ProxyError::MissingHost`] and
+/// [`ProxyError::UnknownHost`].
 pub fn route<'a, S>(router: &'a Router<S>, parts: &Parts) -> Result<&'a Arc<S>, ProxyError> {
     // hyper drops Content-Length when Transfer-Encoding is present, so an HTTP/1.1
     // request with both shows only Transfer-Encoding; the connection's framing guard
@@ -184,15 +192,18 @@ pub fn route<'a, S>(router: &'a Router<S>, parts: &Parts) -> Result<&'a Arc<S>, 
     {
         return Err(ProxyError::AmbiguousLength);
     }
+    // Refused even when the target names the host (RFC 9112 §3.2 says any such request).
+    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::DuplicateHost);
+    }
+    if let Some(coding) = headers::unknown_transfer_coding(&parts.headers) {
+        return Err(ProxyError::UnknownTransferCoding(coding));
+    }
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotSupported(Method::CONNECT));
     }
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
-        .ok_or(ProxyError::MissingHost)?;
+    let authority =
+        headers::request_authority(&parts.uri, &parts.headers).ok_or(ProxyError::MissingHost)?;
     let host = headers::host_of(authority).ok_or(ProxyError::MissingHost)?;
     router
         .route(host)
@@ -207,19 +218,20 @@ pub fn over_limit(limit: Option<u64>, parts: &Parts) -> Option<ProxyError> {
     }
 }
 
-/// Rewrites a client request's head for the upstream hop.
+/// Rewrites a client request's head for the upstream hop (always HTTP/1.1).
 pub fn prepare_upstream_headers(parts: &mut Parts, connection: ConnectionInfo) {
-    // An HTTP/2 request carries its host in the authority; the HTTP/1.1 origin needs Host.
-    if !parts.headers.contains_key(HOST)
-        && let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(HOST, value);
-    }
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(&mut parts.headers, connection.peer.ip(), connection.tls);
+    // After the hop-by-hop fields are off, so nothing can remove it again: the origin's Host
+    // is the authority [`route`] routed on — an HTTP/2 request's `:authority`, or an
+    // absolute-form target's, over any Host field the client sent beside it.
+    headers::set_host_from_target(&parts.uri, &mut parts.headers);
+    headers::join_cookies(&mut parts.headers);
+    headers::add_forwarding(
+        &mut parts.headers,
+        connection.peer.ip(),
+        connection.tls,
+        parts.version,
+    );
     headers::ensure_request_id(&mut parts.headers);
     parts.version = Version::HTTP_11;
     // The cache keys by scheme, and a request in origin form does not carry it.

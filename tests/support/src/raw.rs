@@ -1,9 +1,61 @@
 //! Raw TCP exchanges, for what an HTTP client library would refuse to send: malformed
-//! framing, oversized heads, smuggling attempts.
+//! framing, oversized heads, smuggling attempts; and [`RawOrigin`], for answers an HTTP
+//! server library would refuse to send.
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+/// An origin on loopback that reads each request head (requests without a body) and
+/// answers it with the same raw bytes, then closes the connection.
+pub struct RawOrigin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl RawOrigin {
+    /// Starts one answering every request with `answer`.
+    pub async fn start(answer: &[u8]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a raw origin on loopback");
+        let addr = listener.local_addr().expect("raw origin address");
+        let answer = answer.to_vec();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Writes `bytes` on a fresh connection to `addr` and reads until the peer closes, 5 s pass,
 /// or a complete head has arrived and nothing more comes for 300 ms. Returns what was read.

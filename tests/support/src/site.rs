@@ -23,17 +23,20 @@ impl SiteYaml {
     }
 
     /// Adds an origin; `fields` are more flow-mapping entries, like `maxInFlight: 4`.
-    pub fn origin(mut self, origin: &Origin, fields: &str) -> Self {
+    pub fn origin(self, origin: &Origin, fields: &str) -> Self {
+        self.origin_at(&origin.name, &origin.url(), fields)
+    }
+
+    /// Adds an origin named `name` at `url` (one that is no [`Origin`], like a
+    /// [`crate::raw::RawOrigin`]); `fields` as for [`SiteYaml::origin`].
+    pub fn origin_at(mut self, name: &str, url: &str, fields: &str) -> Self {
         let extra = if fields.is_empty() {
             String::new()
         } else {
             format!(", {fields}")
         };
-        self.origins.push(format!(
-            "    - {{ name: {}, url: \"{}\"{extra} }}",
-            origin.name,
-            origin.url()
-        ));
+        self.origins
+            .push(format!("    - {{ name: {name}, url: \"{url}\"{extra} }}"));
         self
     }
 

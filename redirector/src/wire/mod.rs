@@ -7,10 +7,12 @@ use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet as EcsOption, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{ClientSubnet as EcsOption, EdnsOption};
 
 use crate::answer::{self, ClientSubnet, Question};
 use crate::directory::{Index, SiteId};
+
+pub mod opt;
 
 /// The size every DNS client accepts over UDP (RFC 1035 §4.2.1).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
@@ -117,10 +119,14 @@ impl Default for Limits {
 ///
 /// Guarantees: never panics on any input; a packet shorter than a header, longer than
 /// [`MAX_QUERY`], or flagged as a response gets no answer; one whose header parses but whose
-/// body does not gets FORMERR with its ID; an opcode other than QUERY gets NOTIMP; an EDNS
-/// version above 0 gets BADVERS. A UDP answer longer than the client's limit (512 bytes, or
-/// its EDNS payload size capped at [`Limits::max_udp_payload`]) is replaced by the header
-/// and question with TC set, so the client retries over TCP.
+/// body does not, or whose EDNS Client Subnet option RFC 7871 §6 refuses (see
+/// [`opt::client_subnet`]), gets FORMERR with its ID; an opcode other than QUERY gets
+/// NOTIMP; an EDNS version above 0 gets BADVERS. Every response to a query that carried an
+/// OPT record carries one too (RFC 6891 §6.1.1), FORMERR included whenever the OPT record
+/// can be found in the bytes, with the query's DO bit copied (RFC 3225 §3). A UDP answer
+/// longer than the client's limit (512 bytes, or its EDNS payload size capped at
+/// [`Limits::max_udp_payload`]) is replaced by the header, question and OPT with TC set, so
+/// the client retries over TCP.
 pub fn respond(
     index: &Index,
     packet: &[u8],
@@ -141,9 +147,19 @@ pub fn respond(
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
+    // Read apart from hickory's decoding: a query that does not decode still shows
+    // whether it had OPT, and the ECS option is checked on its exact octets.
+    let raw_opt = opt::find(packet);
     let request = match Message::from_vec(packet) {
         Ok(request) if request.queries.len() == 1 => request,
-        _ => return format_error(id, op_code, packet),
+        Ok(request) => {
+            let dnssec_ok = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
+            return format_error(id, op_code, packet, dnssec_ok, limits);
+        }
+        Err(_) => {
+            let dnssec_ok = raw_opt.map(|o| o.dnssec_ok);
+            return format_error(id, op_code, packet, dnssec_ok, limits);
+        }
     };
     let query = &request.queries[0];
     let qtype = Some(query.query_type());
@@ -152,19 +168,21 @@ pub fn respond(
     response.metadata.checking_disabled = request.metadata.checking_disabled;
     response.add_query(query.clone());
 
-    let request_ecs = match request.edns.as_ref().map(client_subnet) {
-        Some(Err(())) => return format_error(id, op_code, packet),
-        Some(Ok(ecs)) => ecs,
-        None => None,
-    };
+    let mut request_ecs = None;
     if let Some(edns) = &request.edns {
-        let mut reply = Edns::new();
-        reply.set_max_payload(limits.max_udp_payload.max(512));
-        reply.set_version(0);
-        response.set_edns(reply);
+        let dnssec_ok = edns.flags().dnssec_ok;
+        response.set_edns(reply_opt(limits, dnssec_ok));
+        // Before the options: what they mean depends on the version (RFC 6891 §6.1.3).
         if edns.version() > 0 {
             response.metadata.response_code = ResponseCode::BADVERS;
             return finish(response, qtype, None, transport, limits, &request);
+        }
+        match raw_opt.as_ref().map(opt::client_subnet) {
+            Some(Ok(ecs)) => request_ecs = ecs,
+            Some(Err(_)) => return format_error(id, op_code, packet, Some(dnssec_ok), limits),
+            // hickory found an OPT the byte walk did not: no known packet does this; the
+            // query is answered without steering by subnet rather than refused on a guess.
+            None => {}
         }
     }
     if op_code != OpCode::Query {
@@ -194,41 +212,30 @@ pub fn respond(
     finish(response, qtype, answer.site, transport, limits, &request)
 }
 
-/// The client subnet of a query's EDNS Client Subnet option: `Ok(None)` without one,
-/// `Err` for one RFC 7871 §6 says to refuse (a prefix longer than the address, or address
-/// bits set beyond the prefix).
-fn client_subnet(edns: &Edns) -> Result<Option<ClientSubnet>, ()> {
-    let Some(EdnsOption::Subnet(ecs)) = edns.option(EdnsCode::Subnet) else {
-        return Ok(None);
-    };
-    let prefix = ecs.source_prefix();
-    let (bits, masked) = match ecs.addr() {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            (32, u32::from(v4) & !mask == 0)
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            (128, u128::from(v6) & !mask == 0)
-        }
-    };
-    if prefix > bits || !masked {
-        return Err(());
-    }
-    Ok(Some(ClientSubnet {
-        address: ecs.addr(),
-        source_prefix: prefix,
-    }))
+/// The OPT record of a response: our payload size, version 0, the query's DO bit.
+fn reply_opt(limits: Limits, dnssec_ok: bool) -> Edns {
+    let mut reply = Edns::new();
+    reply.set_max_payload(limits.max_udp_payload.max(512));
+    reply.set_version(0);
+    reply.set_dnssec_ok(dnssec_ok);
+    reply
 }
 
-/// FORMERR for a packet whose header was readable: the ID and opcode echoed, no question.
-fn format_error(id: u16, op_code: OpCode, packet: &[u8]) -> Outcome {
+/// FORMERR for a packet whose header was readable: the ID and opcode echoed, no question;
+/// an OPT record when the query had one (`dnssec_ok` is its DO bit), as RFC 6891 §6.1.1
+/// asks of every response, so a client learns it was EDNS that it got wrong.
+fn format_error(
+    id: u16,
+    op_code: OpCode,
+    packet: &[u8],
+    dnssec_ok: Option<bool>,
+    limits: Limits,
+) -> Outcome {
     let mut response = Message::error_msg(id, op_code, ResponseCode::FormErr);
     response.metadata.recursion_desired = packet[2] & 0x01 != 0;
+    if let Some(dnssec_ok) = dnssec_ok {
+        response.set_edns(reply_opt(limits, dnssec_ok));
+    }
     Outcome {
         response: response.to_vec().ok(),
         rcode: ResponseCode::FormErr,
@@ -308,7 +315,8 @@ mod tests {
     use crate::directory::tests::sample;
     use crate::directory::{AnswerPolicy, Directory, Endpoint};
     use hickory_proto::op::{MessageType, Query};
-    use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::opt::EdnsCode;
+    use hickory_proto::rr::{DNSClass, Name};
 
     fn index(count: usize) -> Index {
         let mut directory: Directory = sample();
@@ -452,7 +460,189 @@ mod tests {
         );
         assert_eq!(got.rcode, ResponseCode::FormErr);
         assert_eq!(got.malformed, Some(Malformed::Format));
-        assert_eq!(decode(&got).metadata.id, 0x1234);
+        let message = decode(&got);
+        assert_eq!(message.metadata.id, 0x1234);
+        assert!(
+            message.edns.is_some(),
+            "FORMERR to an EDNS query carries OPT"
+        );
+    }
+
+    /// A query for shop.example.com A with one raw ECS option (code 8, `value`) and DO.
+    fn ecs_query(value: &[u8]) -> Vec<u8> {
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(8, value.to_vec()));
+        query("shop.example.com.", RecordType::A, Some(edns))
+    }
+
+    fn assert_formerr_with_opt(got: &Outcome, dnssec_ok: bool, case: &str) {
+        assert_eq!(got.rcode, ResponseCode::FormErr, "{case}");
+        assert_eq!(got.malformed, Some(Malformed::Format), "{case}");
+        let message = decode(got);
+        let edns = message
+            .edns
+            .as_ref()
+            .unwrap_or_else(|| panic!("{case}: no OPT"));
+        assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{case}: DO");
+        assert_eq!(edns.version(), 0, "{case}");
+        assert_eq!(edns.max_payload(), DEFAULT_MAX_UDP_PAYLOAD, "{case}");
+        assert!(
+            edns.option(EdnsCode::Subnet).is_none(),
+            "{case}: a refused ECS is not echoed"
+        );
+    }
+
+    #[test]
+    fn ecs_with_surplus_octets_or_a_scope_is_a_format_error_with_opt() {
+        let index = index(1);
+        // 10.1.2.0/24 in four octets, where /24 needs three: hickory's decoder takes it.
+        let surplus = ecs_query(&[0, 1, 24, 0, 10, 1, 2, 0]);
+        assert!(Message::from_vec(&surplus).is_ok(), "hickory decodes it");
+        assert_formerr_with_opt(&run(&index, &surplus, Transport::Udp), true, "surplus");
+        let scope = ecs_query(&[0, 1, 24, 24, 10, 1, 2]);
+        assert_formerr_with_opt(&run(&index, &scope, Transport::Udp), true, "scope");
+        // Too few octets: hickory itself fails to decode the message; still OPT.
+        let short = ecs_query(&[0, 1, 24, 0, 10]);
+        assert!(Message::from_vec(&short).is_err(), "hickory refuses it");
+        assert_formerr_with_opt(&run(&index, &short, Transport::Udp), true, "short");
+        let family = ecs_query(&[0, 9, 0, 0]);
+        assert_formerr_with_opt(&run(&index, &family, Transport::Tcp), true, "family");
+        // The exact form is answered, and steered.
+        let good = run(&index, &ecs_query(&[0, 1, 24, 0, 10, 1, 2]), Transport::Udp);
+        assert_eq!(good.rcode, ResponseCode::NoError);
+        assert_eq!(good.malformed, None);
+    }
+
+    #[test]
+    fn every_format_error_to_a_query_with_opt_carries_opt() {
+        let index = index(1);
+        // Two questions and OPT: decodes, refused.
+        let mut two = Message::query();
+        for name in ["a.example.com.", "b.example.com."] {
+            two.add_query(Query::query(
+                Name::from_ascii(name).expect("n"),
+                RecordType::A,
+            ));
+        }
+        two.set_edns(Edns::new());
+        let got = run(&index, &two.to_vec().expect("encodes"), Transport::Udp);
+        assert_formerr_with_opt(&got, false, "two questions");
+        // Two OPT records (RFC 6891 §6.1.1 says FORMERR): a second one appended by hand.
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true);
+        let mut twice = query("shop.example.com.", RecordType::A, Some(edns));
+        twice[11] = 2;
+        twice.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        assert_formerr_with_opt(&run(&index, &twice, Transport::Udp), true, "two OPT");
+        // Garbage between the question and the OPT record cannot be walked past: no OPT
+        // can be claimed for it, and none is invented.
+        let mut garbage = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        garbage.extend_from_slice(&[0x3f, b'x', b'y']);
+        let got = run(&index, &garbage, Transport::Udp);
+        assert_eq!(got.rcode, ResponseCode::FormErr);
+        assert!(decode(&got).edns.is_none());
+        // A query without OPT gets a FORMERR without OPT.
+        let mut plain_two = two.clone();
+        plain_two.edns = None;
+        let got = run(
+            &index,
+            &plain_two.to_vec().expect("encodes"),
+            Transport::Udp,
+        );
+        assert_eq!(got.rcode, ResponseCode::FormErr);
+        assert!(decode(&got).edns.is_none());
+    }
+
+    #[test]
+    fn the_do_bit_is_copied_into_every_response() {
+        let index = index(40);
+        let with_do = |dnssec_ok: bool| {
+            let mut edns = Edns::new();
+            edns.set_dnssec_ok(dnssec_ok);
+            edns
+        };
+        for (name, qtype, rcode) in [
+            ("shop.example.com.", RecordType::A, ResponseCode::NoError),
+            ("nope.example.com.", RecordType::A, ResponseCode::NXDomain),
+            ("example.net.", RecordType::A, ResponseCode::Refused),
+        ] {
+            for dnssec_ok in [true, false] {
+                let got = run(
+                    &index,
+                    &query(name, qtype, Some(with_do(dnssec_ok))),
+                    Transport::Tcp,
+                );
+                assert_eq!(got.rcode, rcode, "{name}");
+                let message = decode(&got);
+                let edns = message.edns.as_ref().expect("OPT");
+                assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{name} DO={dnssec_ok}");
+            }
+        }
+        // Truncated (40 A records over a 512-byte EDNS limit) and BADVERS keep it too.
+        let mut small = with_do(true);
+        small.set_max_payload(512);
+        let truncated = run(
+            &index,
+            &query("shop.example.com.", RecordType::A, Some(small)),
+            Transport::Udp,
+        );
+        assert!(truncated.truncated);
+        assert!(decode(&truncated).edns.is_some_and(|e| e.flags().dnssec_ok));
+        let mut future = with_do(true);
+        future.set_version(1);
+        let badvers = run(
+            &index,
+            &query("shop.example.com.", RecordType::A, Some(future)),
+            Transport::Udp,
+        );
+        assert_eq!(badvers.rcode, ResponseCode::BADVERS);
+        assert!(decode(&badvers).edns.is_some_and(|e| e.flags().dnssec_ok));
+    }
+
+    fn class_query(qclass: DNSClass) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = 0x4321;
+        let mut question = Query::query(
+            Name::from_ascii("shop.example.com.").expect("name"),
+            RecordType::A,
+        );
+        question.set_query_class(qclass);
+        message.add_query(question);
+        message.to_vec().expect("encodes")
+    }
+
+    #[test]
+    fn class_any_is_answered_from_in_and_other_classes_are_refused() {
+        let index = index(2);
+        let any = run(&index, &class_query(DNSClass::ANY), Transport::Udp);
+        assert_eq!(any.rcode, ResponseCode::NoError);
+        let message = decode(&any);
+        assert!(message.metadata.authoritative);
+        assert_eq!(
+            message.queries[0].query_class(),
+            DNSClass::ANY,
+            "question echoed"
+        );
+        assert_eq!(message.answers.len(), 2);
+        assert!(
+            message.answers.iter().all(|r| r.dns_class == DNSClass::IN),
+            "the records are IN, the one class held: {message:?}"
+        );
+        for qclass in [
+            DNSClass::CH,
+            DNSClass::HS,
+            DNSClass::NONE,
+            DNSClass::Unknown(2),
+        ] {
+            let got = run(&index, &class_query(qclass), Transport::Udp);
+            assert_eq!(got.rcode, ResponseCode::Refused, "{qclass:?}");
+            let message = decode(&got);
+            assert!(!message.metadata.authoritative, "{qclass:?}");
+            assert!(message.answers.is_empty(), "{qclass:?}");
+            assert_eq!(message.queries[0].query_class(), qclass);
+        }
     }
 
     #[test]
