@@ -9,9 +9,10 @@ every forked worker (``--trace-children=yes``).
 A proxy runs under callgrind about 50 times slower, so the count is taken on its own: the proxy
 is started fresh under callgrind, warmed up, its counters are zeroed (``callgrind_control -z``),
 a fixed number of keep-alive requests is sent, and the counters are dumped. The instructions
-of every process of the proxy (nginx's idle master too) are summed and divided by the number
-of 2xx answers. Start-up and warm-up are outside the window; timers and housekeeping inside it
-are part of what a request costs.
+of the processes that serve (the leaves of the proxy's process tree: nginx's worker, not its
+master, which sleeps in ``sigsuspend`` where Valgrind's gdbserver cannot reach it) are summed
+and divided by the number of 2xx answers. Start-up and warm-up are outside the window; timers
+and housekeeping inside it are part of what a request costs.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def count(
     )
     try:
         _load(group, tools.oha, ep, WARMUP_REQUESTS, workdir, f"{name}-warmup", load_cpus)
-        _callgrind_control(["--zero"])
+        servers = [str(pid) for pid in _leaves(proc.pid)]
+        _callgrind_control(["--zero", *servers])
         ok = _load(group, tools.oha, ep, requests, workdir, f"{name}-counted", load_cpus)
         dumped_after = time.time()
-        _callgrind_control(["--dump=counted"])
+        _callgrind_control(["--dump=counted", *servers])
         instructions = _read_dumps(out_dir, dumped_after)
         proc.check_alive()
     finally:
@@ -108,8 +110,31 @@ def _load(group: ProcessGroup, oha: str, ep: Endpoint, requests: int, workdir: P
     return ok
 
 
+def _leaves(root: int) -> list[int]:
+    """The processes of ``root``'s tree that have no child: the ones doing the work."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    leaves, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        below = children.get(pid, [])
+        if below:
+            todo.extend(below)
+        else:
+            leaves.append(pid)
+    return leaves
+
+
 def _callgrind_control(args: list[str]) -> None:
-    """Apply a callgrind_control action to every running callgrind process (only ours run)."""
+    """Apply a callgrind_control action to the given callgrind processes."""
     done = subprocess.run(["callgrind_control", *args], capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise HarnessError(f"callgrind_control {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")

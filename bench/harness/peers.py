@@ -9,6 +9,7 @@ slow phase). Config files are written into a per-run temporary directory.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,8 +201,12 @@ def _nginx_main(conf_dir: Path, http_block: str) -> Path:
     temp = conf_dir / "tmp"
     temp.mkdir(exist_ok=True)
     conf = conf_dir / "nginx.conf"
+    # A root master would hand its worker to `nobody`; keeping the worker under the harness's
+    # own user changes nothing it measures, and lets Valgrind's gdbserver reach it.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     conf.write_text(
-        textwrap.dedent(
+        user
+        + textwrap.dedent(
             f"""\
             daemon off;
             master_process on;

@@ -136,21 +136,28 @@ impl FramingTracker {
                             break;
                         }
                     }
-                    let start = buffer.len().saturating_sub(3);
-                    buffer.extend_from_slice(bytes);
-                    let Some(end) = buffer[start..]
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .map(|p| start + p + 4)
-                    else {
-                        if buffer.len() > self.max_head_bytes {
-                            self.phase = Phase::Done;
-                        }
-                        return Finding::Nothing;
+                    let verdict = if buffer.is_empty()
+                        && let Some(end) = head_end(bytes)
+                    {
+                        // The whole head came in one read, as it nearly always does: look at
+                        // it where it lies rather than copy it.
+                        let verdict = inspect_head(&bytes[..end]);
+                        bytes = &bytes[end..];
+                        verdict
+                    } else {
+                        let start = buffer.len().saturating_sub(3);
+                        buffer.extend_from_slice(bytes);
+                        let Some(end) = head_end(&buffer[start..]).map(|p| start + p) else {
+                            if buffer.len() > self.max_head_bytes {
+                                self.phase = Phase::Done;
+                            }
+                            return Finding::Nothing;
+                        };
+                        let consumed_now = bytes.len() - (buffer.len() - end);
+                        let verdict = inspect_head(&buffer[..end]);
+                        bytes = &bytes[consumed_now..];
+                        verdict
                     };
-                    let consumed_now = bytes.len() - (buffer.len() - end);
-                    let verdict = inspect_head(&buffer[..end]);
-                    bytes = &bytes[consumed_now..];
                     let index = self.heads;
                     self.heads += 1;
                     self.phase = match verdict {
@@ -245,6 +252,14 @@ impl AmbiguousRequest {
     pub fn flag(&self, index: u64) {
         self.0.store(index, Ordering::Release);
     }
+}
+
+/// Where a head ends in `bytes`: just past its blank line, if it is there.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
 }
 
 #[cfg(test)]

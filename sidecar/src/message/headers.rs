@@ -5,15 +5,18 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
-/// Headers meaningful only for one connection, never forwarded.
-const HOP_BY_HOP: [&str; 4] = [
-    "keep-alive",
-    "proxy-connection",
-    "trailer",
-    "http2-settings",
+/// Headers meaningful only for one connection, never forwarded (besides `Connection`, `TE`,
+/// `Transfer-Encoding` and `Upgrade`, which [`remove_hop_by_hop`] treats on their own).
+static HOP_BY_HOP: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TRAILER,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The request id header carried from front to origin.
@@ -58,6 +61,11 @@ pub fn via_value(version: Version) -> HeaderValue {
 /// RFC 9112 §6.3 says a sender must remove before forwarding (an origin's answer with both
 /// was read chunked: keeping the length would cut or pad the client's body).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one look at the names present is cheaper than a
+    // hashed removal of each name that might be.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -75,9 +83,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in [CONNECTION, TE, UPGRADE] {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Whether `name` is hop-by-hop whatever `Connection` says (the `Connection` field included).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE].contains(name) || HOP_BY_HOP.contains(name)
 }
 
 /// The authority a request is for, as the pipeline routes on it: the target's own (the
@@ -163,51 +176,110 @@ pub fn host_of(authority: &str) -> Option<&str> {
 /// name the origin may build URLs from is the one the request was routed on.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, tls: bool, received: Version) {
     let proto = if tls { "https" } else { "http" };
-    let client_text = client.to_string();
+    let mut client_text = IpText::new();
+    client_text.write(client);
+    let client_text = client_text.as_str();
 
     // Several header lines are one comma-separated list (RFC 9110 §5.3): keep every hop.
-    let previous: Vec<&str> = headers
+    let mut forwarded_for = Vec::new();
+    for previous in headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .collect();
-    let forwarded_for = if previous.is_empty() {
-        client_text.clone()
-    } else {
-        format!("{}, {client_text}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    {
+        forwarded_for.extend_from_slice(previous.as_bytes());
+        forwarded_for.extend_from_slice(b", ");
+    }
+    forwarded_for.extend_from_slice(client_text.as_bytes());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 
-    let node = match client {
-        IpAddr::V4(_) => client_text,
-        IpAddr::V6(_) => format!("\"[{client_text}]\""),
-    };
-    let mut element = format!("for={node};proto={proto}");
+    let mut element = Vec::with_capacity(64);
+    element.extend_from_slice(b"for=");
+    match client {
+        IpAddr::V4(_) => element.extend_from_slice(client_text.as_bytes()),
+        IpAddr::V6(_) => {
+            element.extend_from_slice(b"\"[");
+            element.extend_from_slice(client_text.as_bytes());
+            element.extend_from_slice(b"]\"");
+        }
+    }
+    element.extend_from_slice(b";proto=");
+    element.extend_from_slice(proto.as_bytes());
     if let Some(host) = headers.get(HOST).cloned() {
+        if host
+            .as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            element.extend_from_slice(b";host=\"");
+            element.extend_from_slice(host.as_bytes());
+            element.push(b'"');
+        }
         // A client's own X-Forwarded-Host would name a host nobody routed on.
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    if let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok())
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        element.push_str(";host=\"");
-        element.push_str(host);
-        element.push('"');
-    }
-    if let Ok(value) = HeaderValue::from_str(&element) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(element)) {
         headers.append(FORWARDED.clone(), value);
     }
     headers.append(VIA, via_value(received));
+}
+
+/// An IP address as text, written without the formatting machinery (this runs for every
+/// request): IPv4 by hand, IPv6 through `Display`, which is rare enough.
+struct IpText {
+    buffer: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new() -> Self {
+        Self {
+            buffer: [0; 45],
+            len: 0,
+        }
+    }
+
+    fn write(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut self.buffer[..]);
+                // 45 bytes hold the longest IPv6 text (an IPv4-mapped address).
+                if write!(cursor, "{v6}").is_ok() {
+                    self.len = usize::try_from(cursor.position()).unwrap_or(0);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buffer[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, dots, colons and hex letters were written.
+        std::str::from_utf8(&self.buffer[..self.len]).unwrap_or("")
+    }
 }
 
 /// Appends this hop to `Via`.
@@ -220,8 +292,13 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&REQUEST_ID) {
         return id.clone();
     }
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[usize::try_from(random >> (4 * (31 - i)) & 0xf).unwrap_or(0)];
+    }
+    let value = HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"));
     headers.insert(REQUEST_ID.clone(), value.clone());
     value
 }
@@ -453,6 +530,38 @@ mod tests {
         );
         assert_eq!(headers["forwarded"], "for=\"[::1]\";proto=http");
         assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            let mut text = IpText::new();
+            text.write(ip);
+            assert_eq!(text.as_str(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn request_ids_are_lower_hex() {
+        let mut headers = HeaderMap::new();
+        let id = ensure_request_id(&mut headers);
+        assert!(
+            id.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let mut other = HeaderMap::new();
+        assert_ne!(ensure_request_id(&mut other), id, "two requests, two ids");
     }
 
     #[test]
