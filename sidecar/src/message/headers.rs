@@ -10,14 +10,21 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
-/// Headers meaningful only for one connection, never forwarded (besides `Connection`, `TE`,
-/// `Transfer-Encoding` and `Upgrade`, which [`remove_hop_by_hop`] treats on their own).
-static HOP_BY_HOP: [HeaderName; 4] = [
+/// Headers meaningful only for one connection, never forwarded, whatever `Connection` names.
+static ALWAYS_HOP_BY_HOP: [HeaderName; 8] = [
+    TRANSFER_ENCODING,
+    CONNECTION,
+    TE,
+    UPGRADE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     TRAILER,
     HeaderName::from_static("http2-settings"),
 ];
+
+/// Where `Transfer-Encoding` is in [`ALWAYS_HOP_BY_HOP`]: its removal also removes the
+/// `Content-Length` it overrode.
+const TRANSFER_ENCODING_INDEX: usize = 0;
 
 /// The request id header carried from front to origin.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,36 +68,41 @@ pub fn via_value(version: Version) -> HeaderValue {
 /// RFC 9112 §6.3 says a sender must remove before forwarding (an origin's answer with both
 /// was read chunked: keeping the length would cut or pad the client's body).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one look at the names present is cheaper than a
-    // hashed removal of each name that might be.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Each removal hashes its name, so only the names present are removed: one pass over the
+    // names finds them (most requests carry none; most answers only `Connection`).
+    let mut present = [false; ALWAYS_HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(index) = ALWAYS_HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
+    // The options `Connection` names; `keep-alive`, the usual one, is always removed anyway,
+    // so it costs no name parsing.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .filter(|name| !NEVER_HOP_BY_HOP.contains(&name.as_str()))
         .collect();
     for name in named {
         headers.remove(name);
     }
-    if headers.remove(TRANSFER_ENCODING).is_some() {
+    if present[TRANSFER_ENCODING_INDEX] {
+        headers.remove(TRANSFER_ENCODING);
         headers.remove(CONTENT_LENGTH);
     }
-    for name in [CONNECTION, TE, UPGRADE] {
-        headers.remove(name);
+    for (index, name) in ALWAYS_HOP_BY_HOP.iter().enumerate() {
+        if present[index] && index != TRANSFER_ENCODING_INDEX {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Whether `name` is hop-by-hop whatever `Connection` says (the `Connection` field included).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE].contains(name) || HOP_BY_HOP.contains(name)
 }
 
 /// The authority a request is for, as the pipeline routes on it: the target's own (the
