@@ -304,3 +304,43 @@ retries: { attempts: 1, budgetRatio: 1.0 }",
     }
     assert_eq!(origins[1].state.requests(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_error_is_never_retried_on_the_origin_that_gave_it() {
+    let origins = Origin::start_many("lone", 2).await;
+    let (lone, other) = (&origins[0], &origins[1]);
+    lone.state.set_status(503);
+    let gateway = Gateway::start(&manifest(&[
+        SiteYaml::new("lone", "lone.test").origin(lone, "").spec(
+            "outlierDetection: { consecutiveFailures: 0 }
+retries: { attempts: 2, budgetRatio: 1.0 }",
+        ),
+        SiteYaml::new("pair", "pair.test")
+            .origin(lone, "")
+            .origin(other, "")
+            .spec(
+                "outlierDetection: { consecutiveFailures: 0 }
+loadBalancing: { policy: round-robin }
+retries: { attempts: 2, budgetRatio: 1.0 }",
+            ),
+    ]))
+    .await;
+    let client = client();
+    for n in 0..5 {
+        let answer = send(&client, get_request(gateway.addr, "lone.test", "/"))
+            .await
+            .expect("answer");
+        assert_eq!(answer.status, 503, "GET {n} gets the only origin's answer");
+    }
+    assert_eq!(
+        lone.state.requests(),
+        5,
+        "one origin request per client request: a retry never goes back to the same origin"
+    );
+    for n in 0..6 {
+        let answer = send(&client, get_request(gateway.addr, "pair.test", "/"))
+            .await
+            .expect("answer");
+        assert_eq!(answer.status, 200, "GET {n} is retried on the other origin");
+    }
+}

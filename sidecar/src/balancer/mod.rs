@@ -431,6 +431,20 @@ impl Balancer {
         });
     }
 
+    /// Whether a request of `request_type` that `tried` origins have failed has another
+    /// origin to go to: one that serves the type and is in rotation (or, with none in
+    /// rotation, any that serves it). A retry never goes back to an origin that failed it —
+    /// the same origin again only multiplies the load on it. A retired balancer says yes and
+    /// leaves the choice to its successor, whose origins it does not know.
+    pub fn has_untried(&self, request_type: usize, tried: OriginSet) -> bool {
+        let mut state = self.shared.lock();
+        if state.successor.is_some() {
+            return true;
+        }
+        let (rotation, _) = state.masks(&self.shared, Instant::now());
+        self.shared.capable(rotation, request_type, tried) & !tried.0 != 0
+    }
+
     /// Takes one retry from the budget; false when spent.
     pub fn try_retry(&self) -> bool {
         self.shared.with_state(None, |shared, state, _| {
@@ -1172,6 +1186,22 @@ mod tests {
             order.push(rx.recv().await.expect("a release"));
         }
         assert_eq!(order, [0, 1, 3, 4]);
+    }
+
+    #[test]
+    fn a_retry_has_somewhere_to_go_only_while_an_origin_is_untried() {
+        let lone = balancer(&[4], 8);
+        let mut tried = OriginSet::default();
+        assert!(lone.has_untried(0, tried));
+        tried.insert(0);
+        assert!(!lone.has_untried(0, tried), "the only origin failed it");
+
+        let pair = balancer(&[4, 4], 8);
+        let mut tried = OriginSet::default();
+        tried.insert(1);
+        assert!(pair.has_untried(0, tried));
+        tried.insert(0);
+        assert!(!pair.has_untried(0, tried), "both origins failed it");
     }
 
     #[tokio::test]

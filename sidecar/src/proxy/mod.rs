@@ -168,8 +168,9 @@ pub struct Forwarded {
     pub connection: PooledConnection,
 }
 
-/// Sends the request to an origin, retrying on another where it is safe: the body can be sent
-/// again (none, or a small buffered one) and the request is idempotent — or it never reached
+/// Sends the request to an origin, retrying on another (never one that already failed it) where
+/// it is safe: the body can be sent again (none, or a small buffered one) and the request is
+/// idempotent — or it never reached
 /// the origin (connect failure, or a kept-alive connection the origin closed as the request
 /// went out: that request is sent once more, on a new connection where the race cannot
 /// recur, and costs no retry).
@@ -231,7 +232,12 @@ pub(crate) async fn forward(
             }
             AttemptResult::Answered(Ok((response, connection))) => {
                 lease.record(elapsed, false);
-                if !(replayable && idempotent && attempts_left > 0 && balancer.try_retry()) {
+                if !(replayable
+                    && idempotent
+                    && attempts_left > 0
+                    && balancer.has_untried(profile.request_type, tried)
+                    && balancer.try_retry())
+                {
                     return Ok(Forwarded {
                         response,
                         lease,
@@ -316,7 +322,11 @@ pub(crate) async fn forward(
                 )
             }
         };
-        if !(may_retry && attempts_left > 0 && balancer.try_retry()) {
+        if !(may_retry
+            && attempts_left > 0
+            && balancer.has_untried(profile.request_type, tried)
+            && balancer.try_retry())
+        {
             return Err(error);
         }
         tracing::debug!(site = %site.name, %error, "retrying on another origin");
