@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use causeway_test_support::{
     binary::run_causeway,
-    client::{Answer, TestBody, client, empty, full, generated, get, get_request, send},
+    client::{
+        Answer, TestBody, client, empty, full, generated, get, get_request, h2c_status, send,
+    },
     gateway::Gateway,
     metrics,
     origin::Origin,
@@ -751,37 +753,6 @@ impl TwoHosts {
     }
 }
 
-/// The one value of header `name` the origin saw on `seen`, failing on none or several.
-fn only(seen: &causeway_test_support::origin::Seen, name: &str) -> String {
-    let all: Vec<&str> = seen
-        .headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().expect("ascii"))
-        .collect();
-    assert_eq!(all.len(), 1, "{name}: {all:?} in {:?}", seen.headers);
-    all[0].to_owned()
-}
-
-/// Sends `request` over a fresh h2c (prior knowledge) connection to `addr`; the status.
-async fn h2c_status(addr: std::net::SocketAddr, request: Request<TestBody>) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the gateway");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(connection);
-    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
-        .await
-        .expect("h2c answer in time")
-        .expect("h2c response");
-    response.status().as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_host_fields_are_refused_whether_equal_or_not() {
     let target = Target::start("hosts", &[]).await;
@@ -833,9 +804,9 @@ async fn an_absolute_form_target_is_routed_on_and_sent_as_host() {
     let seen = sites.a.state.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/absolute");
-    assert_eq!(only(&seen[0], "host"), "a.test");
-    assert_eq!(only(&seen[0], "x-forwarded-host"), "a.test");
-    let forwarded = only(&seen[0], "forwarded");
+    assert_eq!(seen[0].only("host"), "a.test");
+    assert_eq!(seen[0].only("x-forwarded-host"), "a.test");
+    let forwarded = seen[0].only("forwarded");
     assert!(forwarded.ends_with("host=\"a.test\""), "{forwarded}");
 }
 
@@ -853,9 +824,9 @@ async fn h2_authority_is_routed_on_and_sent_as_host_over_a_different_host_field(
     assert!(sites.b.state.seen().is_empty());
     let seen = sites.a.state.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(only(&seen[0], "host"), "a.test");
-    assert_eq!(only(&seen[0], "x-forwarded-host"), "a.test");
-    assert!(only(&seen[0], "forwarded").ends_with("host=\"a.test\""));
+    assert_eq!(seen[0].only("host"), "a.test");
+    assert_eq!(seen[0].only("x-forwarded-host"), "a.test");
+    assert!(seen[0].only("forwarded").ends_with("host=\"a.test\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -872,9 +843,9 @@ async fn connection_cannot_strip_host_framing_or_forwarding_fields() {
     assert!(raw.contains("received 5"), "{raw}");
     let seen = target.origin.state.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(only(&seen[0], "host"), "raw.test");
-    assert_eq!(only(&seen[0], "content-length"), "5");
-    assert_eq!(only(&seen[0], "x-forwarded-for"), "192.0.2.9, 127.0.0.1");
+    assert_eq!(seen[0].only("host"), "raw.test");
+    assert_eq!(seen[0].only("content-length"), "5");
+    assert_eq!(seen[0].only("x-forwarded-for"), "192.0.2.9, 127.0.0.1");
     let forwarded: Vec<_> = seen[0].headers.get_all("forwarded").iter().collect();
     assert_eq!(
         forwarded.len(),
@@ -961,7 +932,7 @@ async fn h2_cookie_fields_reach_an_http11_origin_as_one() {
     }
     assert_eq!(h2c_status(target.gateway.addr, request).await, 200);
     let seen = target.origin.state.seen();
-    assert_eq!(only(&seen[0], "cookie"), "a=1; b=2; c=3; d=4");
+    assert_eq!(seen[0].only("cookie"), "a=1; b=2; c=3; d=4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -984,7 +955,7 @@ async fn via_names_the_protocol_the_client_spoke() {
             .iter()
             .find(|s| s.path == path)
             .unwrap_or_else(|| panic!("{path} did not reach the origin"));
-        only(seen, "via")
+        seen.only("via")
     };
     assert_eq!(via_of("/v10"), "1.0 causeway");
     assert_eq!(via_of("/v11"), "1.1 causeway");

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use causeway_test_support::{
-    client::{TestBody, TestClient, client, empty, full, get, get_request, send},
+    client::{TestClient, client, empty, full, get, get_request, h2c_status, send},
     metrics,
     origin::{self, Origin},
     raw::{RawOrigin, raw_exchange, raw_status},
@@ -421,37 +421,6 @@ async fn a_back_end_stopping_finishes_its_requests_and_front_ends_move_on() {
     );
 }
 
-/// The one value of header `name` the origin saw on `seen`, failing on none or several.
-fn only(seen: &origin::Seen, name: &str) -> String {
-    let all: Vec<&str> = seen
-        .headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().expect("ascii"))
-        .collect();
-    assert_eq!(all.len(), 1, "{name}: {all:?} in {:?}", seen.headers);
-    all[0].to_owned()
-}
-
-/// Sends `request` over a fresh h2c (prior knowledge) connection to `addr`; the status.
-async fn h2c_status(addr: std::net::SocketAddr, request: Request<TestBody>) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the front-end");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(connection);
-    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
-        .await
-        .expect("h2c answer in time")
-        .expect("h2c response");
-    response.status().as_u16()
-}
-
 /// The Host integrity rules of the single-tier gateway (`tests/protocol.rs`) hold through
 /// front-end → TMP → back-end: what the origin receives is what the front-end routed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,9 +467,9 @@ async fn host_integrity_holds_through_both_tiers() {
     );
     assert_eq!(raw_status(&raw), Some(200), "{raw}");
     let seen = seen_at(&a, "/absolute");
-    assert_eq!(only(&seen, "host"), "a.test");
-    assert_eq!(only(&seen, "x-forwarded-host"), "a.test");
-    assert!(only(&seen, "forwarded").ends_with("host=\"a.test\""));
+    assert_eq!(seen.only("host"), "a.test");
+    assert_eq!(seen.only("x-forwarded-host"), "a.test");
+    assert!(seen.only("forwarded").ends_with("host=\"a.test\""));
 
     // HTTP/2 :authority over a different host field; cookies split across fields.
     let mut request = Request::get("http://a.test/authority")
@@ -517,10 +486,10 @@ async fn host_integrity_holds_through_both_tiers() {
     }
     assert_eq!(h2c_status(addr, request).await, 200);
     let seen = seen_at(&a, "/authority");
-    assert_eq!(only(&seen, "host"), "a.test");
-    assert_eq!(only(&seen, "cookie"), "a=1; b=2");
+    assert_eq!(seen.only("host"), "a.test");
+    assert_eq!(seen.only("cookie"), "a=1; b=2");
     assert_eq!(
-        only(&seen, "via"),
+        seen.only("via"),
         "2 causeway",
         "Via names the client's HTTP/2"
     );
@@ -533,9 +502,9 @@ async fn host_integrity_holds_through_both_tiers() {
     );
     assert_eq!(raw_status(&raw), Some(200), "{raw}");
     let seen = seen_at(&a, "/named");
-    assert_eq!(only(&seen, "host"), "a.test");
-    assert_eq!(only(&seen, "x-forwarded-for"), "192.0.2.9, 127.0.0.1");
-    assert_eq!(only(&seen, "via"), "1.1 causeway");
+    assert_eq!(seen.only("host"), "a.test");
+    assert_eq!(seen.only("x-forwarded-for"), "192.0.2.9, 127.0.0.1");
+    assert_eq!(seen.only("via"), "1.1 causeway");
 
     // An unknown transfer coding: 501 at the front-end.
     let raw = raw_exchange(

@@ -126,3 +126,22 @@ pub async fn get(client: &TestClient, addr: SocketAddr, host: &str, path: &str) 
         .await
         .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
 }
+
+/// Sends `request` over a fresh h2c (prior knowledge) connection to `addr`; the status.
+pub async fn h2c_status(addr: SocketAddr, request: Request<TestBody>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect over TCP");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("h2c answer in time")
+        .expect("h2c response");
+    response.status().as_u16()
+}

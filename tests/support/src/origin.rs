@@ -34,6 +34,20 @@ pub struct Seen {
     pub at: Instant,
 }
 
+impl Seen {
+    /// The one value of header `name` the origin saw, failing on none or several.
+    pub fn only(&self, name: &str) -> String {
+        let all: Vec<&str> = self
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect();
+        assert_eq!(all.len(), 1, "{name}: {all:?} in {:?}", self.headers);
+        all[0].to_owned()
+    }
+}
+
 /// Counters and knobs of one origin, shared with its connection tasks.
 #[derive(Debug, Default)]
 pub struct OriginState {
