@@ -499,16 +499,25 @@ impl LinkModel {
             self.halved_since_cut
         };
         self.round.congested = true;
-        if self.state == State::Startup {
-            self.state = State::Drain;
-        }
         if halved == 0 {
             return;
         }
-        let base = self.window(flows);
+        // A loss while ProbeRtt or Drain hold the window down cuts what the link runs at,
+        // not the dip.
+        let base = match (self.state, self.bdp()) {
+            (State::ProbeRtt | State::Drain, Some(bdp)) => self
+                .inflight_hi
+                .min(bdp.saturating_add(HEADROOM_SEGMENTS * self.mss))
+                .max(self.minimum_window(flows)),
+            _ => self.window(flows),
+        };
         let cut = (u128::from(base) * u128::from(halved) / u128::from(flows * 2)) as u64;
         self.inflight_hi = (base - cut).max(self.minimum_window(flows));
         self.growth_shift = 0;
+        if self.state == State::Startup {
+            // Startup overshot: as after slow start, the cut of its window is the cap.
+            self.state = State::Drain;
+        }
     }
 
     /// The round's losses beyond what the path's random loss explains count as congestion;
@@ -959,10 +968,14 @@ mod trace_tests {
         );
         let bdp = model.bdp().expect("a BDP") as f64 / MSS as f64;
         assert!((180.0..=220.0).contains(&bdp), "BDP {bdp} packets");
-        assert_eq!(
+        // Startup's overshoot of the buffer was congestion; its cap must not bind after it.
+        assert!(
+            model
+                .inflight_hi()
+                .is_none_or(|hi| hi > model.window(FLOWS)),
+            "{:?} binds {}",
             model.inflight_hi(),
-            None,
-            "no congestive loss on a clean path"
+            model.window(FLOWS)
         );
     }
 
@@ -970,6 +983,7 @@ mod trace_tests {
     fn a_loss_without_a_queue_costs_nothing_and_one_with_a_queue_one_over_2n() {
         let (mut model, _, mut now) = settled(0.0);
         let window = model.window(FLOWS);
+        let cap = model.inflight_hi();
         now += Duration::from_millis(1);
         model.on_congestion_event(now, now - RTT, false, MSS, FLOWS);
         assert_eq!(
@@ -977,7 +991,7 @@ mod trace_tests {
             window,
             "random loss on an un-queued path"
         );
-        assert_eq!(model.inflight_hi(), None);
+        assert_eq!(model.inflight_hi(), cap);
         // The RTT doubles: a queue stands, and a loss now is congestion.
         for _ in 0..20 {
             now += Duration::from_millis(1);
@@ -1004,18 +1018,29 @@ mod trace_tests {
             "{}",
             model.random_loss()
         );
+        let cap = model.inflight_hi();
         for _ in 0..3 {
             round(&mut model, &mut now, RTT, 200, 12);
         }
-        assert_eq!(model.inflight_hi(), None, "6% on a 5% path");
+        let uncut = |cap: Option<u64>| cap.unwrap_or(u64::MAX);
+        assert!(
+            uncut(model.inflight_hi()) >= uncut(cap),
+            "6% on a 5% path: {:?} from {cap:?}",
+            model.inflight_hi()
+        );
         round(&mut model, &mut now, RTT, 200, 40);
         round(&mut model, &mut now, RTT, 200, 0);
-        assert!(model.inflight_hi().is_some(), "20% on a 5% path");
+        let cut = model.inflight_hi().expect("a cap");
+        assert!(cut < model.bdp().expect("a BDP"), "20% on a 5% path: {cut}");
         // A clean path: the same 6% is beyond its 2% margin and three deviations.
         let (mut clean, _, mut now) = settled(0.0);
         round(&mut clean, &mut now, RTT, 200, 12);
         round(&mut clean, &mut now, RTT, 200, 12);
-        assert!(clean.inflight_hi().is_some(), "6% on a clean path");
+        let cut = clean.inflight_hi().expect("a cap");
+        assert!(
+            cut < clean.bdp().expect("a BDP"),
+            "6% on a clean path: {cut}"
+        );
     }
 
     #[test]
