@@ -511,7 +511,8 @@ impl LinkModel {
                 .max(self.minimum_window(flows)),
             _ => self.window(flows),
         };
-        let cut = (u128::from(base) * u128::from(halved) / u128::from(flows * 2)) as u64;
+        let cut =
+            (u128::from(base) * u128::from(halved) / u128::from(flows.saturating_mul(2))) as u64;
         self.inflight_hi = (base - cut).max(self.minimum_window(flows));
         self.growth_shift = 0;
         if self.state == State::Startup {
@@ -642,7 +643,10 @@ impl LinkModel {
         if app_limited {
             return;
         }
-        let growth = (flows.max(1) * self.mss) << self.growth_shift;
+        let growth = flows
+            .max(1)
+            .saturating_mul(self.mss)
+            .saturating_mul(1 << self.growth_shift);
         self.inflight_hi = self.inflight_hi.saturating_add(growth);
         self.growth_shift = (self.growth_shift + 1).min(MAX_GROWTH_SHIFT);
     }
@@ -833,6 +837,8 @@ mod tests {
 
     /// The link's share against `competitors` Reno flows, over its expected N / (N + M).
     fn share_ratio(flows: u64, competitors: usize, buffer_bdps: f64, seed: u64) -> (f64, String) {
+        // Reno alone keeps a shallow buffer's link busy only part of the time.
+        let least_utilisation = if buffer_bdps < 1.0 { 0.8 } else { 0.9 };
         let path = path(buffer_bdps, 0.0);
         let mut senders = vec![link(flows)];
         senders.extend((0..competitors).map(|_| reno()));
@@ -853,7 +859,7 @@ mod tests {
             sim.senders[0].describe()
         );
         eprintln!("{report}");
-        assert!(utilisation > 0.9, "{report}");
+        assert!(utilisation > least_utilisation, "{report}");
         (share / expected, report)
     }
 
@@ -862,6 +868,16 @@ mod tests {
         for flows in [1, 4, 16] {
             let (ratio, report) = share_ratio(flows, 4, 1.0, 21);
             assert!((0.6..=1.6).contains(&ratio), "ratio {ratio:.3}: {report}");
+        }
+    }
+
+    #[test]
+    fn a_shallow_buffer_starves_neither_side() {
+        // A quarter-BDP buffer: the queue never reaches the delay threshold, so only the loss
+        // rate tells congestion; the share is looser than N / (N + M) but no side starves.
+        for flows in [1, 4, 16] {
+            let (ratio, report) = share_ratio(flows, 4, 0.25, 23);
+            assert!((0.4..=2.5).contains(&ratio), "ratio {ratio:.3}: {report}");
         }
     }
 

@@ -120,7 +120,8 @@ impl MulTcpWindow {
         self.lift_to_floor(flows);
         let flows = flows.max(1);
         let halved = lost.clamp(1, flows);
-        let cut = (u128::from(self.window) * u128::from(halved) / u128::from(flows * 2)) as u64;
+        let cut = (u128::from(self.window) * u128::from(halved)
+            / u128::from(flows.saturating_mul(2))) as u64;
         self.window = (self.window - cut).max(self.minimum_window(flows));
         self.ssthresh = self.window;
         self.credit = 0;
