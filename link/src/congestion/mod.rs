@@ -16,7 +16,8 @@
 //! own random loss explains, takes 1/(2N) of the in-flight cap away, as one of N virtual flows
 //! halving; a loss on an un-queued path costs nothing. When a queue stands that the link's own
 //! draining does not empty, loss-based flows share the bottleneck, and the link competes as
-//! N Reno flows would, through [`MulTcpState`], until the queue goes. N is read from a shared
+//! N Reno flows would, through [`MulTcpState`], until the queue goes; flows that keep it at a
+//! loss no loss-based flow sustains (BBR) are met like for like, not answered. N is read from a shared
 //! [`ChannelCount`] at every decision, the window never drops below N segments, and the link
 //! becomes gentler again as its channels close.
 //!
@@ -129,6 +130,26 @@ impl ModelController {
         let flows = self.flows();
         self.model.on_ack(now, sent, bytes, app_limited, flows);
     }
+
+    /// Logs a change of state at debug level: how the link reads its path is the first thing
+    /// to know when its share or rate surprises.
+    fn log_transition(&self, before: State) {
+        let after = self.model.state();
+        if after != before {
+            let flows = self.flows();
+            tracing::debug!(
+                ?before,
+                ?after,
+                flows,
+                window = self.model.window(flows),
+                bandwidth = self.model.bandwidth(),
+                min_rtt_us = self.model.min_rtt().map(|rtt| rtt.as_micros()),
+                inflight_hi = self.model.inflight_hi(),
+                random_loss = self.model.random_loss(),
+                "link congestion state"
+            );
+        }
+    }
 }
 
 impl Controller for ModelController {
@@ -153,7 +174,9 @@ impl Controller for ModelController {
         _largest_packet_num_acked: Option<u64>,
     ) {
         let flows = self.flows();
+        let before = self.model.state();
         self.model.on_end_acks(now, in_flight, flows);
+        self.log_transition(before);
     }
 
     fn on_congestion_event(
@@ -164,8 +187,10 @@ impl Controller for ModelController {
         lost_bytes: u64,
     ) {
         let flows = self.flows();
+        let before = self.model.state();
         self.model
             .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes, flows);
+        self.log_transition(before);
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {

@@ -37,9 +37,18 @@
 //! every loss counted, as N Reno flows would), so the link keeps N flows' share. Every eight
 //! rounds it drains its own part of the queue for one round (window = last rate × min RTT); a
 //! round with no queue — the competitors left, or the queue was ours after all — returns to
-//! `ProbeBw`. While competing the minimum RTT is kept 30 s instead of 10 (the standing queue
-//! is not the path's delay) and `ProbeRtt` is skipped (it would hand the competitors half our
-//! share and measure their queue).
+//! `ProbeBw`; a queue that comes back within 30 s was theirs all along, and the link competes
+//! again after two queued rounds, from the window it left with. While competing the minimum
+//! RTT is kept 30 s instead of 10 (the standing queue is not the path's delay) and `ProbeRtt`
+//! is skipped (it would hand the competitors half our share and measure their queue).
+//!
+//! **Contending.** Competing flows that keep a queue while losing more than 2% of the link's
+//! packets (averaged over rounds) are not loss-based: Reno at 2% loss keeps windows under ten
+//! segments. They are rate-based (BBRv1 holds twice its BDP in flight whatever it loses), and
+//! answering their loss as Reno would leaves the link a few segments. Then losses are not
+//! answered, and the window is twice the BDP times the probe cycle's gain, as theirs is; the
+//! minimum RTT stands until they go (their full queue says nothing new about it); drain checks
+//! end it as they end competing, and an average loss under 0.5% returns to competing.
 //!
 //! **N.** Every decision takes N, the channels the link hosts now; the window never drops
 //! below N segments (the patent's floor), cuts are 1/(2N), growth is N segments.
@@ -104,6 +113,24 @@ const COMPETING_AFTER_ROUNDS: u64 = PROBE_BW_GAINS.len() as u64;
 const COMPETING_CHECK_ROUNDS: u64 = 16;
 /// Checks in a row that must find the queue empty before the link stops competing.
 const COMPETING_EMPTY_CHECKS: u32 = 2;
+/// A loss rate loss-based competitors cannot sustain: Reno flows at this loss keep windows
+/// of under ten segments (1.22 / sqrt(p)), so flows that keep a queue at this loss do not
+/// back off on loss, and answering every loss would only cede them the bottleneck.
+const COMPETING_LOSS_LIMIT: f64 = 0.02;
+/// Below this loss rate while contending, the competitors back off on loss after all.
+const CONTENDING_LOSS_FLOOR: f64 = COMPETING_LOSS_LIMIT / 4.0;
+/// Rounds of competing before its loss rate is judged.
+const COMPETING_JUDGE_ROUNDS: u64 = 16;
+/// Weight of a round in the competing loss average.
+const COMPETING_LOSS_GAIN: f64 = 1.0 / 16.0;
+/// The in-flight cap while contending, in BDPs: BBRv1's cwnd gain, which keeps a full
+/// queue's worth of data in flight.
+const CONTENDING_GAIN: f64 = 2.0;
+/// A queue that comes back this soon after competing ended was the competitors' all along:
+/// the link competes again after two rounds instead of a cycle, from the window it left.
+const REENTRY_MEMORY: Duration = Duration::from_secs(30);
+/// Queued rounds before competing again, within [`REENTRY_MEMORY`].
+const REENTRY_ROUNDS: u64 = 2;
 /// Segments beyond gain × BDP: the receiver acks every second packet, so up to two are
 /// delivered and not yet acked.
 const HEADROOM_SEGMENTS: u64 = 2;
@@ -123,6 +150,9 @@ pub enum State {
     ProbeRtt,
     /// Sharing a queue with loss-based flows: a MulTCP window of N flows.
     Competing,
+    /// Sharing a queue with flows that do not back off on loss (BBR): their loss is not a
+    /// signal, and the window holds twice the BDP, as theirs do.
+    Contending,
 }
 
 /// While competing, whether a check of the queue is under way.
@@ -203,6 +233,12 @@ pub struct LinkModel {
     check: Check,
     /// Checks in a row that found the queue empty.
     empty_checks: u32,
+    /// The loss rate while competing or contending (an average over rounds).
+    competing_loss: f64,
+    /// Rounds since competing began.
+    competing_rounds: u64,
+    /// When competing last ended, and the window it had.
+    left_competing: Option<(Instant, u64)>,
     /// Delivery rate of the last round, bytes per second.
     last_rate: u64,
     in_flight: u64,
@@ -240,6 +276,9 @@ impl LinkModel {
             reno: None,
             check: Check::Idle(0),
             empty_checks: 0,
+            competing_loss: 0.0,
+            competing_rounds: 0,
+            left_competing: None,
             last_rate: 0,
             in_flight: 0,
         }
@@ -317,6 +356,11 @@ impl LinkModel {
             self.round.congested = true;
             return;
         }
+        if self.state == State::Contending && !persistent {
+            // The competitors' queue overflows all the time; they do not back off, and our
+            // backing off would only hand them our share.
+            return;
+        }
         if persistent {
             // A blackout of a whole PTO period: nothing the model knew holds. Slow-start
             // again from the floor up to half the window the blackout hit, as Reno would.
@@ -349,12 +393,15 @@ impl LinkModel {
     /// Bytes that may be in flight with `flows` channels now: never below `flows` segments.
     pub fn window(&self, flows: u64) -> u64 {
         let window = match self.state {
-            State::Competing => {
-                let reno = self.reno.as_ref().map_or(0, |reno| reno.window(flows));
+            State::Competing | State::Contending => {
+                let window = match &self.reno {
+                    Some(reno) => reno.window(flows),
+                    None => self.model_window(),
+                };
                 if self.check == Check::Draining {
-                    reno.min(self.rate_window(self.last_rate))
+                    window.min(self.rate_window(self.last_rate))
                 } else {
-                    reno
+                    window
                 }
             }
             _ => self.model_window().min(self.inflight_hi),
@@ -375,6 +422,12 @@ impl LinkModel {
                 scale(bdp, PROBE_BW_GAINS[self.cycle_phase]).saturating_add(headroom)
             }
             (State::ProbeRtt, Some(bdp)) => scale(bdp, PROBE_RTT_GAIN),
+            (State::Contending, Some(bdp)) => {
+                // Probing too: a rate-based competitor's share grows only with what it
+                // delivers, and so would ours.
+                scale(bdp, CONTENDING_GAIN * PROBE_BW_GAINS[self.cycle_phase])
+                    .saturating_add(headroom)
+            }
             (_, None) => self.startup_window,
         }
     }
@@ -428,7 +481,7 @@ impl LinkModel {
             State::Startup => STARTUP_GAIN,
             State::Drain => 1.0 / STARTUP_GAIN,
             State::ProbeBw => PROBE_BW_GAINS[self.cycle_phase],
-            State::ProbeRtt | State::Competing => 1.0,
+            State::ProbeRtt | State::Competing | State::Contending => 1.0,
         };
         let bandwidth = self.bandwidth();
         (bandwidth > 0).then(|| scale(bandwidth, gain * 8.0))
@@ -546,14 +599,22 @@ impl LinkModel {
     fn end_round(&mut self, now: Instant, flows: u64) {
         self.rounds += 1;
         let queued = self.round_queued(QUEUE_FRACTION);
-        if self.state != State::Competing {
+        let competing = matches!(self.state, State::Competing | State::Contending);
+        if competing {
+            let total = self.round.acked.saturating_add(self.round.lost);
+            if total / self.mss >= LOSS_MIN_PACKETS {
+                let rate = self.round.lost as f64 / total as f64;
+                self.competing_loss += (rate - self.competing_loss) * COMPETING_LOSS_GAIN;
+            }
+        } else {
             self.check_round_loss(now, queued, flows);
         }
         let congested = self.round.congested;
         let app_limited = self.round.app_limited;
         // Random loss crossed the bottleneck like delivered bytes: counting it keeps the
         // estimate at the path's rate rather than (1 - loss) of it.
-        let carried = if congested {
+        // Not while competing: there loss is the shared queue overflowing.
+        let carried = if congested || competing {
             self.round.acked
         } else {
             self.round.acked.saturating_add(self.round.lost)
@@ -587,8 +648,14 @@ impl LinkModel {
             State::ProbeBw => {
                 self.grow_inflight_hi(congested, app_limited, flows);
                 self.cycle_phase = (self.cycle_phase + 1) % PROBE_BW_GAINS.len();
-                if self.queued_rounds >= COMPETING_AFTER_ROUNDS {
-                    self.enter_competing(flows);
+                let returning = self
+                    .left_competing
+                    .filter(|(at, _)| now.saturating_duration_since(*at) < REENTRY_MEMORY);
+                if self.queued_rounds >= COMPETING_AFTER_ROUNDS
+                    || (returning.is_some() && self.queued_rounds >= REENTRY_ROUNDS)
+                {
+                    let resume = returning.map_or(0, |(_, window)| window);
+                    self.enter_competing(flows, resume);
                 } else if now.saturating_duration_since(self.probe_rtt_stamp) > PROBE_RTT_INTERVAL {
                     self.state = State::ProbeRtt;
                     self.probe_rtt_until = None;
@@ -603,16 +670,21 @@ impl LinkModel {
                     self.enter_probe_bw(CRUISE_PHASE);
                 }
             }
-            State::Competing => {
+            State::Competing | State::Contending => {
+                if self.state == State::Contending {
+                    self.cycle_phase = (self.cycle_phase + 1) % PROBE_BW_GAINS.len();
+                }
                 // With our part of the queue left out, any queue is the competitors'.
                 let queued = self.round_queued(CHECK_QUEUE_FRACTION);
-                self.competing_round(queued);
+                self.competing_round(now, queued, flows);
             }
         }
-        let window = if self.state == State::Competing {
-            COMPETING_MIN_RTT_WINDOW
-        } else {
-            MIN_RTT_WINDOW
+        // Contending, the competitors keep the queue full whatever happens: no sample says
+        // anything new about the propagation delay, so the minimum stands until they go.
+        let window = match self.state {
+            State::Competing => COMPETING_MIN_RTT_WINDOW,
+            State::Contending => Duration::MAX,
+            _ => MIN_RTT_WINDOW,
         };
         if now.saturating_duration_since(self.min_rtt_stamp) > window
             && let Some(round_min) = self.round.min_rtt
@@ -656,18 +728,40 @@ impl LinkModel {
         self.cycle_phase = phase;
     }
 
-    fn enter_competing(&mut self, flows: u64) {
-        // What the last phase had out, if this phase's window is a drain's.
-        let window = self.window(flows).max(self.in_flight);
+    /// Competes as N Reno flows from the larger of the window now (or what the last phase
+    /// had out, if this phase's window is a drain's) and `resume`.
+    fn enter_competing(&mut self, flows: u64, resume: u64) {
+        let window = self.window(flows).max(self.in_flight).max(resume);
         self.reno = Some(MulTcpState::new(MulTcpWindow::avoiding(
             window, self.mss, flows,
         )));
         self.state = State::Competing;
         self.check = Check::Idle(0);
         self.empty_checks = 0;
+        self.competing_loss = 0.0;
+        self.competing_rounds = 0;
     }
 
-    fn competing_round(&mut self, queued: bool) {
+    fn competing_round(&mut self, now: Instant, queued: bool, flows: u64) {
+        self.competing_rounds += 1;
+        match self.state {
+            State::Competing
+                if self.competing_rounds >= COMPETING_JUDGE_ROUNDS
+                    && self.competing_loss > COMPETING_LOSS_LIMIT =>
+            {
+                self.reno = None;
+                self.state = State::Contending;
+            }
+            State::Contending if self.competing_loss < CONTENDING_LOSS_FLOOR => {
+                let window = self.window(flows);
+                self.reno = Some(MulTcpState::new(MulTcpWindow::avoiding(
+                    window, self.mss, flows,
+                )));
+                self.state = State::Competing;
+                self.competing_rounds = 0;
+            }
+            _ => {}
+        }
         self.check = match self.check {
             Check::Idle(rounds) if rounds + 1 >= COMPETING_CHECK_ROUNDS => Check::Draining,
             Check::Idle(rounds) => Check::Idle(rounds + 1),
@@ -678,7 +772,8 @@ impl LinkModel {
                 self.empty_checks = if queued { 0 } else { self.empty_checks + 1 };
                 if self.empty_checks >= COMPETING_EMPTY_CHECKS {
                     // The queue went: the competitors left, or it was ours. Probe for what
-                    // is free.
+                    // is free, remembering the window in case they come back.
+                    self.left_competing = Some((now, self.window(flows)));
                     self.reno = None;
                     self.inflight_hi = u64::MAX;
                     self.growth_shift = 0;
@@ -718,7 +813,7 @@ fn scale(value: u64, factor: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::congestion::sim::{Link, MSS, Path, Reno, Sender, Sim};
+    use crate::congestion::sim::{Fixed, Link, MSS, Path, Reno, Sender, Sim};
 
     const START_RTT: Duration = Duration::from_millis(50);
 
@@ -762,7 +857,8 @@ mod tests {
     }
 
     fn check_floor(sim: &mut Sim) {
-        for sender in &sim.senders {
+        // A sender standing for no flow (one not started yet) has no floor.
+        for sender in sim.senders.iter().filter(|sender| sender.flows() > 0) {
             let floor = sender.flows().max(2) * MSS;
             assert!(
                 sender.window() >= floor,
@@ -868,6 +964,54 @@ mod tests {
         for flows in [1, 4, 16] {
             let (ratio, report) = share_ratio(flows, 4, 1.0, 21);
             assert!((0.6..=1.6).contains(&ratio), "ratio {ratio:.3}: {report}");
+        }
+    }
+
+    #[test]
+    fn flows_that_keep_a_queue_at_high_loss_are_recognised() {
+        // Two senders holding one BDP each whatever they lose (as BBRv1 holds twice its BDP)
+        // start once the link runs: the queue stays full and overflows with every packet the
+        // link adds. Loss-based flows could not sustain that loss; the link stops answering
+        // it (a Reno response only hands them the rest) and holds twice its BDP, as they do.
+        // How much it then gets of so crude a competitor is the benchmark's question, against
+        // the kernel's BBR; here the window must stay well off the floor.
+        for flows in [1, 4] {
+            let path = path(1.0, 0.0);
+            let bdp = path.bdp_packets() * MSS;
+            let mut senders = vec![link(flows)];
+            senders.extend((0..2).map(|_| {
+                Box::new(Fixed {
+                    per_flow: bdp,
+                    flows: 0,
+                }) as Box<dyn Sender>
+            }));
+            let mut sim = Sim::new(path, Instant::now(), senders, 9);
+            sim.run_until(Duration::from_secs(5), check_floor);
+            for sender in &mut sim.senders[1..] {
+                sender.set_flows(1);
+            }
+            // Within the 30 s a competing link keeps the minimum RTT: a queue that never
+            // drains at all is this crude competitor's, not BBR's (whose ProbeRtt drains it).
+            let (mut sum, mut slots) = (0u64, 0u64);
+            sim.run_until(Duration::from_secs(30), |sim| {
+                check_floor(sim);
+                if sim.elapsed() > Duration::from_secs(15) {
+                    sum += sim.senders[0].window();
+                    slots += 1;
+                }
+            });
+            let report = sim.senders[0].describe();
+            assert_eq!(
+                sim.senders[0].link().map(LinkModel::state),
+                Some(State::Contending),
+                "N = {flows}: {report}"
+            );
+            let floor = (flows.max(2) * MSS) as f64;
+            let mean = sum as f64 / slots.max(1) as f64;
+            assert!(
+                mean > 1.5 * floor,
+                "N = {flows}: mean window {mean} near the floor: {report}"
+            );
         }
     }
 

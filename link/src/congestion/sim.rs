@@ -123,6 +123,29 @@ impl Sender for Reno {
     }
 }
 
+/// A sender that ignores loss and keeps a fixed window of `per_flow` bytes for each of its
+/// `flows` (none until a test sets them): the crudest flow that does not back off on loss,
+/// as BBRv1 keeps twice its BDP in flight whatever it loses.
+pub struct Fixed {
+    pub per_flow: u64,
+    pub flows: u64,
+}
+
+impl Sender for Fixed {
+    fn window(&self) -> u64 {
+        self.per_flow * self.flows
+    }
+    fn on_ack(&mut self, _now: Instant, _sent: Instant, _bytes: u64) {}
+    fn on_end_acks(&mut self, _now: Instant, _in_flight: u64) {}
+    fn on_loss(&mut self, _now: Instant, _sent: Instant, _bytes: u64) {}
+    fn set_flows(&mut self, flows: u64) {
+        self.flows = flows;
+    }
+    fn flows(&self) -> u64 {
+        self.flows
+    }
+}
+
 /// The bottleneck.
 #[derive(Debug, Clone, Copy)]
 pub struct Path {
