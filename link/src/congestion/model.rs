@@ -173,6 +173,9 @@ struct Round {
     acked: u64,
     lost: u64,
     min_rtt: Option<Duration>,
+    /// Sum and count of the round's RTT samples, for their mean.
+    rtt_sum: Duration,
+    rtt_samples: u32,
     app_limited: bool,
     /// A congestive loss was answered in this round.
     congested: bool,
@@ -187,6 +190,8 @@ impl Round {
             acked: 0,
             lost: 0,
             min_rtt: None,
+            rtt_sum: Duration::ZERO,
+            rtt_samples: 0,
             app_limited: false,
             congested: false,
             ended: false,
@@ -503,6 +508,8 @@ impl LinkModel {
             }
         }
         self.round.min_rtt = Some(self.round.min_rtt.map_or(sample, |rtt| rtt.min(sample)));
+        self.round.rtt_sum = self.round.rtt_sum.saturating_add(sample);
+        self.round.rtt_samples = self.round.rtt_samples.saturating_add(1);
         // A quarter-weight average of ack batches: one late ack does not make a queue.
         self.recent_rtt = Some(
             self.recent_rtt
@@ -535,6 +542,18 @@ impl LinkModel {
         match (self.round.min_rtt, self.min_rtt) {
             (Some(round), Some(min)) => round > min + min.mul_f64(fraction).max(QUEUE_MIN_DELAY),
             _ => false,
+        }
+    }
+
+    /// Whether the round's mean RTT showed a queue of more than `fraction` of the minimum
+    /// RTT: what a check judges by, as loss-based competitors' queue dips to nothing for a
+    /// moment at each of their halvings but stays on average.
+    fn round_mean_queued(&self, fraction: f64) -> bool {
+        match (self.round.rtt_samples, self.min_rtt) {
+            (0, _) | (_, None) => false,
+            (samples, Some(min)) => {
+                self.round.rtt_sum / samples > min + min.mul_f64(fraction).max(QUEUE_MIN_DELAY)
+            }
         }
     }
 
@@ -675,7 +694,7 @@ impl LinkModel {
                     self.cycle_phase = (self.cycle_phase + 1) % PROBE_BW_GAINS.len();
                 }
                 // With our part of the queue left out, any queue is the competitors'.
-                let queued = self.round_queued(CHECK_QUEUE_FRACTION);
+                let queued = self.round_mean_queued(CHECK_QUEUE_FRACTION);
                 self.competing_round(now, queued, flows);
             }
         }
@@ -1023,6 +1042,41 @@ mod tests {
             let (ratio, report) = share_ratio(flows, 4, 0.25, 23);
             assert!((0.4..=2.5).contains(&ratio), "ratio {ratio:.3}: {report}");
         }
+    }
+
+    #[test]
+    fn when_the_competitors_leave_the_link_stops_competing_and_its_queue_goes() {
+        let path = path(1.0, 0.0);
+        let mut senders = vec![link(4)];
+        senders.extend((0..4).map(|_| reno()));
+        let mut sim = Sim::new(path, Instant::now(), senders, 13);
+        sim.run_until(Duration::from_secs(20), check_floor);
+        assert_eq!(
+            sim.senders[0].link().map(LinkModel::state),
+            Some(State::Competing)
+        );
+        for sender in &mut sim.senders[1..] {
+            sender.set_flows(0);
+        }
+        sim.run_until(Duration::from_secs(35), check_floor);
+        let before = sim.delivered[0];
+        let queue_before = sim.queue_slots;
+        sim.run_until(Duration::from_secs(45), check_floor);
+        let goodput = (sim.delivered[0] - before) as f64 / MSS as f64 / 10.0 / 4000.0;
+        let mean_queue = (sim.queue_slots - queue_before) as f64 / 40_000.0;
+        let report = format!(
+            "goodput {goodput:.3}, mean queue {mean_queue:.1}: {}",
+            sim.senders[0].describe()
+        );
+        assert!(
+            !matches!(
+                sim.senders[0].link().map(LinkModel::state),
+                Some(State::Competing | State::Contending)
+            ),
+            "{report}"
+        );
+        assert!(goodput > 0.85, "{report}");
+        assert!(mean_queue < 50.0, "{report}");
     }
 
     #[test]

@@ -105,7 +105,12 @@ impl Reno {
 
 impl Sender for Reno {
     fn window(&self) -> u64 {
-        self.state.window(self.flows)
+        // No flow: the competitor has stopped.
+        if self.flows == 0 {
+            0
+        } else {
+            self.state.window(self.flows)
+        }
     }
     fn on_ack(&mut self, _now: Instant, sent: Instant, bytes: u64) {
         self.state.acked(sent, bytes, false, self.flows);
