@@ -42,13 +42,14 @@
 //! RTT is kept 30 s instead of 10 (the standing queue is not the path's delay) and `ProbeRtt`
 //! is skipped (it would hand the competitors half our share and measure their queue).
 //!
-//! **Contending.** Competing flows that keep a queue while losing more than 2% of the link's
-//! packets (averaged over rounds) are not loss-based: Reno at 2% loss keeps windows under ten
-//! segments. They are rate-based (BBRv1 holds twice its BDP in flight whatever it loses), and
-//! answering their loss as Reno would leaves the link a few segments. Then losses are not
-//! answered, and the window is twice the BDP times the probe cycle's gain, as theirs is; the
+//! **Contending.** Competing flows that keep a queue while the link loses more than 2% of
+//! its packets in half the rounds (8 of 16) or more are not loss-based: Reno at 2% loss keeps
+//! windows under ten segments, and a slow start's overshoot is a burst of a few rounds. They
+//! are rate-based (BBRv1 holds twice its BDP in flight whatever it loses), and answering their
+//! loss as Reno would leaves the link a few segments. Then losses are not answered, and the
+//! window is twice the BDP times the probe cycle's gain, as theirs is; the
 //! minimum RTT stands until they go (their full queue says nothing new about it); drain checks
-//! end it as they end competing, and an average loss under 0.5% returns to competing.
+//! end it as they end competing, and no more than 2 lossy rounds in 16 return to competing.
 //!
 //! **N.** Every decision takes N, the channels the link hosts now; the window never drops
 //! below N segments (the patent's floor), cuts are 1/(2N), growth is N segments.
@@ -113,16 +114,17 @@ const COMPETING_AFTER_ROUNDS: u64 = PROBE_BW_GAINS.len() as u64;
 const COMPETING_CHECK_ROUNDS: u64 = 16;
 /// Checks in a row that must find the queue empty before the link stops competing.
 const COMPETING_EMPTY_CHECKS: u32 = 2;
-/// A loss rate loss-based competitors cannot sustain: Reno flows at this loss keep windows
-/// of under ten segments (1.22 / sqrt(p)), so flows that keep a queue at this loss do not
-/// back off on loss, and answering every loss would only cede them the bottleneck.
+/// A round loss rate loss-based competitors cannot sustain: Reno flows at this loss keep
+/// windows of under ten segments (1.22 / sqrt(p)), so flows that keep a queue at this loss do
+/// not back off on loss, and answering every loss would only cede them the bottleneck.
 const COMPETING_LOSS_LIMIT: f64 = 0.02;
-/// Below this loss rate while contending, the competitors back off on loss after all.
-const CONTENDING_LOSS_FLOOR: f64 = COMPETING_LOSS_LIMIT / 4.0;
-/// Rounds of competing before its loss rate is judged.
+/// Rounds of competing before its loss is judged, and the rounds judged.
 const COMPETING_JUDGE_ROUNDS: u64 = 16;
-/// Weight of a round in the competing loss average.
-const COMPETING_LOSS_GAIN: f64 = 1.0 / 16.0;
+/// Of the last 16 rounds, this many lossy ones (half) mean competitors that do not back off: loss
+/// in many rounds, not a burst (a slow start overshooting) nor a sawtooth's one round in many.
+const CONTENDING_LOSSY_ROUNDS: u32 = 8;
+/// …and this few, while contending, that they back off after all.
+const COMPETING_LOSSY_ROUNDS: u32 = 2;
 /// The in-flight cap while contending, in BDPs: BBRv1's cwnd gain, which keeps a full
 /// queue's worth of data in flight.
 const CONTENDING_GAIN: f64 = 2.0;
@@ -238,8 +240,9 @@ pub struct LinkModel {
     check: Check,
     /// Checks in a row that found the queue empty.
     empty_checks: u32,
-    /// The loss rate while competing or contending (an average over rounds).
-    competing_loss: f64,
+    /// Which of the last 16 rounds competing or contending lost more than
+    /// [`COMPETING_LOSS_LIMIT`] (bit 0 the latest).
+    lossy_rounds: u16,
     /// Rounds since competing began.
     competing_rounds: u64,
     /// When competing last ended, and the window it had.
@@ -281,7 +284,7 @@ impl LinkModel {
             reno: None,
             check: Check::Idle(0),
             empty_checks: 0,
-            competing_loss: 0.0,
+            lossy_rounds: 0,
             competing_rounds: 0,
             left_competing: None,
             last_rate: 0,
@@ -621,10 +624,10 @@ impl LinkModel {
         let competing = matches!(self.state, State::Competing | State::Contending);
         if competing {
             let total = self.round.acked.saturating_add(self.round.lost);
-            if total / self.mss >= LOSS_MIN_PACKETS {
-                let rate = self.round.lost as f64 / total as f64;
-                self.competing_loss += (rate - self.competing_loss) * COMPETING_LOSS_GAIN;
-            }
+            // However few packets: a link pressed to its floor has small rounds, and 8
+            // rounds in 16 are the guard against noise.
+            let lossy = self.round.lost as f64 > total as f64 * COMPETING_LOSS_LIMIT;
+            self.lossy_rounds = (self.lossy_rounds << 1) | u16::from(lossy);
         } else {
             self.check_round_loss(now, queued, flows);
         }
@@ -757,7 +760,7 @@ impl LinkModel {
         self.state = State::Competing;
         self.check = Check::Idle(0);
         self.empty_checks = 0;
-        self.competing_loss = 0.0;
+        self.lossy_rounds = 0;
         self.competing_rounds = 0;
     }
 
@@ -766,12 +769,12 @@ impl LinkModel {
         match self.state {
             State::Competing
                 if self.competing_rounds >= COMPETING_JUDGE_ROUNDS
-                    && self.competing_loss > COMPETING_LOSS_LIMIT =>
+                    && self.lossy_rounds.count_ones() >= CONTENDING_LOSSY_ROUNDS =>
             {
                 self.reno = None;
                 self.state = State::Contending;
             }
-            State::Contending if self.competing_loss < CONTENDING_LOSS_FLOOR => {
+            State::Contending if self.lossy_rounds.count_ones() <= COMPETING_LOSSY_ROUNDS => {
                 let window = self.window(flows);
                 self.reno = Some(MulTcpState::new(MulTcpWindow::avoiding(
                     window, self.mss, flows,
