@@ -42,14 +42,14 @@
 //! RTT is kept 30 s instead of 10 (the standing queue is not the path's delay) and `ProbeRtt`
 //! is skipped (it would hand the competitors half our share and measure their queue).
 //!
-//! **Contending.** Competing flows that keep a queue while the link loses more than 2% of
-//! its packets in half the rounds (8 of 16) or more are not loss-based: Reno at 2% loss keeps
-//! windows under ten segments, and a slow start's overshoot is a burst of a few rounds. They
-//! are rate-based (BBRv1 holds twice its BDP in flight whatever it loses), and answering their
+//! **Contending.** Competing flows that keep a queue while the link loses more than 4% of
+//! what it sends (pooled over 32 rounds) are not loss-based: Reno at 4% loss keeps windows of
+//! six segments, and a slow start's overshoot is a burst of a round or two. They are
+//! rate-based (BBRv1 holds twice its BDP in flight whatever it loses), and answering their
 //! loss as Reno would leaves the link a few segments. Then losses are not answered, and the
 //! window is twice the BDP times the probe cycle's gain, as theirs is; the
 //! minimum RTT stands until they go (their full queue says nothing new about it); drain checks
-//! end it as they end competing, and no more than 2 lossy rounds in 16 return to competing.
+//! end it as they end competing, and a loss under 1% returns to competing.
 //!
 //! **N.** Every decision takes N, the channels the link hosts now; the window never drops
 //! below N segments (the patent's floor), cuts are 1/(2N), growth is N segments.
@@ -114,17 +114,18 @@ const COMPETING_AFTER_ROUNDS: u64 = PROBE_BW_GAINS.len() as u64;
 const COMPETING_CHECK_ROUNDS: u64 = 16;
 /// Checks in a row that must find the queue empty before the link stops competing.
 const COMPETING_EMPTY_CHECKS: u32 = 2;
-/// A round loss rate loss-based competitors cannot sustain: Reno flows at this loss keep
-/// windows of under ten segments (1.22 / sqrt(p)), so flows that keep a queue at this loss do
-/// not back off on loss, and answering every loss would only cede them the bottleneck.
-const COMPETING_LOSS_LIMIT: f64 = 0.02;
-/// Rounds of competing before its loss is judged, and the rounds judged.
-const COMPETING_JUDGE_ROUNDS: u64 = 16;
-/// Of the last 16 rounds, this many lossy ones (half) mean competitors that do not back off: loss
-/// in many rounds, not a burst (a slow start overshooting) nor a sawtooth's one round in many.
-const CONTENDING_LOSSY_ROUNDS: u32 = 8;
-/// …and this few, while contending, that they back off after all.
-const COMPETING_LOSSY_ROUNDS: u32 = 2;
+/// A loss rate loss-based competitors cannot sustain: Reno flows at 4% loss keep windows of
+/// six segments (1.22 / sqrt(p)), so flows that keep a queue while the link loses this much
+/// do not back off on loss (the lab's four BBRv1 flows: about 10%), and answering every loss
+/// would only cede them the bottleneck.
+const CONTENDING_LOSS: f64 = 0.04;
+/// …and below this while contending, the competitors back off on loss after all.
+const COMPETING_LOSS: f64 = 0.01;
+/// Rounds the loss rate is pooled over (bytes lost over bytes sent in them), and judged only
+/// once as many rounds competed: long enough that a slow start's burst of loss (a round or
+/// two) stays under [`CONTENDING_LOSS`], and pooled by bytes so that a link pressed to its
+/// floor, whose rounds are a few packets, is judged too.
+const COMPETING_JUDGE_ROUNDS: usize = 32;
 /// The in-flight cap while contending, in BDPs: BBRv1's cwnd gain, which keeps a full
 /// queue's worth of data in flight.
 const CONTENDING_GAIN: f64 = 2.0;
@@ -240,9 +241,8 @@ pub struct LinkModel {
     check: Check,
     /// Checks in a row that found the queue empty.
     empty_checks: u32,
-    /// Which of the last 16 rounds competing or contending lost more than
-    /// [`COMPETING_LOSS_LIMIT`] (bit 0 the latest).
-    lossy_rounds: u16,
+    /// Bytes lost and sent in each of the last rounds competing or contending.
+    competing_losses: [(u64, u64); COMPETING_JUDGE_ROUNDS],
     /// Rounds since competing began.
     competing_rounds: u64,
     /// When competing last ended, and the window it had.
@@ -284,7 +284,7 @@ impl LinkModel {
             reno: None,
             check: Check::Idle(0),
             empty_checks: 0,
-            lossy_rounds: 0,
+            competing_losses: [(0, 0); COMPETING_JUDGE_ROUNDS],
             competing_rounds: 0,
             left_competing: None,
             last_rate: 0,
@@ -624,10 +624,8 @@ impl LinkModel {
         let competing = matches!(self.state, State::Competing | State::Contending);
         if competing {
             let total = self.round.acked.saturating_add(self.round.lost);
-            // However few packets: a link pressed to its floor has small rounds, and 8
-            // rounds in 16 are the guard against noise.
-            let lossy = self.round.lost as f64 > total as f64 * COMPETING_LOSS_LIMIT;
-            self.lossy_rounds = (self.lossy_rounds << 1) | u16::from(lossy);
+            let slot = (self.competing_rounds as usize) % COMPETING_JUDGE_ROUNDS;
+            self.competing_losses[slot] = (self.round.lost, total);
         } else {
             self.check_round_loss(now, queued, flows);
         }
@@ -760,7 +758,7 @@ impl LinkModel {
         self.state = State::Competing;
         self.check = Check::Idle(0);
         self.empty_checks = 0;
-        self.lossy_rounds = 0;
+        self.competing_losses = [(0, 0); COMPETING_JUDGE_ROUNDS];
         self.competing_rounds = 0;
     }
 
@@ -768,13 +766,13 @@ impl LinkModel {
         self.competing_rounds += 1;
         match self.state {
             State::Competing
-                if self.competing_rounds >= COMPETING_JUDGE_ROUNDS
-                    && self.lossy_rounds.count_ones() >= CONTENDING_LOSSY_ROUNDS =>
+                if self.competing_rounds >= COMPETING_JUDGE_ROUNDS as u64
+                    && self.competing_loss() > CONTENDING_LOSS =>
             {
                 self.reno = None;
                 self.state = State::Contending;
             }
-            State::Contending if self.lossy_rounds.count_ones() <= COMPETING_LOSSY_ROUNDS => {
+            State::Contending if self.competing_loss() < COMPETING_LOSS => {
                 let window = self.window(flows);
                 self.reno = Some(MulTcpState::new(MulTcpWindow::avoiding(
                     window, self.mss, flows,
@@ -805,6 +803,21 @@ impl LinkModel {
                 Check::Idle(0)
             }
         };
+    }
+
+    /// The loss rate of the last rounds competing or contending, pooled by bytes.
+    fn competing_loss(&self) -> f64 {
+        let (lost, total) = self
+            .competing_losses
+            .iter()
+            .fold((0u64, 0u64), |(lost, total), &(l, t)| {
+                (lost.saturating_add(l), total.saturating_add(t))
+            });
+        if total == 0 {
+            0.0
+        } else {
+            lost as f64 / total as f64
+        }
     }
 
     /// The window that sends `rate` bytes per second over the minimum RTT, with no queue.
