@@ -7,7 +7,7 @@ use std::time::Duration;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::blender::BlendSettings;
-use crate::congestion::{ChannelCount, MulTcpConfig};
+use crate::congestion::{ChannelCount, ModelConfig};
 
 /// How a gateway runs its TMP links.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl LinkSettings {
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_channels))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .send_fairness(true)
-            .congestion_controller_factory(Arc::new(MulTcpConfig::new(channels)));
+            .congestion_controller_factory(Arc::new(ModelConfig::new(channels)));
         transport
     }
 }

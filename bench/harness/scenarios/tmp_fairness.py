@@ -6,12 +6,15 @@ between front and back. In the same direction (back → front → client) run at
 * N long downloads (N = 1, 4, 16) by a client through Causeway ``frontend`` → TMP link →
   ``backend`` → origin: N channels on the one QUIC connection;
 * ``iperf3 -P 4`` from the back namespace to an iperf3 server in the client namespace:
-  4 TCP flows with ``-C reno`` when the kernel offers it (else cubic; the JSON says which).
+  4 TCP flows, once with each congestion control the kernel offers of ``reno``, ``cubic``
+  and ``bbr`` (``-C``, the ``TCP_CONGESTION`` socket option; the JSON lists which ran).
 
 Bytes reaching the client namespace are counted by nftables there, per kind (the downloads'
 TCP from the front's address, iperf3's TCP to port 5201), over a window that leaves out the
 first seconds (slow start) and the last second. The link's measured share is
 ``tmp / (tmp + iperf3)``; the expected share of N flows among N + 4 is ``N / (N + 4)``.
+RESULT: ``share_ratio_worst`` over the loss-based competitors (Reno and CUBIC; goal 0.8–1.25),
+``share_ratio_worst_vs_bbr`` over BBR (goal 0.7–1.4), and one key per competitor.
 """
 
 from __future__ import annotations
@@ -48,17 +51,31 @@ QUICK = Plan(channels=(1, 4, 16), rounds=1, duration_s=22.0, skip_s=6.0)
 FULL = Plan(channels=(1, 4, 16), rounds=3, duration_s=45.0, skip_s=10.0)
 
 
-def tcp_congestion_control() -> str:
-    """``reno`` when the kernel offers it, else ``cubic``."""
+COMPETITORS = ("reno", "cubic", "bbr")
+LOSS_BASED = ("reno", "cubic")
+
+
+def tcp_congestion_controls() -> list[str]:
+    """Those of :data:`COMPETITORS` the kernel offers (``modprobe`` is not tried: a lab may
+    not load modules)."""
     available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
-    return "reno" if "reno" in available else "cubic"
+    return [cc for cc in COMPETITORS if cc in available]
+
+
+def _worst(ratios: list[float]) -> float | None:
+    """The ratio farthest from 1, by factor."""
+    if not ratios:
+        return None
+    return max(ratios, key=lambda x: x - 1.0 if x >= 1 else 1.0 / max(x, 1e-9) - 1.0)
 
 
 def run(ctx: Context) -> Outcome:
     """Every N in every round; RESULT carries the ratio farthest from 1."""
     plan = QUICK if ctx.quick else FULL
     tools = wan.tools(ctx.tools, wan.BENCH.parent)
-    cc = tcp_congestion_control()
+    ccs = tcp_congestion_controls()
+    if not ccs:
+        raise HarnessError("the kernel offers none of reno, cubic, bbr")
     bdp = int(plan.rate_mbit * 1e6 / 8 * plan.rtt_ms / 1e3)
     link = wan.WanLink(plan.rtt_ms, 0.0, plan.rate_mbit, bdp)
     started: list[Proc] = []
@@ -82,59 +99,69 @@ def run(ctx: Context) -> Outcome:
         started.append(server)
         time.sleep(0.5)
         for r in range(plan.rounds):
-            for n in plan.channels:
-                runs.append(_measure(ctx, tools, lab, plan, cc, n, r))
-                time.sleep(2.0)
+            for cc in ccs:
+                for n in plan.channels:
+                    runs.append(_measure(ctx, tools, lab, plan, cc, n, r))
+                    time.sleep(2.0)
         for proc in started:
             proc.check_alive()
     finally:
         for proc in reversed(started):
             ctx.group.stop(proc)
 
-    worst = max(
-        (r["share_ratio"] for r in runs), key=lambda x: abs(x - 1.0) if x >= 1 else abs(1.0 / max(x, 1e-9) - 1.0)
-    )
-    by_n = {n: [r for r in runs if r["channels"] == n] for n in plan.channels}
+    result: dict[str, float] = {}
+    worst = _worst([r["share_ratio"] for r in runs if r["tcp_congestion_control"] in LOSS_BASED])
+    if worst is not None:
+        result["share_ratio_worst"] = round(worst, 4)
+    for cc in ccs:
+        cc_worst = _worst([r["share_ratio"] for r in runs if r["tcp_congestion_control"] == cc])
+        if cc_worst is not None:
+            result[f"share_ratio_worst_vs_{cc}"] = round(cc_worst, 4)
+    by_n = {(cc, n): [r for r in runs if r["channels"] == n and r["tcp_congestion_control"] == cc]
+            for cc in ccs for n in plan.channels}  # fmt: skip
     data = {
         "plan": asdict(plan),
         "link": link.label + f"-queue{bdp}b",
-        "tcp_congestion_control": cc,
+        "tcp_congestion_controls": ccs,
         "tcp_flows": TCP_FLOWS,
         "share_rule": "measured = tmp bytes / (tmp + iperf3 bytes) at the client namespace over the window; "
-        "expected = N / (N + 4); ratio = measured / expected; RESULT: the ratio farthest from 1 "
-        "(by factor) over every N and round",
+        "expected = N / (N + 4); ratio = measured / expected; RESULT share_ratio_worst: the ratio farthest "
+        "from 1 (by factor) over every N and round against reno and cubic; share_ratio_worst_vs_CC: the "
+        "same against one congestion control",
         "runs": runs,
         "plot": [
             {
                 "title": "link share: measured vs expected N/(N+4)",
                 "ylabel": "share of the bottleneck",
                 "groups": {
-                    f"N={n}": {
+                    f"{cc} N={n}": {
                         "measured (median)": sorted(x["measured_share"] for x in rs)[len(rs) // 2],
                         "expected": rs[0]["expected_share"],
                     }
-                    for n, rs in by_n.items()
+                    for (cc, n), rs in by_n.items()
+                    if rs
                 },
             },
             {
                 "title": "goodput (Mbit/s)",
                 "ylabel": "Mbit/s",
                 "groups": {
-                    f"N={n}": {
+                    f"{cc} N={n}": {
                         "TMP link": sorted(x["tmp_mbit"] for x in rs)[len(rs) // 2],
-                        f"iperf3 ×{TCP_FLOWS} ({cc})": sorted(x["tcp_mbit"] for x in rs)[len(rs) // 2],
+                        f"iperf3 ×{TCP_FLOWS}": sorted(x["tcp_mbit"] for x in rs)[len(rs) // 2],
                     }
-                    for n, rs in by_n.items()
+                    for (cc, n), rs in by_n.items()
+                    if rs
                 },
             },
         ],
     }
-    return Outcome(data=data, result={"share_ratio_worst": round(worst, 4)}, warnings=[])
+    return Outcome(data=data, result=result, warnings=[])
 
 
 def _measure(ctx: Context, tools: wan.WanTools, lab: wan.Lab, plan: Plan, cc: str, n: int, round_index: int) -> dict:
     """N downloads and 4 TCP flows together; shares over the window."""
-    tag = f"r{round_index + 1}-n{n}"
+    tag = f"r{round_index + 1}-{cc}-n{n}"
     iperf_out = ctx.workdir / f"{tag}-iperf3.json"
     iperf_argv = [
         tools.iperf3, "-c", lab.addr["client"], "-p", str(wan.IPERF_PORT), "-B", lab.addr["back"],
@@ -171,6 +198,7 @@ def _measure(ctx: Context, tools: wan.WanTools, lab: wan.Lab, plan: Plan, cc: st
         pass
     return {
         "round": round_index + 1,
+        "tcp_congestion_control": cc,
         "channels": n,
         "window_s": round(elapsed, 2),
         "tmp_mbit": round(tmp * 8 / elapsed / 1e6, 3),

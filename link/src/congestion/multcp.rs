@@ -1,20 +1,20 @@
-//! Congestion control for a TMP link: one QUIC connection that behaves like the N TCP flows
-//! it carries.
+//! MulTCP (Crowcroft and Oechslin, 1998): the window of N Reno flows kept as one.
 //!
 //! A TMP link multiplexes many client connections (channels) over one QUIC connection. Had
 //! each client reached the origin over its own TCP connection, a shared bottleneck would have
 //! seen N Reno flows and given them N shares; a link that backs off like one Reno flow gets
-//! one share and starves its N channels. The patent's answer, as in MulTCP (Crowcroft and
-//! Oechslin, 1998), is to make the link behave like N flows: in congestion avoidance the
-//! window grows by N segments per round trip, a loss takes 1/(2N) of the window away (one of
-//! N virtual flows halves its part) instead of half of it, and "a TMP should not go down to a
-//! window size of less than the number of TCP connections that it is hosting": the window
-//! never drops below N segments. N is read from a shared [`ChannelCount`] at every decision,
-//! so the link becomes gentler again as its channels close.
+//! one share and starves its N channels. MulTCP makes the link behave like N flows: in
+//! congestion avoidance the window grows by N segments per round trip, a loss takes 1/(2N) of
+//! the window away (one of N virtual flows halves its part) instead of half of it, and "a TMP
+//! should not go down to a window size of less than the number of TCP connections that it is
+//! hosting": the window never drops below N segments.
 //!
-//! The arithmetic is [`MulTcpWindow`], plain data tested without clock or socket; [`MulTcp`]
-//! adapts it to quinn's controller trait (recovery periods, app-limited acks, MTU changes);
-//! [`MulTcpConfig`] is the factory handed to `TransportConfig::congestion_controller_factory`.
+//! The arithmetic is [`MulTcpWindow`], plain data tested without clock or socket;
+//! [`MulTcpState`] adds recovery periods (plain data too); [`MulTcp`] adapts them to quinn's
+//! controller trait and [`MulTcpConfig`] is its factory. Links run the model-based controller
+//! ([`super::ModelController`]), which hands its window to a [`MulTcpState`] while the path
+//! is shared with loss-based flows that keep a queue standing; [`MulTcp`] stays as the
+//! loss-only reference the model is measured against (and a Reno flow in the simulations).
 //!
 //! MulTCP equals N flows when losses fall on packets at random, so that a flow's chance of
 //! seeing a loss grows with its share of the packets. Under perfectly synchronised losses,
@@ -23,69 +23,13 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 // quinn's `Instant` is std's on every target but the browser, where no gateway runs.
 use std::time::Instant;
 
 use quinn_proto::RttEstimator;
 use quinn_proto::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
-/// quinn's base datagram size, the unit of RFC 9002's default initial window.
-const BASE_DATAGRAM_SIZE: u64 = 1200;
-
-/// RFC 9002's initial window, as quinn's NewReno uses it:
-/// `min(10 × 1200, max(2 × 1200, 14720))` bytes.
-const DEFAULT_INITIAL_WINDOW: u64 = 10 * BASE_DATAGRAM_SIZE;
-
-/// RFC 9002's minimum window in segments, which even a single flow keeps.
-const MINIMUM_SEGMENTS: u64 = 2;
-
-/// The number of channels a link hosts now, shared by the link, which opens and closes
-/// channels, and its congestion controller, which reads it at every decision.
-///
-/// Only [`ChannelGuard`]s change the count, so it cannot underflow. It is a hint published
-/// through no other memory, hence relaxed atomics.
-#[derive(Debug, Clone, Default)]
-pub struct ChannelCount(Arc<AtomicUsize>);
-
-impl ChannelCount {
-    /// A count with no open channel.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Counts one more channel until the returned guard is dropped.
-    #[must_use = "the channel is counted only while the guard lives"]
-    pub fn open_channel(&self) -> ChannelGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        ChannelGuard {
-            count: self.clone(),
-        }
-    }
-
-    /// Channels open now.
-    pub fn open(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// N, the number of TCP flows the link behaves like: its open channels, and at least one,
-    /// since an idle link still behaves like one flow.
-    pub fn flows(&self) -> u64 {
-        u64::try_from(self.open()).unwrap_or(u64::MAX).max(1)
-    }
-}
-
-/// One open channel, counted in its [`ChannelCount`] until dropped.
-#[derive(Debug)]
-pub struct ChannelGuard {
-    count: ChannelCount,
-}
-
-impl Drop for ChannelGuard {
-    fn drop(&mut self) {
-        self.count.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use super::{ChannelCount, DEFAULT_INITIAL_WINDOW, MINIMUM_SEGMENTS};
 
 /// The window of N Reno flows kept as one: slow start, growth of N segments per round trip,
 /// back-off by 1/(2N), and a floor of N segments.
@@ -124,6 +68,14 @@ impl MulTcpWindow {
         };
         model.lift_to_floor(flows);
         model.start_round();
+        model
+    }
+
+    /// A window of `window` bytes (at least the floor for `flows`) already in congestion
+    /// avoidance, as when the model-based controller hands its window over.
+    pub fn avoiding(window: u64, mss: u64, flows: u64) -> Self {
+        let mut model = Self::new(window, mss, flows);
+        model.ssthresh = model.window;
         model
     }
 
@@ -168,7 +120,8 @@ impl MulTcpWindow {
         self.lift_to_floor(flows);
         let flows = flows.max(1);
         let halved = lost.clamp(1, flows);
-        let cut = (u128::from(self.window) * u128::from(halved) / u128::from(flows * 2)) as u64;
+        let cut = (u128::from(self.window) * u128::from(halved)
+            / u128::from(flows.saturating_mul(2))) as u64;
         self.window = (self.window - cut).max(self.minimum_window(flows));
         self.ssthresh = self.window;
         self.credit = 0;
@@ -238,11 +191,10 @@ impl MulTcpWindow {
     }
 }
 
-/// The quinn congestion controller of a TMP link: [`MulTcpWindow`] fed by quinn's acks and
-/// losses, with N read from the link's [`ChannelCount`] at every decision.
-#[derive(Debug, Clone)]
-pub struct MulTcp {
-    config: Arc<MulTcpConfig>,
+/// [`MulTcpWindow`] with RFC 9002 recovery periods: which acks grow the window and which
+/// losses belong to a congestion event already answered. Plain data; N is an argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulTcpState {
     model: MulTcpWindow,
     /// When the current recovery period began. As in quinn's NewReno, losses and acks of
     /// packets sent before then belong to the congestion event already answered.
@@ -251,16 +203,10 @@ pub struct MulTcp {
     halved_in_recovery: u64,
 }
 
-impl MulTcp {
-    /// A controller for a connection whose path MTU is `current_mtu` bytes.
-    pub fn new(config: Arc<MulTcpConfig>, current_mtu: u16) -> Self {
-        let model = MulTcpWindow::new(
-            config.initial_window,
-            u64::from(current_mtu),
-            config.channels.flows(),
-        );
+impl MulTcpState {
+    /// Recovery bookkeeping around `model`, outside any recovery period.
+    pub fn new(model: MulTcpWindow) -> Self {
         Self {
-            config,
             model,
             recovery_start: None,
             halved_in_recovery: 0,
@@ -272,8 +218,9 @@ impl MulTcp {
         &self.model
     }
 
-    fn flows(&self) -> u64 {
-        self.config.channels.flows()
+    /// Bytes that may be in flight with `flows` channels now.
+    pub fn window(&self, flows: u64) -> u64 {
+        self.model.window_for(flows)
     }
 
     fn sent_before_recovery(&self, sent: Instant) -> bool {
@@ -282,22 +229,22 @@ impl MulTcp {
 
     /// An ack grows the window unless the sender was short of data (the ack says nothing about
     /// the path's capacity) or the packet predates the current recovery period.
-    fn acked(&mut self, sent: Instant, bytes: u64, app_limited: bool) {
+    pub fn acked(&mut self, sent: Instant, bytes: u64, app_limited: bool, flows: u64) {
         if app_limited || self.sent_before_recovery(sent) {
             return;
         }
-        let flows = self.flows();
         self.model.on_ack(bytes, flows);
     }
 
-    fn congestion_event(
+    /// Packets sent at or before `sent` were lost (`lost_bytes` of them), found at `now`.
+    pub fn congestion_event(
         &mut self,
         now: Instant,
         sent: Instant,
         is_persistent_congestion: bool,
         lost_bytes: u64,
+        flows: u64,
     ) {
-        let flows = self.flows();
         let lost = lost_bytes.div_ceil(self.model.mss()).max(1);
         if !self.sent_before_recovery(sent) {
             self.recovery_start = Some(now);
@@ -313,6 +260,60 @@ impl MulTcp {
         if is_persistent_congestion {
             self.model.on_persistent_congestion(flows);
         }
+    }
+
+    /// The path's segment size changed to `mss` bytes.
+    pub fn on_mtu_update(&mut self, mss: u64, flows: u64) {
+        self.model.on_mtu_update(mss, flows);
+    }
+}
+
+/// The loss-only quinn congestion controller: [`MulTcpState`] fed by quinn's acks and losses,
+/// with N read from the link's [`ChannelCount`] at every decision.
+#[derive(Debug, Clone)]
+pub struct MulTcp {
+    config: Arc<MulTcpConfig>,
+    state: MulTcpState,
+}
+
+impl MulTcp {
+    /// A controller for a connection whose path MTU is `current_mtu` bytes.
+    pub fn new(config: Arc<MulTcpConfig>, current_mtu: u16) -> Self {
+        let model = MulTcpWindow::new(
+            config.initial_window,
+            u64::from(current_mtu),
+            config.channels.flows(),
+        );
+        Self {
+            config,
+            state: MulTcpState::new(model),
+        }
+    }
+
+    /// The window arithmetic, as of the last ack or loss.
+    pub fn model(&self) -> &MulTcpWindow {
+        self.state.model()
+    }
+
+    fn flows(&self) -> u64 {
+        self.config.channels.flows()
+    }
+
+    fn acked(&mut self, sent: Instant, bytes: u64, app_limited: bool) {
+        let flows = self.flows();
+        self.state.acked(sent, bytes, app_limited, flows);
+    }
+
+    fn congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        let flows = self.flows();
+        self.state
+            .congestion_event(now, sent, is_persistent_congestion, lost_bytes, flows);
     }
 }
 
@@ -340,17 +341,17 @@ impl Controller for MulTcp {
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         let flows = self.flows();
-        self.model.on_mtu_update(u64::from(new_mtu), flows);
+        self.state.on_mtu_update(u64::from(new_mtu), flows);
     }
 
     fn window(&self) -> u64 {
-        self.model.window_for(self.flows())
+        self.state.window(self.flows())
     }
 
     fn metrics(&self) -> ControllerMetrics {
         let mut metrics = ControllerMetrics::default();
         metrics.congestion_window = self.window();
-        metrics.ssthresh = Some(self.model.ssthresh());
+        metrics.ssthresh = Some(self.model().ssthresh());
         metrics
     }
 
@@ -429,6 +430,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::congestion::ChannelGuard;
 
     const MSS: u64 = 1200;
 
