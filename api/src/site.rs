@@ -129,6 +129,10 @@ pub struct SiteSpec {
     /// requests over its origins.
     #[serde(default)]
     pub backends: BackendsSpec,
+    /// The TMP links between this site's front-ends and back-ends: each Frontend links to a
+    /// subset of the back-ends rather than to all of them, so the mesh stays bounded.
+    #[serde(default)]
+    pub links: LinksSpec,
     /// Quality-of-service goals. A front-end moves traffic off a TMP link whose RTT or loss
     /// exceeds them, and the operator adds back-ends (up to `backends.maxReplicas`) while the
     /// response time exceeds its goal.
@@ -646,6 +650,35 @@ pub struct BackendsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_replicas: Option<i32>,
+}
+
+/// How front-ends link to this site's back-ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinksSpec {
+    /// How many of the site's ready back-ends each Frontend links to (deterministic
+    /// subsetting): the Frontends serving the site spread their links evenly over the
+    /// back-ends, and one Frontend or back-end more or less moves few links. A back-end that
+    /// stops being ready is replaced in the subsets by the next one. A value at least the
+    /// number of back-ends links every front-end to every back-end. Default 3.
+    #[serde(default = "default_subset_size")]
+    #[schemars(range(min = 1))]
+    pub subset_size: u32,
+}
+
+/// Back-ends each Frontend links to when `links.subsetSize` is not given.
+pub const DEFAULT_SUBSET_SIZE: u32 = 3;
+
+fn default_subset_size() -> u32 {
+    DEFAULT_SUBSET_SIZE
+}
+
+impl Default for LinksSpec {
+    fn default() -> Self {
+        Self {
+            subset_size: default_subset_size(),
+        }
+    }
 }
 
 fn default_backend_replicas() -> i32 {

@@ -6,7 +6,7 @@ use super::{Collector, Pattern, Violations};
 use crate::duration::Duration;
 use crate::rules::{self, CelRule};
 use crate::site::{
-    BackendsSpec, CacheSpec, MAX_HOSTNAMES, MAX_ORIGINS, MAX_REQUEST_TYPES, MAX_RULES,
+    BackendsSpec, CacheSpec, LinksSpec, MAX_HOSTNAMES, MAX_ORIGINS, MAX_REQUEST_TYPES, MAX_RULES,
     MAX_TCP_PORTS, OriginSpec, PRIORITY_CLASSES, QosSpec, RequestMatch, RequestTypesSpec, SiteSpec,
     TcpPortSpec,
 };
@@ -90,6 +90,7 @@ impl SiteSpec {
         );
 
         check_backends(&mut c, &self.backends);
+        check_links(&mut c, &self.links);
         check_qos(&mut c, &self.qos);
         check_cache(&mut c, &self.cache);
         if let Some(tls) = &self.tls {
@@ -376,6 +377,14 @@ fn check_backends(c: &mut Collector, b: &BackendsSpec) {
     );
 }
 
+fn check_links(c: &mut Collector, links: &LinksSpec) {
+    c.check(
+        links.subset_size >= 1,
+        "spec.links.subsetSize",
+        "must be at least 1",
+    );
+}
+
 fn check_qos(c: &mut Collector, qos: &QosSpec) {
     if let Some(goal) = qos.latency_p99 {
         positive_duration(c, goal, "spec.qos.latencyP99");
@@ -492,6 +501,7 @@ mod tests {
             request_types: RequestTypesSpec::default(),
             limits: Default::default(),
             backends: Default::default(),
+            links: Default::default(),
             qos: Default::default(),
             cache: Default::default(),
             tls: None,
@@ -511,6 +521,15 @@ mod tests {
             .err()
             .map(|v| v.0.into_iter().map(|v| v.reason).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn links_subset_size_defaults_to_three_and_is_at_least_one() {
+        let parsed: LinksSpec = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.subset_size, 3);
+        let mut s = spec();
+        s.links.subset_size = 0;
+        assert_eq!(fields(&s), ["spec.links.subsetSize"]);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! Front-ends reach back-ends by pod IP (each Site's ready back-end pods at `IP:4433` in the
 //! document's `backends`): the test bed has no kube-proxy, and a front-end keeps one
-//! TMP link per back-end anyway, which a headless Service gives in a real cluster too. The
-//! front-ends watch the ConfigMap, so a back-end coming or going reaches them live.
+//! TMP link per listed back-end anyway, which a headless Service gives in a real cluster too.
+//! Each Site lists the Frontend's subset of its ready back-ends (`spec.links.subsetSize`,
+//! chosen by [`super::subset`] in the reconciler), not all of them. The front-ends watch the
+//! ConfigMap, so a back-end coming or going reaches them live.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

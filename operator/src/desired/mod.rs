@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod frontend;
 pub mod site_file;
+pub mod subset;
 
 use std::collections::BTreeMap;
 

@@ -26,6 +26,7 @@ use super::site::published_hash;
 use super::{Context, apply, instrumented};
 use crate::desired;
 use crate::desired::frontend::{self, FrontendInputs, ServedSite};
+use crate::desired::subset::{self, FrontendPosition};
 use crate::error::{Error, Result};
 use crate::metrics::Controller;
 use crate::names::{self, COMPONENT_LABEL, LINK_PORT, SITE_LABEL, Tier};
@@ -69,6 +70,46 @@ pub fn select_sites<'a>(spec: &FrontendSpec, sites: &'a [Site]) -> (Vec<&'a Site
         .cloned()
         .collect();
     (served, missing)
+}
+
+/// Where the Frontend named `own` stands among the Frontends serving each Site, by Site
+/// name: the subset position ([`desired::subset`]) of its front-ends. The Frontends are
+/// ordered by name (a stable order any reconcile computes alike); those being deleted are left
+/// out, so their share moves to the others, and `own` always counts (a list read a moment
+/// before it was created may miss it).
+pub fn subset_positions(
+    own: &str,
+    own_spec: &FrontendSpec,
+    frontends: &[Frontend],
+    sites: &[Site],
+) -> BTreeMap<String, FrontendPosition> {
+    let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let others = frontends
+        .iter()
+        .filter(|f| f.metadata.deletion_timestamp.is_none() && f.name_any() != own)
+        .map(|f| (f.name_any(), &f.spec));
+    for (name, spec) in others.chain([(own.to_owned(), own_spec)]) {
+        for site in select_sites(spec, sites).0 {
+            by_site
+                .entry(site.name_any())
+                .or_default()
+                .push(name.clone());
+        }
+    }
+    by_site
+        .into_iter()
+        .filter_map(|(site, mut names)| {
+            names.sort();
+            let index = names.iter().position(|name| name == own)?;
+            Some((
+                site,
+                FrontendPosition {
+                    index,
+                    count: names.len(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The TMP addresses of the ready back-end pods among `pods`, by their Site label value.
@@ -208,6 +249,13 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
         .await?
         .items;
     let backends = ready_backends(&backend_pods);
+    let frontends: Api<Frontend> = Api::namespaced(ctx.client.clone(), &namespace);
+    let positions = subset_positions(
+        &name,
+        &frontend.spec,
+        &frontends.list(&ListParams::default()).await?.items,
+        &all_sites,
+    );
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let rollouts = backend_rollouts(
         &deployments
@@ -231,6 +279,14 @@ async fn apply_frontend(frontend: Arc<Frontend>, ctx: Arc<Context>) -> Result<Ac
             let site_name = site.name_any();
             let label = names::label_value(&site_name);
             let ready = backends.get(&label).cloned().unwrap_or_default();
+            // The subset is taken among the ready back-ends, so one that stops being ready is
+            // replaced by the next on the ring: the widening the configuration can express.
+            let position = positions
+                .get(&site_name)
+                .copied()
+                .unwrap_or(FrontendPosition { index: 0, count: 1 });
+            let k = usize::try_from(site.spec.links.subset_size).unwrap_or(usize::MAX);
+            let ready = subset::subset(position, &ready, k);
             let was = listed.get(&site_name).cloned().unwrap_or_default();
             let rollout = rollouts.get(&label).copied().unwrap_or_default();
             ServedSite {
@@ -408,6 +464,38 @@ mod tests {
             ["a", "b"]
         );
         assert!(missing.is_empty());
+    }
+
+    fn named_frontend(name: &str, sites: &[&str], deleting: bool) -> Frontend {
+        let mut value = json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "Frontend",
+            "metadata": {"name": name, "namespace": "web"},
+            "spec": {"region": "eu", "sites": sites},
+        });
+        if deleting {
+            value["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_frontend_counts_among_the_live_frontends_serving_each_site() {
+        let sites = [site("a", "gold"), site("b", "gold")];
+        let frontends = [
+            named_frontend("zeta", &["a", "b"], false),
+            named_frontend("alpha", &["a"], false),
+            named_frontend("gone", &["a", "b"], true),
+        ];
+        let own = named_frontend("mid", &["a", "b"], false);
+        // "mid" is not in the list yet (read before it was created): it counts all the same.
+        let positions = subset_positions("mid", &own.spec, &frontends, &sites);
+        assert_eq!(
+            positions,
+            BTreeMap::from([
+                ("a".to_owned(), FrontendPosition { index: 1, count: 3 }),
+                ("b".to_owned(), FrontendPosition { index: 0, count: 2 }),
+            ])
+        );
     }
 
     fn pod(site: &str, ip: &str, ready: bool, deleting: bool) -> Pod {
