@@ -35,7 +35,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 pub use error::{Error, Result};
@@ -246,12 +246,24 @@ async fn lead(
         watcher::Config::default(),
     );
     let frontend_store = frontends.store();
+    // A Frontend created, deleted or pointed at other Sites changes the link subsets of the
+    // others serving those Sites (their rank among them): reconcile every Frontend then.
+    let mut membership = reconcile::peers::Membership::default();
+    let membership_changes = watcher::watcher(
+        scoped::<Frontend>(&client, namespace),
+        watcher::Config::default(),
+    )
+    // Backoff, so that an API server refusing the watch is not asked again in a tight loop.
+    .default_backoff()
+    .filter_map(|event| std::future::ready(event.ok()))
+    .filter_map(move |event| std::future::ready(membership.changed(&event).then_some(())));
     let (by_site, by_pod, by_backends) = (
         frontend_store.clone(),
         frontend_store.clone(),
         frontend_store.clone(),
     );
     let frontends = frontends
+        .reconcile_all_on(membership_changes)
         .owns(
             scoped::<Deployment>(&client, namespace),
             watcher::Config::default().labels(&frontend_labels),

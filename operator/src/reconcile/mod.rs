@@ -3,6 +3,7 @@
 //! exponential backoff).
 
 pub mod frontend;
+pub mod peers;
 pub mod signer;
 pub mod site;
 
