@@ -402,12 +402,20 @@ pub struct Outcomes {
     pub started: Instant,
 }
 
+/// How long after a kill a request may still be written onto the dead process's kept-alive
+/// connections: SIGKILL and the kernel's teardown of the sockets take a few milliseconds, and
+/// a client connection that has not yet read its reset still sends.
+pub const DEATH_SEEN_WITHIN: Duration = Duration::from_millis(50);
+
 impl Outcomes {
     /// Requests of `kind` (to `target`, or any) that were open on a component that died at
     /// `fault_at` before its death could be seen: sent before the first failure after
-    /// `fault_at` ended, and not finished at `fault_at`. Until a client or the tier in front
-    /// learns of the death (a reset, a link's idle timeout), what it sends there is lost
-    /// with it; a snapshot taken just before the fault misses those.
+    /// `fault_at` ended (or within [`DEATH_SEEN_WITHIN`] of the fault, whichever is later),
+    /// and not finished at `fault_at`. Until a client or the tier in front learns of the
+    /// death (a reset, a link's idle timeout), what it sends there is lost with it; a
+    /// snapshot taken just before the fault misses those. Each kept-alive client connection
+    /// learns on its own, so one connection's failure does not mean another's POST, written
+    /// in the same moment, was not lost too.
     pub fn open_until_seen(&self, kind: Kind, target: Option<usize>, fault_at: Instant) -> usize {
         let on_target = |r: &&Record| target.is_none_or(|t| r.target == t);
         let seen = self
@@ -417,7 +425,8 @@ impl Outcomes {
             .filter(|r| r.outcome != Outcome::Answered && r.finished >= fault_at)
             .map(|r| r.finished)
             .min()
-            .unwrap_or(fault_at);
+            .unwrap_or(fault_at)
+            .max(fault_at + DEATH_SEEN_WITHIN);
         self.records
             .iter()
             .filter(on_target)
